@@ -1,0 +1,75 @@
+"""Training configuration: defaults live here, validation happens at construction."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from .errors import ConfigError
+from .presets import ALL_LINEAR
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+@dataclass
+class TrainConfig:
+    model: str = "tiny"
+    data: str = "sample"
+    steps: int = 60
+    learning_rate: float = 2e-4
+    lora_rank: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    lora_targets: list[str] = field(default_factory=lambda: list(ALL_LINEAR))
+    batch_size: int = 8
+    grad_accum: int = 1
+    max_seq_len: int = 512
+    warmup_steps: int = 5
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    logging_steps: int = 5
+    save_steps: int = 0  # 0: a checkpoint at the midpoint and the end
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        positive = ["steps", "lora_rank", "lora_alpha", "batch_size", "grad_accum", "max_seq_len", "logging_steps"]
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if not 0 < self.learning_rate < 1:
+            raise ConfigError(f"learning_rate must be in (0, 1), got {self.learning_rate!r}")
+        if not 0 <= self.lora_dropout < 1:
+            raise ConfigError(f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
+        if self.warmup_steps < 0 or self.save_steps < 0:
+            raise ConfigError("warmup_steps and save_steps must not be negative")
+
+    @classmethod
+    def field_names(cls) -> set[str]:
+        return {f.name for f in fields(cls)}
+
+    @classmethod
+    def with_overrides(cls, **overrides) -> TrainConfig:
+        unknown = set(overrides) - cls.field_names()
+        if unknown:
+            raise ConfigError(
+                f"unknown option(s): {', '.join(sorted(unknown))}",
+                f"valid options: {', '.join(sorted(cls.field_names()))}",
+            )
+        return cls(**overrides)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_toml(cls, path: Path) -> TrainConfig:
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot read run config ({exc})", "is this a backprop run directory?") from None
+        known = {k: v for k, v in data.get("train", {}).items() if k in cls.field_names()}
+        return cls(**known)

@@ -1,0 +1,31 @@
+"""Errors a user can cause. The CLI prints them as one line plus a hint and exits 2."""
+
+from __future__ import annotations
+
+
+class BackpropError(Exception):
+    """Base class for every error caused by user input (bad file, unknown name, ...)."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message} (hint: {self.hint})"
+
+
+class DataError(BackpropError):
+    """A dataset cannot be read or contains an invalid row."""
+
+
+class ModelError(BackpropError):
+    """A model name or path cannot be resolved or loaded."""
+
+
+class ConfigError(BackpropError):
+    """An option value is invalid (unknown quantization, unwritable output dir, ...)."""
+
+
+class ExportError(BackpropError):
+    """Conversion, quantization or verification of an export failed."""

@@ -1,0 +1,167 @@
+"""Typed progress events and the sinks that receive them.
+
+The engine never prints: it emits events to an :class:`EventBus`. Sinks are the Python callback,
+the console (``--no-tui``) and ``events.jsonl`` inside the run directory (always written).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar, TextIO
+
+
+@dataclass
+class Event:
+    kind: ClassVar[str] = "event"
+    time: float = field(default_factory=time.time, kw_only=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"event": self.kind, **asdict(self)}
+
+
+@dataclass
+class RunStarted(Event):
+    kind: ClassVar[str] = "run_started"
+    run_dir: str
+    model: str
+    total_steps: int
+    num_examples: int
+    trainable_params: int
+    total_params: int
+
+
+@dataclass
+class StepMetrics(Event):
+    kind: ClassVar[str] = "step"
+    step: int
+    total_steps: int
+    loss: float
+    learning_rate: float
+    grad_norm: float
+    tokens_per_second: float
+    eta_seconds: float
+    memory_mb: float
+    temperature_c: float | None = None
+
+
+@dataclass
+class CheckpointSaved(Event):
+    kind: ClassVar[str] = "checkpoint"
+    step: int
+    path: str
+
+
+@dataclass
+class WarningEvent(Event):
+    kind: ClassVar[str] = "warning"
+    message: str
+
+
+@dataclass
+class RunFinished(Event):
+    kind: ClassVar[str] = "finished"
+    steps: int
+    final_loss: float
+    tokens: int
+    seconds: float
+    adapter_path: str
+
+
+@dataclass
+class RunFailed(Event):
+    kind: ClassVar[str] = "failed"
+    error: str
+
+
+@dataclass
+class ExportProgress(Event):
+    kind: ClassVar[str] = "export"
+    stage: str
+    detail: str
+
+
+Sink = Callable[[Event], None]
+
+
+class EventBus:
+    """Fans one event out to every sink."""
+
+    def __init__(self, sinks: list[Sink] | None = None) -> None:
+        self.sinks: list[Sink] = list(sinks or [])
+
+    def add(self, sink: Sink) -> None:
+        self.sinks.append(sink)
+
+    def remove(self, sink: Sink) -> None:
+        self.sinks.remove(sink)
+
+    def emit(self, event: Event) -> None:
+        for sink in self.sinks:
+            sink(event)
+
+
+class JsonlSink:
+    """Appends one JSON object per event and flushes, so another process can follow the file."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = path.open("a", encoding="utf-8")
+
+    def __call__(self, event: Event) -> None:
+        self._file.write(json.dumps(event.to_dict()) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class ConsoleSink:
+    """One human-readable line per event (or the JSON object with ``as_json``)."""
+
+    def __init__(self, stream: TextIO | None = None, as_json: bool = False) -> None:
+        self.stream = stream or sys.stdout
+        self.as_json = as_json
+
+    def __call__(self, event: Event) -> None:
+        line = json.dumps(event.to_dict()) if self.as_json else format_event(event)
+        if line:
+            print(line, file=self.stream, flush=True)
+
+
+def format_event(event: Event) -> str:
+    if isinstance(event, StepMetrics):
+        return (
+            f"step {event.step:>5}/{event.total_steps}  loss {event.loss:.4f}  lr {event.learning_rate:.2e}  "
+            f"grad {event.grad_norm:.3f}  {event.tokens_per_second:,.0f} tok/s  "
+            f"eta {_duration(event.eta_seconds)}  mem {event.memory_mb:,.0f} MB"
+        )
+    if isinstance(event, RunStarted):
+        return (
+            f"training {event.model} on {event.num_examples} examples for {event.total_steps} steps "
+            f"({event.trainable_params:,} of {event.total_params:,} parameters trainable) -> {event.run_dir}"
+        )
+    if isinstance(event, RunFinished):
+        return (
+            f"finished: {event.steps} steps, final loss {event.final_loss:.4f}, {event.tokens:,} tokens "
+            f"in {_duration(event.seconds)}"
+        )
+    if isinstance(event, WarningEvent):
+        return f"warning: {event.message}"
+    if isinstance(event, RunFailed):
+        return f"failed: {event.error}"
+    if isinstance(event, CheckpointSaved):
+        return f"checkpoint saved at step {event.step}: {event.path}"
+    if isinstance(event, ExportProgress):
+        return f"export [{event.stage}] {event.detail}"
+    return ""
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    minutes, secs = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"

@@ -1,0 +1,87 @@
+"""Quantization through llama.cpp's own ``llama_model_quantize`` (llama-cpp-python)."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..errors import ConfigError, ExportError
+from ..fsutil import atomic_path
+
+# Our names → llama.cpp file types. f32/f16 are written directly by our converter.
+QUANTIZATIONS = {
+    "f32": "LLAMA_FTYPE_ALL_F32",
+    "f16": "LLAMA_FTYPE_MOSTLY_F16",
+    "bf16": "LLAMA_FTYPE_MOSTLY_BF16",
+    "q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0",
+    "q6_k": "LLAMA_FTYPE_MOSTLY_Q6_K",
+    "q5_k_m": "LLAMA_FTYPE_MOSTLY_Q5_K_M",
+    "q5_0": "LLAMA_FTYPE_MOSTLY_Q5_0",
+    "q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M",
+    "q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0",
+    "q3_k_m": "LLAMA_FTYPE_MOSTLY_Q3_K_M",
+    "q2_k": "LLAMA_FTYPE_MOSTLY_Q2_K",
+}
+DIRECT_TYPES = ("f32", "f16")
+
+
+def check_quantization(name: str) -> str:
+    normalized = name.lower()
+    if normalized not in QUANTIZATIONS:
+        raise ConfigError(f"unknown quantization {name!r}", f"choose one of: {', '.join(QUANTIZATIONS)}")
+    return normalized
+
+
+def file_type_id(name: str) -> int:
+    import llama_cpp
+
+    return int(getattr(llama_cpp, QUANTIZATIONS[check_quantization(name)]))
+
+
+def quantize_gguf(source: Path, target: Path, quantization: str, threads: int = 0) -> list[str]:
+    """Quantize an f16/f32 GGUF into ``target`` (written atomically).
+
+    Returns llama.cpp's notes about tensors it had to quantize to another type than asked for.
+    """
+    import llama_cpp
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = file_type_id(quantization)
+    params.nthread = threads
+    with atomic_path(Path(target)) as tmp, _captured_stderr() as log:
+        status = llama_cpp.llama_model_quantize(str(source).encode(), str(tmp).encode(), ctypes.byref(params))
+        if status != 0:
+            raise ExportError(
+                f"llama.cpp failed to quantize {source.name} to {quantization} (status {status})",
+                "; ".join(log.read().splitlines()[-3:]) or None,
+            )
+        return [line.strip() for line in log.read().splitlines() if "fallback" in line]
+
+
+class _Log:
+    def __init__(self, file) -> None:
+        self._file = file
+
+    def read(self) -> str:
+        self._file.seek(0)
+        return self._file.read().decode("utf-8", errors="replace")
+
+
+@contextlib.contextmanager
+def _captured_stderr() -> Iterator[_Log]:
+    """llama.cpp logs to file descriptor 2 from C; keep that out of our output and hand it to the caller."""
+    with tempfile.TemporaryFile() as file:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(file.fileno(), 2)
+        try:
+            yield _Log(file)
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)

@@ -1,0 +1,70 @@
+"""Loading tokenizers, base models and adapters (heavy imports stay inside the functions)."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+from .errors import ModelError
+
+
+def quiet_transformers() -> None:
+    """Our own events report progress; silence library progress bars and info logs."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    # bitsandbytes (imported by peft when installed) warns about an optional kernels package on CPU.
+    warnings.filterwarnings("ignore", message="Failed to load CPU gemm_4bit_forward")
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def pick_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def pick_dtype(device: str):
+    import torch
+
+    if device == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def load_tokenizer(path: Path, trust_remote_code: bool = False):
+    quiet_transformers()
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{path}: cannot load tokenizer ({exc})", "the folder needs tokenizer.json or tokenizer files") from None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if not tokenizer.chat_template:
+        raise ModelError(f"{path}: the tokenizer has no chat template", "use an instruct/chat model (plain-text training comes later)")
+    return tokenizer
+
+
+def load_base_model(path: Path, device: str = "cpu", dtype=None, trust_remote_code: bool = False):
+    quiet_transformers()
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=dtype or torch.float32, trust_remote_code=trust_remote_code, use_safetensors=True
+        )
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{path}: cannot load model ({exc})", "pass a causal-LM folder with safetensors weights") from None
+    return model.to(device)
+
+
+def load_adapted_model(base_path: Path, adapter_path: Path, device: str = "cpu", dtype=None):
+    from peft import PeftModel
+
+    base = load_base_model(base_path, device, dtype)
+    return PeftModel.from_pretrained(base, adapter_path).to(device)
