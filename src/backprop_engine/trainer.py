@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import Callable
 
 from .config import TrainConfig
+from .data import load_conversations
 from .errors import ConfigError
 from .events import Event, EventBus, JsonlSink, RunFailed
 from .fsutil import atomic_dir
 from .paths import default_runs_dir
 from .presets import PRESETS, resolve_model
 from .rundir import RunDir
-from .train import TrainResult, run_training
+from .train import TrainResult, prepare_examples, run_training
 
 # The built-in tiny models start from random weights and need a much larger step size than a
 # pretrained model's adapter; used unless the caller sets learning_rate.
@@ -50,13 +51,16 @@ class Trainer:
         """Train on ``data`` (messages JSONL or a built-in dataset); ``output_dir`` becomes the run directory."""
         changes = {"data": str(data)} | ({"steps": steps} if steps is not None else {})
         self.config = TrainConfig.with_overrides(**(self.config.to_dict() | changes))
+        # Everything the user can get wrong is checked before the run directory is created.
+        conversations = load_conversations(self.config.data)
         model = resolve_model(self.config.model)
+        examples = prepare_examples(conversations, model, self.config)
         self.run = RunDir.create(Path(output_dir) if output_dir else self._default_run_path())
         self.run.write_config(self.config, {"model_path": str(model.path)})
         sink = JsonlSink(self.run.events_path)
         self.bus.add(sink)
         try:
-            self.result = run_training(self.config, model, self.run, self.bus)
+            self.result = run_training(self.config, model, examples, self.run, self.bus)
         except BaseException as exc:
             self.bus.emit(RunFailed(f"{type(exc).__name__}: {exc}"))
             raise

@@ -22,10 +22,10 @@ def find_gguf(path: Path) -> Path:
     raise ConfigError(f"{path}: no such file or directory", "pass a GGUF file or a run directory")
 
 
-def open_gguf(path: Path, n_ctx: int = 2048, seed: int = 0):
+def open_gguf(path: Path, n_ctx: int = 2048, seed: int = 0, logits_all: bool = False):
     from llama_cpp import Llama
 
-    return Llama(model_path=str(path), n_ctx=n_ctx, seed=seed, verbose=False)
+    return Llama(model_path=str(path), n_ctx=n_ctx, seed=seed, logits_all=logits_all, verbose=False)
 
 
 def chat_reply(llm, messages: list[dict[str, str]], max_tokens: int = 64, temperature: float = 0.0) -> str:

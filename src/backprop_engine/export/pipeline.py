@@ -31,11 +31,7 @@ def export_run(run: RunDir, quantization: str = "q4_k_m", name: str | None = Non
     quantization = check_quantization(quantization)
     name = safe_name(name or run.path.name, "export name")
     bus = bus or EventBus()
-    config = run.read_config()
-    if not (run.adapter / "adapter_config.json").is_file():
-        raise ExportError(f"{run.path}: the run has no trained adapter", "finish `backprop train` before exporting")
-
-    merged = _merged_model(run, resolve_model(config.model).path, bus)
+    merged = ensure_merged(run, bus)
     target = run.export / f"{name}.{quantization}.gguf"
     if quantization in DIRECT_TYPES:
         bus.emit(ExportProgress("convert", f"writing {quantization} GGUF"))
@@ -56,8 +52,12 @@ def export_run(run: RunDir, quantization: str = "q4_k_m", name: str | None = Non
     return ExportResult(target, quantization, target.stat().st_size)
 
 
-def _merged_model(run: RunDir, base_path: Path, bus: EventBus) -> Path:
+def ensure_merged(run: RunDir, bus: EventBus | None = None) -> Path:
     """Merge once per adapter: the merged folder records the adapter's hash and is reused while it matches."""
+    bus = bus or EventBus()
+    if not (run.adapter / "adapter_config.json").is_file():
+        raise ExportError(f"{run.path}: the run has no trained adapter", "finish `backprop train` before exporting")
+    base_path = resolve_model(run.read_config().model).path
     digest = _adapter_digest(run.adapter)
     stamp = run.merged / "backprop_merge.json"
     if stamp.is_file() and json.loads(stamp.read_text()).get("adapter_sha256") == digest:

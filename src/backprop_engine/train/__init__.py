@@ -1,5 +1,5 @@
 """The training loop (HF transformers + peft LoRA)."""
 
-from .loop import TrainResult, run_training
+from .loop import TrainResult, prepare_examples, run_training
 
-__all__ = ["TrainResult", "run_training"]
+__all__ = ["TrainResult", "prepare_examples", "run_training"]

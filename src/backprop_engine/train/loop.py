@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import TrainConfig
-from ..data import load_conversations, tokenize_dataset
+from ..data import tokenize_dataset
 from ..data.tokenize import IGNORE_INDEX, TokenizedExample
 from ..errors import DataError
 from ..events import CheckpointSaved, EventBus, RunFinished, RunStarted, StepMetrics
@@ -34,15 +34,25 @@ class TrainResult:
         return self.tokens / self.seconds if self.seconds else 0.0
 
 
-def run_training(config: TrainConfig, model: ResolvedModel, run: RunDir, bus: EventBus) -> TrainResult:
+def prepare_examples(conversations: list, model: ResolvedModel, config: TrainConfig) -> list[TokenizedExample]:
+    """Render and mask every conversation with the model's own chat template."""
+    examples = tokenize_dataset(load_tokenizer(model.path), conversations, config.max_seq_len)
+    if not examples:
+        raise DataError(
+            f"{config.data}: no conversation has an assistant token within max_seq_len={config.max_seq_len}",
+            "raise --max-seq-len or shorten the prompts",
+        )
+    return examples
+
+
+def run_training(
+    config: TrainConfig, model: ResolvedModel, examples: list[TokenizedExample], run: RunDir, bus: EventBus
+) -> TrainResult:
     import torch
 
     torch.manual_seed(config.seed)
     device = pick_device()
     tokenizer = load_tokenizer(model.path)
-    examples = tokenize_dataset(tokenizer, load_conversations(config.data), config.max_seq_len)
-    if not examples:
-        raise DataError(f"{config.data}: no example has an assistant token within max_seq_len={config.max_seq_len}")
     peft_model = _lora_model(load_base_model(model.path, device, pick_dtype(device)), config)
     trainable, total = _count_parameters(peft_model)
     bus.emit(RunStarted(str(run.path), config.model, config.steps, len(examples), trainable, total))

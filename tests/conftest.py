@@ -1,0 +1,57 @@
+"""Shared fixtures. Every test runs offline, with caches and runs in a private temporary home."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+_HOME = Path(tempfile.mkdtemp(prefix="backprop-tests-"))
+os.environ.update(
+    HF_HUB_OFFLINE="1",
+    TRANSFORMERS_OFFLINE="1",
+    XDG_CACHE_HOME=str(_HOME / "cache"),
+    XDG_DATA_HOME=str(_HOME / "data"),
+    XDG_CONFIG_HOME=str(_HOME / "config"),
+)
+
+ARCHITECTURES = ["tiny", "tiny-qwen2"]
+
+
+@pytest.fixture(scope="session")
+def tiny_models() -> dict[str, Path]:
+    from backprop_engine import resolve_model
+
+    return {name: resolve_model(name).path for name in ARCHITECTURES}
+
+
+class TrainedRuns:
+    """Trains each tiny architecture once per session (20 steps) and hands out the Trainer."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._trainers: dict = {}
+
+    def __call__(self, name: str):
+        if name not in self._trainers:
+            from backprop_engine import Trainer
+
+            trainer = Trainer(name, batch_size=8)
+            trainer.train("sample", steps=20, output_dir=self.root / name)
+            self._trainers[name] = trainer
+        return self._trainers[name]
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> TrainedRuns:
+    return TrainedRuns(tmp_path_factory.mktemp("runs"))
+
+
+@pytest.fixture(scope="session")
+def merged_model(trained_run):
+    """name → folder of the merged (base + adapter) model of that architecture's trained run."""
+    from backprop_engine.export.pipeline import ensure_merged
+
+    return lambda name: ensure_merged(trained_run(name).run)

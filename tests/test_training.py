@@ -1,0 +1,74 @@
+"""LoRA training on the real tiny models."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from backprop_engine.data import load_conversations, tokenize_conversation
+from backprop_engine.data.tokenize import IGNORE_INDEX
+from backprop_engine.modeling import load_adapted_model, load_tokenizer
+
+from .conftest import ARCHITECTURES
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_twenty_steps_lower_the_loss(trained_run, name):
+    result = trained_run(name).result
+    assert result.steps == 20
+    assert result.final_loss < result.first_loss - 1.0, (result.first_loss, result.final_loss)
+    assert result.tokens > 0 and result.seconds > 0
+
+
+def test_run_directory_layout_and_events(trained_run):
+    run = trained_run("tiny").run
+    assert (run.adapter / "adapter_model.safetensors").is_file()
+    assert not list(run.path.rglob("*.bin")), "no pickles"
+    assert (run.checkpoints / "step-000010" / "adapter_model.safetensors").is_file()
+    assert run.read_config().steps == 20
+    events = [json.loads(line) for line in run.events_path.read_text().splitlines()]
+    kinds = [event["event"] for event in events]
+    assert kinds[0] == "run_started" and kinds[-1] == "finished"
+    steps = [event for event in events if event["event"] == "step"]
+    assert steps[-1]["step"] == 20 and all(event["tokens_per_second"] > 0 for event in steps)
+
+
+def test_saved_adapter_reloads_with_identical_logits(trained_run, tiny_models, tmp_path):
+    trainer = trained_run("tiny")
+    saved = trainer.save(tmp_path / "copy")
+    tokenizer = load_tokenizer(tiny_models["tiny"])
+    ids = torch.tensor([tokenizer("Arr, what be the weather?")["input_ids"]])
+    with torch.no_grad():
+        first = load_adapted_model(tiny_models["tiny"], trainer.run.adapter).eval()(ids).logits
+        second = load_adapted_model(tiny_models["tiny"], saved).eval()(ids).logits
+    assert torch.equal(first, second)
+
+
+def test_only_assistant_turns_are_trained(tiny_models):
+    tokenizer = load_tokenizer(tiny_models["tiny"])
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Arr, hello!"},
+        {"role": "user", "content": "Bye"},
+        {"role": "assistant", "content": "Yo ho!"},
+    ]
+    example = tokenize_conversation(tokenizer, messages, max_len=512)
+    trained = [t if label != IGNORE_INDEX else None for t, label in zip(example.input_ids, example.labels)]
+    spans, current = [], []
+    for token in trained + [None]:
+        if token is None and current:
+            spans.append(tokenizer.decode(current))
+            current = []
+        elif token is not None:
+            current.append(token)
+    assert spans == ["Arr, hello!<|im_end|>\n", "Yo ho!<|im_end|>\n"]
+
+
+def test_sample_dataset_is_large_and_consistent():
+    conversations = load_conversations("sample")
+    assert len(conversations) >= 300
+    replies = [m["content"] for c in conversations for m in c if m["role"] == "assistant"]
+    assert all(r.startswith("Arr, matey! ") and r.endswith(" Yo ho ho!") for r in replies)
