@@ -53,3 +53,29 @@ def test_tokenizer_chat_template_and_end_of_turn(tiny_models):
         assert text == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
         assert tokenizer.eos_token == "<|im_end|>"
         assert len(tokenizer("<|im_end|>", add_special_tokens=False)["input_ids"]) == 1
+
+
+def test_cli_rebuild_replaces_the_cached_model(tiny_models, capsys):
+    from backprop_engine.cli import _rebuild_if_asked
+
+    marker = tiny_models["tiny-qwen2"] / "marker"
+    marker.write_text("x")
+    _rebuild_if_asked("tiny-qwen2", rebuild=True)
+    assert not marker.exists() and (tiny_models["tiny-qwen2"] / "model.safetensors").is_file()
+
+
+def test_shipped_sample_data_is_what_the_generator_makes():
+    import json
+    import random
+    import runpy
+    from importlib import resources
+    from pathlib import Path
+
+    tool = runpy.run_path(str(Path(__file__).parents[1] / "tools" / "make_sample_data.py"), run_name="tool")
+    rng = random.Random(tool["SEED"])
+    conversations = tool["build_conversations"](rng)
+    corpus = tool["build_corpus"](rng, conversations)
+    shipped = resources.files("backprop_engine.resources")
+    rows = "".join(json.dumps(row, ensure_ascii=True) + "\n" for row in conversations)
+    assert rows == shipped.joinpath("sample.jsonl").read_text(encoding="ascii")
+    assert corpus == shipped.joinpath("corpus.txt").read_text(encoding="ascii")

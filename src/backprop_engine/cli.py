@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--max-seq-len", type=int)
     train.add_argument("--seed", type=int)
     train.add_argument("--json", action="store_true", help="print events as JSON lines")
+    train.add_argument("--rebuild", action="store_true", help="rebuild a built-in tiny model before training")
     train.set_defaults(handler=cmd_train)
 
     export = commands.add_parser("export", help="merge a run's adapter and write a quantized GGUF")
@@ -50,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="train tiny on sample, export q4_k_m, chat — offline, on CPU")
     demo.add_argument("--output", type=Path, help="run directory to create (default: under the user data dir)")
     demo.add_argument("--steps", type=int, default=60)
+    demo.add_argument("--rebuild", action="store_true", help="rebuild the built-in tiny model first")
     demo.set_defaults(handler=cmd_demo)
     return parser
 
@@ -80,6 +82,7 @@ def cmd_train(args) -> int:
 
     options = ("learning_rate", "lora_rank", "batch_size", "grad_accum", "max_seq_len", "seed")
     overrides = {name: getattr(args, name) for name in options if getattr(args, name) is not None}
+    _rebuild_if_asked(args.model, args.rebuild)
     trainer = Trainer(args.model, on_event=ConsoleSink(as_json=args.json), **overrides)
     result = trainer.train(args.data, steps=args.steps, output_dir=args.output)
     print(result.run_dir)
@@ -116,6 +119,7 @@ def cmd_demo(args) -> int:
     from .events import ConsoleSink
     from .trainer import Trainer
 
+    _rebuild_if_asked("tiny", args.rebuild)
     trainer = Trainer("tiny", on_event=ConsoleSink())
     result = trainer.train("sample", steps=args.steps, output_dir=args.output)
     gguf_path = trainer.export("gguf", quantization="q4_k_m")
@@ -129,6 +133,18 @@ def cmd_demo(args) -> int:
     print(f"you           : {DEMO_PROMPT}")
     print(f"model         : {reply}")
     return 0
+
+
+def _rebuild_if_asked(model: str, rebuild: bool) -> None:
+    from .errors import ConfigError
+    from .presets import resolve_model
+    from .tiny import TINY_SPECS
+
+    if not rebuild:
+        return
+    if model not in TINY_SPECS:
+        raise ConfigError(f"--rebuild applies to the built-in models ({', '.join(TINY_SPECS)}), not {model!r}")
+    resolve_model(model, rebuild=True)
 
 
 if __name__ == "__main__":

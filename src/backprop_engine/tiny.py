@@ -56,8 +56,12 @@ def corpus_text() -> str:
 
 
 def build_key(spec: TinySpec) -> str:
+    """Changes with the recipe, the corpus and backprop's version, so a stale cache is never used."""
+    from . import __version__
+
     digest = hashlib.sha256()
-    digest.update(json.dumps({"spec": asdict(spec), "version": BUILD_VERSION}, sort_keys=True).encode())
+    recipe = {"spec": asdict(spec), "recipe": BUILD_VERSION, "backprop": __version__}
+    digest.update(json.dumps(recipe, sort_keys=True).encode())
     digest.update(corpus_text().encode())
     return digest.hexdigest()[:16]
 
