@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -12,8 +13,9 @@ from .errors import ModelError
 def quiet_transformers() -> None:
     """Our own events report progress; silence library progress bars and info logs."""
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    # bitsandbytes (imported by peft when installed) warns about an optional kernels package on CPU.
-    warnings.filterwarnings("ignore", message="Failed to load CPU gemm_4bit_forward")
+    # bitsandbytes (imported by peft when installed) logs about an optional hub-downloaded CPU kernel.
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated")
     import transformers
 
     transformers.utils.logging.set_verbosity_error()

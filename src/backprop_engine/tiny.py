@@ -77,6 +77,9 @@ def ensure_tiny_model(name: str, cache_dir: Path, rebuild: bool = False) -> Path
 
 
 def build_tiny_model(spec: TinySpec, out_dir: Path) -> None:
+    from .modeling import quiet_transformers
+
+    quiet_transformers()
     tokenizer = train_tokenizer(spec)
     tokenizer.save_pretrained(out_dir)
     _set_tokenizer_class(out_dir, spec)
