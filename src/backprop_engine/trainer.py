@@ -39,12 +39,11 @@ class Trainer:
 
     @classmethod
     def from_run(cls, run_dir: str | Path, on_event: Callable[[Event], None] | None = None) -> Trainer:
+        """Reopen a finished run (to export it, chat with it or copy its adapter)."""
         run = RunDir.open(Path(run_dir))
-        trainer = cls.__new__(cls)
-        trainer.config = run.read_config()
-        trainer.bus = EventBus([on_event] if on_event else [])
+        settings = run.read_config().to_dict()
+        trainer = cls(settings.pop("model"), on_event=on_event, **settings)
         trainer.run = run
-        trainer.result = None
         return trainer
 
     def train(self, data: str | Path = "sample", steps: int | None = None, output_dir: str | Path | None = None) -> TrainResult:
