@@ -72,3 +72,29 @@ def test_sample_dataset_is_large_and_consistent():
     assert len(conversations) >= 300
     replies = [m["content"] for c in conversations for m in c if m["role"] == "assistant"]
     assert all(r.startswith("Arr, matey! ") and r.endswith(" Yo ho ho!") for r in replies)
+
+
+def test_pause_resume_checkpoint_now_and_stop(tmp_path):
+    import threading
+
+    from backprop_engine import Trainer
+
+    seen = []
+
+    def on_event(event):
+        seen.append(event.kind)
+        if event.kind == "step" and event.step == 2:
+            trainer.control.pause()
+            threading.Timer(0.3, trainer.control.resume).start()
+        if event.kind == "step" and event.step == 4:
+            trainer.control.request_checkpoint()
+            trainer.control.stop()
+
+    trainer = Trainer("tiny", on_event=on_event, logging_steps=1)
+    result = trainer.train("sample", steps=50, output_dir=tmp_path / "run")
+    assert result.stopped_early and result.steps == 4
+    assert seen.count("paused") == 1 and seen.count("resumed") == 1
+    assert seen.index("paused") < seen.index("resumed")
+    assert (tmp_path / "run" / "checkpoints" / "step-000004" / "adapter_model.safetensors").is_file()
+    assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()
+    assert seen[-1] == "finished"

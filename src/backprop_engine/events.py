@@ -62,6 +62,18 @@ class WarningEvent(Event):
 
 
 @dataclass
+class RunPaused(Event):
+    kind: ClassVar[str] = "paused"
+    step: int
+
+
+@dataclass
+class RunResumed(Event):
+    kind: ClassVar[str] = "resumed"
+    step: int
+
+
+@dataclass
 class RunFinished(Event):
     kind: ClassVar[str] = "finished"
     steps: int
@@ -69,6 +81,7 @@ class RunFinished(Event):
     tokens: int
     seconds: float
     adapter_path: str
+    stopped_early: bool = False
 
 
 @dataclass
@@ -144,9 +157,11 @@ def format_event(event: Event) -> str:
             f"training {event.model} on {event.num_examples} examples for {event.total_steps} steps "
             f"({event.trainable_params:,} of {event.total_params:,} parameters trainable) -> {event.run_dir}"
         )
+    if isinstance(event, (RunPaused, RunResumed)):
+        return f"{event.kind} at step {event.step}"
     if isinstance(event, RunFinished):
         return (
-            f"finished: {event.steps} steps, final loss {event.final_loss:.4f}, {event.tokens:,} tokens "
+            f"{'stopped' if event.stopped_early else 'finished'}: {event.steps} steps, final loss {event.final_loss:.4f}, {event.tokens:,} tokens "
             f"in {_duration(event.seconds)}"
         )
     if isinstance(event, WarningEvent):

@@ -15,7 +15,7 @@ from .fsutil import atomic_dir
 from .paths import default_runs_dir
 from .presets import PRESETS, resolve_model
 from .rundir import RunDir
-from .train import TrainResult, prepare_examples, run_training
+from .train import TrainingControl, TrainResult, prepare_examples, run_training
 
 # The built-in tiny models start from random weights and need a much larger step size than a
 # pretrained model's adapter; used unless the caller sets learning_rate.
@@ -34,6 +34,7 @@ class Trainer:
             overrides["learning_rate"] = TINY_LEARNING_RATE
         self.config = TrainConfig.with_overrides(model=model, **overrides)
         self.bus = EventBus([on_event] if on_event else [])
+        self.control = TrainingControl()  # pause/resume/stop/checkpoint-now from another thread
         self.run: RunDir | None = None
         self.result: TrainResult | None = None
 
@@ -59,7 +60,7 @@ class Trainer:
         sink = JsonlSink(self.run.events_path)
         self.bus.add(sink)
         try:
-            self.result = run_training(self.config, model, examples, self.run, self.bus)
+            self.result = run_training(self.config, model, examples, self.run, self.bus, self.control)
         except BaseException as exc:
             self.bus.emit(RunFailed(f"{type(exc).__name__}: {exc}"))
             raise

@@ -12,11 +12,12 @@ from ..config import TrainConfig
 from ..data import tokenize_dataset
 from ..data.tokenize import IGNORE_INDEX, TokenizedExample
 from ..errors import DataError
-from ..events import CheckpointSaved, EventBus, RunFinished, RunStarted, StepMetrics
+from ..events import CheckpointSaved, EventBus, RunFinished, RunPaused, RunResumed, RunStarted, StepMetrics
 from ..fsutil import atomic_dir
 from ..modeling import load_base_model, load_tokenizer, pick_device, pick_dtype
 from ..presets import ResolvedModel
 from ..rundir import RunDir
+from .control import TrainingControl
 
 
 @dataclass
@@ -28,6 +29,7 @@ class TrainResult:
     first_loss: float
     tokens: int
     seconds: float
+    stopped_early: bool = False
 
     @property
     def tokens_per_second(self) -> float:
@@ -46,7 +48,12 @@ def prepare_examples(conversations: list, model: ResolvedModel, config: TrainCon
 
 
 def run_training(
-    config: TrainConfig, model: ResolvedModel, examples: list[TokenizedExample], run: RunDir, bus: EventBus
+    config: TrainConfig,
+    model: ResolvedModel,
+    examples: list[TokenizedExample],
+    run: RunDir,
+    bus: EventBus,
+    control: TrainingControl | None = None,
 ) -> TrainResult:
     import torch
 
@@ -65,26 +72,43 @@ def run_training(
     checkpoint_steps = _checkpoint_steps(config)
 
     peft_model.train()
+    control = control or TrainingControl()
     started = time.perf_counter()
-    tokens = 0
+    paused_seconds = 0.0
+    tokens = step = 0
     first_loss = loss_value = float("nan")
-    for step in range(1, config.steps + 1):
+    while step < config.steps and not control.stop_requested:
+        paused_seconds += _wait_while_paused(control, step, bus)
+        if control.stop_requested:
+            break
+        step += 1
         learning_rate = optimizer.param_groups[0]["lr"]
         loss_value, grad_norm, step_tokens = _train_step(peft_model, optimizer, batches, config)
         scheduler.step()
         tokens += step_tokens
         first_loss = loss_value if step == 1 else first_loss
-        elapsed = time.perf_counter() - started
+        elapsed = time.perf_counter() - started - paused_seconds
         if step % config.logging_steps == 0 or step in (1, config.steps):
             bus.emit(_metrics(step, config, loss_value, learning_rate, grad_norm, tokens, elapsed, device))
-        if step in checkpoint_steps:
+        if step in checkpoint_steps or control.take_checkpoint_request():
             path = _save_adapter(peft_model, run.checkpoints / f"step-{step:06d}")
             bus.emit(CheckpointSaved(step, str(path)))
-    seconds = time.perf_counter() - started
+    seconds = time.perf_counter() - started - paused_seconds
     adapter = _save_adapter(peft_model, run.adapter)
     tokenizer.save_pretrained(adapter)
-    bus.emit(RunFinished(config.steps, loss_value, tokens, seconds, str(adapter)))
-    return TrainResult(run.path, adapter, config.steps, loss_value, first_loss, tokens, seconds)
+    stopped = step < config.steps
+    bus.emit(RunFinished(step, loss_value, tokens, seconds, str(adapter), stopped_early=stopped))
+    return TrainResult(run.path, adapter, step, loss_value, first_loss, tokens, seconds, stopped_early=stopped)
+
+
+def _wait_while_paused(control: TrainingControl, step: int, bus: EventBus) -> float:
+    if not control.paused:
+        return 0.0
+    bus.emit(RunPaused(step))
+    started = time.perf_counter()
+    control.wait_until_running()
+    bus.emit(RunResumed(step))
+    return time.perf_counter() - started
 
 
 def lr_factor(step: int, config: TrainConfig) -> float:
