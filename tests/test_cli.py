@@ -78,14 +78,14 @@ def _bad_data(tmp_path: Path, name: str, text: str) -> Path:
         (None, "no such data file"),
         ("", "the file is empty"),
         ('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}\n{oops\n', ":2: not valid JSON"),
-        ('{"text": "hello"}\n', ":1: row has no 'messages' field"),
+        ('{"title": "hello"}\n', ":1: row has no 'messages' field"),
     ],
     ids=["missing", "empty", "not-json", "no-messages"],
 )
 def test_bad_data_is_one_clear_line(tmp_path, capsys, content, expected):
     data = tmp_path / "data.jsonl" if content is None else _bad_data(tmp_path, "data.jsonl", content)
     output = tmp_path / "run"
-    code = main(["train", "--data", str(data), "--output", str(output), "--steps", "2"])
+    code = main(["train", "--data", str(data), "--output", str(output), "--steps", "2", "--on-bad-row", "error"])
     assert code == 2
     err = capsys.readouterr().err
     error_line, hint_line = err.strip().splitlines()

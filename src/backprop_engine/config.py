@@ -27,16 +27,29 @@ class TrainConfig:
     lora_targets: list[str] = field(default_factory=lambda: list(ALL_LINEAR))
     batch_size: int = 8
     grad_accum: int = 1
-    max_seq_len: int = 512
+    max_seq_len: int = 0  # 0: from the data (p99 rounded up to 64), capped by the model's context
     warmup_steps: int = 5
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     logging_steps: int = 5
     save_steps: int = 0  # 0: a checkpoint at the midpoint and the end
     seed: int = 42
+    # Data pipeline (see backprop_engine.data.DataSpec, which validates these).
+    data_format: str = "auto"  # auto, messages, sharegpt, alpaca, prompt_completion, text
+    on_bad_row: str = "skip"  # skip (counted and reported in events) or error
+    min_tokens: int = 0
+    max_tokens: int = 0
+    dedupe: bool = True
+    near_dedupe: float = 0.0  # MinHash Jaccard threshold, e.g. 0.85; 0 is off
+    max_samples: int = 0
+    shuffle: bool = True
+    eval_split: float = 0.0  # below 1: fraction of rows, 1 or more: number of rows
+    eval_steps: int = 0  # 0: evaluate at the end only (when there is an eval split)
+    overlong: str = "truncate"  # rows longer than max_seq_len: truncate or drop
+    packing: bool = True  # used when a probe on the model shows it is exact; else padding
 
     def __post_init__(self) -> None:
-        positive = ["steps", "lora_rank", "lora_alpha", "batch_size", "grad_accum", "max_seq_len", "logging_steps"]
+        positive = ["steps", "lora_rank", "lora_alpha", "batch_size", "grad_accum", "logging_steps"]
         for name in positive:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -45,8 +58,11 @@ class TrainConfig:
             raise ConfigError(f"learning_rate must be in (0, 1), got {self.learning_rate!r}")
         if not 0 <= self.lora_dropout < 1:
             raise ConfigError(f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
-        if self.warmup_steps < 0 or self.save_steps < 0:
-            raise ConfigError("warmup_steps and save_steps must not be negative")
+        if self.warmup_steps < 0 or self.save_steps < 0 or self.eval_steps < 0 or self.max_seq_len < 0:
+            raise ConfigError("warmup_steps, save_steps, eval_steps and max_seq_len must not be negative")
+        from .data.pipeline import DataSpec  # light module; validates every data setting
+
+        DataSpec.from_config(self)
 
     @classmethod
     def field_names(cls) -> set[str]:

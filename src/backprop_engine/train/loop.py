@@ -9,12 +9,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import TrainConfig
-from ..data import tokenize_dataset
+from ..data import DataReport, DataSpec, PreparedData, load_chat_tokenizer, prepare_data
+from ..data.packing import pack
 from ..data.tokenize import IGNORE_INDEX, TokenizedExample
-from ..errors import DataError
-from ..events import CheckpointSaved, EventBus, RunFinished, RunPaused, RunResumed, RunStarted, StepMetrics
+from ..events import (
+    CheckpointSaved,
+    DataPrepared,
+    EvalMetrics,
+    EventBus,
+    RowsSkipped,
+    RunFinished,
+    RunPaused,
+    RunResumed,
+    RunStarted,
+    StepMetrics,
+    WarningEvent,
+)
 from ..fsutil import atomic_dir
-from ..modeling import load_base_model, load_tokenizer, pick_device, pick_dtype
+from ..modeling import load_base_model, pick_device, pick_dtype
 from ..presets import ResolvedModel
 from ..rundir import RunDir
 from .control import TrainingControl
@@ -30,21 +42,26 @@ class TrainResult:
     tokens: int
     seconds: float
     stopped_early: bool = False
+    eval_loss: float | None = None
 
     @property
     def tokens_per_second(self) -> float:
         return self.tokens / self.seconds if self.seconds else 0.0
 
 
-def prepare_examples(conversations: list, model: ResolvedModel, config: TrainConfig) -> list[TokenizedExample]:
-    """Render and mask every conversation with the model's own chat template."""
-    examples = tokenize_dataset(load_tokenizer(model.path), conversations, config.max_seq_len)
-    if not examples:
-        raise DataError(
-            f"{config.data}: no conversation has an assistant token within max_seq_len={config.max_seq_len}",
-            "raise --max-seq-len or shorten the prompts",
-        )
-    return examples
+def prepare_dataset(config: TrainConfig, model: ResolvedModel, warnings: list[str] | None = None) -> PreparedData:
+    """Every source and format of ``config.data`` through the pipeline (filters, masks, split), cached."""
+    tokenizer = load_chat_tokenizer(model.path, warn=warnings.append if warnings is not None else None)
+    return prepare_data(DataSpec.from_config(config), tokenizer, model_context(model.path, tokenizer))
+
+
+def model_context(path: Path, tokenizer) -> int:
+    """The longest sequence the model supports (its position embeddings), else the tokenizer's limit."""
+    from transformers import AutoConfig
+
+    positions = getattr(AutoConfig.from_pretrained(path), "max_position_embeddings", None)
+    limit = tokenizer.model_max_length if tokenizer.model_max_length < 10**9 else None
+    return positions or limit or 2048
 
 
 def run_training(
@@ -54,21 +71,30 @@ def run_training(
     run: RunDir,
     bus: EventBus,
     control: TrainingControl | None = None,
+    eval_examples: list[TokenizedExample] | None = None,
+    report: DataReport | None = None,
 ) -> TrainResult:
     import torch
 
     torch.manual_seed(config.seed)
     device = pick_device()
-    tokenizer = load_tokenizer(model.path)
+    tokenizer = load_chat_tokenizer(model.path)
     peft_model = _lora_model(load_base_model(model.path, device, pick_dtype(device)), config)
+    packing = config.packing and packing_is_exact(peft_model, device)
+    longest = max(len(e) for e in examples)
+    pack_len = max(report.max_seq_len if report else config.max_seq_len, longest) if packing else 0
+    batches = _batch_stream(examples, config, tokenizer.pad_token_id, device, pack_len)
     trainable, total = _count_parameters(peft_model)
     bus.emit(RunStarted(str(run.path), config.model, config.steps, len(examples), trainable, total))
+    if config.packing and not packing:
+        bus.emit(WarningEvent("packing is off: this model's attention does not honour per-example position ids"))
+    if report is not None:
+        _emit_data_events(bus, report, packing, batch_efficiency(examples, config.batch_size, config.seed, pack_len))
 
     optimizer = torch.optim.AdamW(
         [p for p in peft_model.parameters() if p.requires_grad], lr=config.learning_rate, weight_decay=config.weight_decay
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config))
-    batches = _batch_stream(examples, config, tokenizer.pad_token_id, device)
     checkpoint_steps = _checkpoint_steps(config)
 
     peft_model.train()
@@ -77,6 +103,7 @@ def run_training(
     paused_seconds = 0.0
     tokens = step = 0
     first_loss = loss_value = float("nan")
+    eval_loss = None
     while step < config.steps and not control.stop_requested:
         paused_seconds += _wait_while_paused(control, step, bus)
         if control.stop_requested:
@@ -90,15 +117,37 @@ def run_training(
         elapsed = time.perf_counter() - started - paused_seconds
         if step % config.logging_steps == 0 or step in (1, config.steps):
             bus.emit(_metrics(step, config, loss_value, learning_rate, grad_norm, tokens, elapsed, device))
+        if eval_examples and config.eval_steps and step % config.eval_steps == 0 and step != config.steps:
+            eval_loss = _emit_eval(peft_model, eval_examples, config, tokenizer.pad_token_id, device, step, bus)
         if step in checkpoint_steps or control.take_checkpoint_request():
             path = _save_adapter(peft_model, run.checkpoints / f"step-{step:06d}")
             bus.emit(CheckpointSaved(step, str(path)))
     seconds = time.perf_counter() - started - paused_seconds
+    if eval_examples:
+        eval_loss = _emit_eval(peft_model, eval_examples, config, tokenizer.pad_token_id, device, step, bus)
     adapter = _save_adapter(peft_model, run.adapter)
     tokenizer.save_pretrained(adapter)
     stopped = step < config.steps
     bus.emit(RunFinished(step, loss_value, tokens, seconds, str(adapter), stopped_early=stopped))
-    return TrainResult(run.path, adapter, step, loss_value, first_loss, tokens, seconds, stopped_early=stopped)
+    return TrainResult(run.path, adapter, step, loss_value, first_loss, tokens, seconds, stopped_early=stopped, eval_loss=eval_loss)
+
+
+def _emit_data_events(bus: EventBus, report: DataReport, packing: bool, efficiency: float) -> None:
+    if report.bad_row_count:
+        bus.emit(RowsSkipped(report.bad_row_count, [str(row) for row in report.bad_rows[:5]]))
+    for warning in report.warnings:
+        bus.emit(WarningEvent(warning))
+    removed = {step.name: step.removed for step in report.filters}
+    bus.emit(DataPrepared(
+        report.rows_read, report.formats, report.train_examples, report.eval_examples, report.max_seq_len,
+        report.truncated, report.trained_fraction, removed, packing, efficiency, report.cached,
+    ))
+
+
+def _emit_eval(model, examples, config, pad_id, device, step, bus) -> float:
+    loss = evaluate(model, examples, config.batch_size, pad_id, device)
+    bus.emit(EvalMetrics(step, loss, len(examples)))
+    return loss
 
 
 def _wait_while_paused(control: TrainingControl, step: int, bus: EventBus) -> float:
@@ -138,21 +187,56 @@ def _count_parameters(model) -> tuple[int, int]:
     return trainable, sum(p.numel() for p in model.parameters())
 
 
-def _batch_stream(examples: list[TokenizedExample], config: TrainConfig, pad_id: int, device: str):
-    """Endless micro-batches: a seeded shuffle per epoch, right padding, labels masked on padding."""
-    import torch
+@dataclass
+class Batch:
+    input_ids: object  # tensors, [rows, width]
+    labels: object
+    attention_mask: object  # None when packed: the position ids carry the example boundaries
+    position_ids: object
+    real_tokens: int
 
+
+def _batch_stream(examples: list[TokenizedExample], config: TrainConfig, pad_id: int, device: str, pack_len: int = 0):
+    """Endless micro-batches of ``batch_size`` rows, a seeded shuffle per epoch. With ``pack_len`` each row
+    packs several examples up to that many tokens; without, a row is one example."""
+    rows = pack(examples, pack_len) if pack_len else examples
     rng = random.Random(config.seed)
     while True:
-        order = list(range(len(examples)))
+        order = list(range(len(rows)))
         rng.shuffle(order)
         for start in range(0, len(order), config.batch_size):
-            chunk = [examples[i] for i in order[start : start + config.batch_size]]
-            width = max(len(e.input_ids) for e in chunk)
-            ids = [e.input_ids + [pad_id] * (width - len(e.input_ids)) for e in chunk]
-            labels = [e.labels + [IGNORE_INDEX] * (width - len(e.labels)) for e in chunk]
-            mask = [[1] * len(e.input_ids) + [0] * (width - len(e.input_ids)) for e in chunk]
-            yield tuple(torch.tensor(x, device=device) for x in (ids, labels, mask))
+            chunk = [rows[i] for i in order[start : start + config.batch_size]]
+            yield collate(chunk, pad_id, device, packed=bool(pack_len))
+
+
+def collate(rows: list, pad_id: int, device: str, packed: bool) -> Batch:
+    """Right-pad rows to the widest; labels are masked on padding. Packed rows keep their position ids."""
+    import torch
+
+    width = max(len(r.input_ids) for r in rows)
+    pads = [width - len(r.input_ids) for r in rows]
+    ids = [r.input_ids + [pad_id] * n for r, n in zip(rows, pads)]
+    labels = [r.labels + [IGNORE_INDEX] * n for r, n in zip(rows, pads)]
+    if packed:  # the padding forms one more "example" of its own, which nothing attends to
+        positions = [r.position_ids + list(range(n)) for r, n in zip(rows, pads)]
+        mask = None
+    else:
+        positions = [list(range(width)) for _ in rows]
+        mask = torch.tensor([[1] * len(r.input_ids) + [0] * n for r, n in zip(rows, pads)], device=device)
+    tensor = lambda x: torch.tensor(x, device=device)  # noqa: E731
+    return Batch(tensor(ids), tensor(labels), mask, tensor(positions), sum(len(r.input_ids) for r in rows))
+
+
+def summed_loss(model, batch: Batch):
+    """Sum of the token losses over the batch's labels (next-token prediction)."""
+    import torch
+
+    logits = model(
+        input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids, use_cache=False
+    ).logits[:, :-1]
+    return torch.nn.functional.cross_entropy(
+        logits.float().reshape(-1, logits.size(-1)), batch.labels[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
+    )
 
 
 def _train_step(model, optimizer, batches, config: TrainConfig) -> tuple[float, float, int]:
@@ -160,25 +244,65 @@ def _train_step(model, optimizer, batches, config: TrainConfig) -> tuple[float, 
     import torch
 
     micro_batches = [next(batches) for _ in range(config.grad_accum)]
-    trained = sum(int((labels[:, 1:] != IGNORE_INDEX).sum()) for _, labels, _ in micro_batches)
+    trained = sum(int((b.labels[:, 1:] != IGNORE_INDEX).sum()) for b in micro_batches)
     total_loss = 0.0
     seen_tokens = 0
-    for input_ids, labels, attention_mask in micro_batches:
-        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1]
-        loss_sum = torch.nn.functional.cross_entropy(
-            logits.float().reshape(-1, logits.size(-1)),
-            labels[:, 1:].reshape(-1),
-            ignore_index=IGNORE_INDEX,
-            reduction="sum",
-        )
+    for batch in micro_batches:
+        loss_sum = summed_loss(model, batch)
         (loss_sum / max(trained, 1)).backward()
         total_loss += loss_sum.item()
-        seen_tokens += int(attention_mask.sum())
+        seen_tokens += batch.real_tokens
     params = [p for p in model.parameters() if p.requires_grad]
     grad_norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm).item()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return total_loss / max(trained, 1), grad_norm, seen_tokens
+
+
+def evaluate(model, examples: list[TokenizedExample], batch_size: int, pad_id: int, device: str) -> float:
+    """Mean loss per trained token over ``examples`` (padded batches, no gradients)."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(examples), batch_size):
+            batch = collate(examples[start : start + batch_size], pad_id, device, packed=False)
+            total += summed_loss(model, batch).item()
+            count += int((batch.labels[:, 1:] != IGNORE_INDEX).sum())
+    model.train(was_training)
+    return total / max(count, 1)
+
+
+def packing_is_exact(model, device: str) -> bool:
+    """Probe: two short sequences packed into one row must give the logits they give one by one."""
+    import torch
+
+    from ..data.packing import PackedRow
+
+    generator = torch.Generator().manual_seed(0)
+    vocab = model.get_input_embeddings().num_embeddings
+    first, second = (torch.randint(0, vocab, (n,), generator=generator).tolist() for n in (6, 9))
+    row = PackedRow(first + second, first + second, list(range(6)) + list(range(9)))
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        packed = model(input_ids=torch.tensor([row.input_ids], device=device), position_ids=torch.tensor([row.position_ids], device=device), use_cache=False).logits[0]
+        alone = torch.cat([model(input_ids=torch.tensor([ids], device=device), use_cache=False).logits[0] for ids in (first, second)])
+    model.train(was_training)
+    scale = alone.abs().max().clamp(min=1.0)
+    tolerance = 1e-3 if packed.dtype == torch.float32 else 5e-2
+    return bool(((packed.float() - alone.float()).abs().max() / scale) < tolerance)
+
+
+def batch_efficiency(examples: list[TokenizedExample], batch_size: int, seed: int, pack_len: int = 0) -> float:
+    """Real tokens / tokens fed (padding included) over one epoch, batched as :func:`_batch_stream` does."""
+    lengths = [len(r.input_ids) for r in pack(examples, pack_len)] if pack_len else [len(e) for e in examples]
+    order = list(range(len(lengths)))
+    random.Random(seed).shuffle(order)
+    chunks = [[lengths[i] for i in order[s : s + batch_size]] for s in range(0, len(order), batch_size)]
+    return sum(map(sum, chunks)) / sum(max(c) * len(c) for c in chunks)
 
 
 def _metrics(step, config, loss, learning_rate, grad_norm, tokens, elapsed, device) -> StepMetrics:

@@ -1,0 +1,381 @@
+"""The dataset pipeline: load → normalize → filter → render/mask → length policy → split, with a report.
+
+Two entry points share every step:
+
+- :func:`prepare_data` for training: all rows, tokenized once and cached by a fingerprint of
+  (data, tokenizer, template, settings).
+- :class:`DataPreview` for ``data inspect`` and the TUI: streams every row to count formats and bad rows,
+  but tokenizes only a seeded reservoir sample, and keeps it so changing a filter only re-runs the filters.
+
+Both take a :class:`DataSpec` and return a :class:`DataReport`.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, fields, replace
+
+from ..errors import ConfigError, DataError
+from .filters import drop_exact_duplicates, drop_near_duplicates, shuffled, split_eval
+from .formats import FORMATS, Example, FormatTracker, RowProblem
+from .sources import BadRow, data_files, read_rows, resolve_source
+from .tokenize import TokenizedExample, marked_spans, template_supports_tools, tokenize_example
+
+MAX_REPORTED_BAD_ROWS = 200
+SEQ_LEN_MULTIPLE = 64
+HISTOGRAM_BINS = 10
+
+
+@dataclass
+class DataSpec:
+    """Which rows to use and how to shape them. Zero means "off" (or "from the data" for max_seq_len)."""
+
+    sources: list[str]
+    format: str = "auto"  # auto | messages | sharegpt | alpaca | prompt_completion | text
+    on_bad_row: str = "skip"  # error | skip
+    min_tokens: int = 0
+    max_tokens: int = 0
+    dedupe: bool = True
+    near_dedupe: float = 0.0  # estimated Jaccard similarity above which rows count as duplicates
+    max_samples: int = 0
+    shuffle: bool = True
+    seed: int = 42
+    eval_split: float = 0.0  # below 1: a fraction, 1 or more: a number of rows
+    max_seq_len: int = 0
+    overlong: str = "truncate"  # truncate | drop
+
+    def __post_init__(self) -> None:
+        self.sources = [str(s) for s in ([self.sources] if isinstance(self.sources, str) else self.sources)]
+        if not self.sources:
+            raise ConfigError("no data given", "pass at least one data file, folder or hub id")
+        choices = {"format": ("auto", *FORMATS), "on_bad_row": ("error", "skip"), "overlong": ("truncate", "drop")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        for name in ("min_tokens", "max_tokens", "max_samples", "max_seq_len"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be a non-negative integer, got {getattr(self, name)!r}")
+        if not 0 <= self.near_dedupe < 1:
+            raise ConfigError(f"near_dedupe must be in [0, 1), got {self.near_dedupe!r}", "e.g. 0.85; 0 turns it off")
+        if self.eval_split < 0 or (self.eval_split >= 1 and self.eval_split != int(self.eval_split)):
+            raise ConfigError(f"eval_split must be a fraction below 1 or a whole number of rows, got {self.eval_split!r}")
+
+    @classmethod
+    def from_config(cls, config) -> DataSpec:
+        """The data settings of a :class:`~backprop_engine.config.TrainConfig`."""
+        names = {f.name for f in fields(cls)} - {"sources", "format"}
+        return cls([config.data], format=config.data_format, **{n: getattr(config, n) for n in names})
+
+
+@dataclass
+class FilterStep:
+    name: str
+    removed: int
+
+
+@dataclass
+class LengthStats:
+    count: int
+    mean: float
+    p50: int
+    p95: int
+    p99: int
+    max: int
+    histogram: list[tuple[int, int, int]]  # (from, to, rows), token lengths before truncation
+
+    @classmethod
+    def of(cls, lengths: list[int]) -> LengthStats | None:
+        if not lengths:
+            return None
+        ordered = sorted(lengths)
+        return cls(len(ordered), sum(ordered) / len(ordered), _percentile(ordered, 50), _percentile(ordered, 95),
+                   _percentile(ordered, 99), ordered[-1], _histogram(ordered))
+
+
+@dataclass
+class Sample:
+    origin: str
+    format: str
+    spans: list[tuple[str, bool]]  # (text, trained)
+
+
+@dataclass
+class DataReport:
+    sources: list[str]
+    rows_read: int = 0
+    formats: dict[str, int] = field(default_factory=dict)
+    bad_rows: list[BadRow] = field(default_factory=list)  # the first MAX_REPORTED_BAD_ROWS
+    bad_row_count: int = 0
+    filters: list[FilterStep] = field(default_factory=list)
+    lengths: LengthStats | None = None
+    max_seq_len: int = 0
+    max_seq_len_from_data: bool = False
+    truncated: int = 0
+    trained_fraction: float = 0.0
+    train_examples: int = 0
+    eval_examples: int = 0
+    sampled_rows: int = 0  # 0: statistics over every row; else over a seeded sample of this many rows
+    samples: list[Sample] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    cached: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> DataReport:
+        data = dict(data)
+        data["bad_rows"] = [BadRow(**b) for b in data["bad_rows"]]
+        data["filters"] = [FilterStep(**f) for f in data["filters"]]
+        data["samples"] = [Sample(s["origin"], s["format"], [tuple(x) for x in s["spans"]]) for s in data["samples"]]
+        if data["lengths"]:
+            data["lengths"] = LengthStats(**{**data["lengths"], "histogram": [tuple(h) for h in data["lengths"]["histogram"]]})
+        return cls(**data)
+
+
+@dataclass
+class PreparedData:
+    train: list[TokenizedExample]
+    eval: list[TokenizedExample]
+    report: DataReport
+
+
+def iter_rows(spec: DataSpec, keep_going: bool = False) -> Iterator[Example | BadRow]:
+    """Every row of every source as an Example or a BadRow (streaming; empty files are bad rows).
+
+    A file that cannot be read at all raises DataError, or with ``keep_going`` becomes one BadRow.
+    """
+    tracker = FormatTracker(spec.format)
+    for source in spec.sources:
+        try:
+            paths = data_files(resolve_source(source))
+        except DataError as error:
+            if not keep_going:
+                raise
+            yield _file_problem(error)
+            continue
+        for path in paths:
+            try:
+                yield from _file_rows(path, tracker)
+            except DataError as error:
+                if not keep_going:
+                    raise
+                yield _file_problem(error)
+
+
+def _file_problem(error: DataError) -> BadRow:
+    """A file that cannot be read at all, as one bad row ("path: reason")."""
+    origin, _, reason = error.message.partition(": ")
+    return BadRow(origin, reason or "cannot be read", error.hint or "")
+
+
+def _file_rows(path, tracker: FormatTracker) -> Iterator[Example | BadRow]:
+    empty = True
+    for row in read_rows(path):
+        empty = False
+        yield row if isinstance(row, BadRow) else tracker.normalize(row)
+    if empty:
+        yield BadRow(str(path), "the file is empty", 'add rows, e.g. one JSON object per line: {"messages": [...]}')
+
+
+class _RowCollector:
+    """Counts rows, formats and bad rows; raises at the first bad row when on_bad_row is 'error'."""
+
+    def __init__(self, spec: DataSpec, report: DataReport) -> None:
+        self.spec, self.report = spec, report
+
+    def accept(self, row: Example | BadRow) -> bool:
+        self.report.rows_read += 1
+        if isinstance(row, BadRow):
+            self.bad(row)
+            return False
+        self.report.formats[row.format] = self.report.formats.get(row.format, 0) + 1
+        return True
+
+    def bad(self, row: BadRow) -> None:
+        if self.spec.on_bad_row == "error":
+            raise DataError(str(row), row.hint or "run `backprop data check` to list every problem")
+        self.report.bad_row_count += 1
+        if len(self.report.bad_rows) < MAX_REPORTED_BAD_ROWS:
+            self.report.bad_rows.append(row)
+
+
+def check_data(spec: DataSpec) -> DataReport:
+    """Validate every row without keeping any (for ``data check``): counts, formats and every problem."""
+    spec = DataSpec(**{**asdict(spec), "on_bad_row": "skip"})
+    report = DataReport(spec.sources)
+    collector = _RowCollector(spec, report)
+    for row in iter_rows(spec, keep_going=True):
+        collector.accept(row)
+    return report
+
+
+def load_examples(spec: DataSpec, report: DataReport) -> list[Example]:
+    collector = _RowCollector(spec, report)
+    examples = [row for row in iter_rows(spec) if collector.accept(row)]
+    _require_rows(examples, report)
+    return examples
+
+
+def _require_rows(examples: list, report: DataReport, after_filters: bool = False) -> None:
+    if examples:
+        return
+    if report.bad_rows and not after_filters:
+        first = report.bad_rows[0]
+        more = f" ({report.bad_row_count - 1} more bad rows)" if report.bad_row_count > 1 else ""
+        raise DataError(f"{first}{more}", first.hint or "run `backprop data check` to list every problem")
+    removed = ", ".join(f"{step.name}: {step.removed}" for step in report.filters if step.removed)
+    raise DataError(f"{', '.join(report.sources)}: no rows left after the filters ({removed})", "relax the filters (min/max tokens, max_seq_len, max samples)")
+
+
+def prepare_data(spec: DataSpec, tokenizer, model_context: int, use_cache: bool = True) -> PreparedData:
+    """Every row, filtered, tokenized and masked, split into train and eval; cached on disk."""
+    from . import cache
+
+    key = cache.fingerprint(spec, tokenizer, model_context) if use_cache else None
+    if key and (hit := cache.load(key)):
+        hit.report.cached = True
+        return hit
+    report = DataReport(spec.sources)
+    examples = load_examples(spec, report)
+    tokenized = _tokenize(examples, tokenizer, _RowCollector(spec, report))
+    train, evaluation = shape(tokenized, spec, model_context, report, tokenizer)
+    prepared = PreparedData([t for _, t in train], [t for _, t in evaluation], report)
+    if key:
+        cache.store(key, prepared)
+    return prepared
+
+
+def _tokenize(examples: list[Example], tokenizer, collector: _RowCollector) -> list[tuple[Example, TokenizedExample]]:
+    tools = None  # probed once, only when a row has tool calls
+    tokenized = []
+    for example in examples:
+        if example.has_tool_calls:
+            tools = template_supports_tools(tokenizer) if tools is None else tools
+            if not tools:
+                collector.bad(BadRow(example.origin, "tool-call messages, and the model's chat template cannot render them", "use a model whose template supports tools, or drop these rows"))
+                continue
+        try:
+            tokenized.append((example, tokenize_example(tokenizer, example)))
+        except RowProblem as problem:
+            collector.bad(BadRow(example.origin, problem.reason, problem.hint))
+    return tokenized
+
+
+def shape(rows: list[tuple[Example, TokenizedExample]], spec: DataSpec, model_context: int, report: DataReport, tokenizer=None, samples: int = 3):
+    """Filters, the length policy, shuffle, sample cap and the eval split, each counted in ``report``."""
+    report.filters = []
+    _require_rows(rows, report)
+
+    def step(name: str, kept: list) -> list:
+        report.filters.append(FilterStep(name, len(current) - len(kept)))
+        return kept
+
+    current = rows
+    if spec.dedupe:
+        current = step("exact duplicates", _by_example(current, drop_exact_duplicates))
+    if spec.near_dedupe:
+        current = step(f"near duplicates (>= {spec.near_dedupe:g})", _by_example(current, lambda e: drop_near_duplicates(e, spec.near_dedupe, spec.seed)))
+    if spec.min_tokens:
+        current = step(f"under {spec.min_tokens} tokens", [r for r in current if len(r[1]) >= spec.min_tokens])
+    if spec.max_tokens:
+        current = step(f"over {spec.max_tokens} tokens", [r for r in current if len(r[1]) <= spec.max_tokens])
+    report.lengths = LengthStats.of([len(t) for _, t in current])
+    report.max_seq_len, report.max_seq_len_from_data = choose_max_seq_len(spec, report.lengths, model_context)
+    limit = report.max_seq_len
+    if spec.overlong == "drop":
+        current = step(f"over max_seq_len {limit}", [r for r in current if r[0].text is not None or len(r[1]) <= limit])
+    report.truncated = sum(len(t) > limit for e, t in current if e.text is None)
+    current = [piece for e, t in current for piece in _fit(e, t, limit)]
+    current = step("nothing left to train", [r for r in current if r[1].trained_tokens > 0])
+    if spec.shuffle:
+        current = shuffled(current, spec.seed)
+    if spec.max_samples:
+        current = step(f"beyond max_samples {spec.max_samples}", current[: spec.max_samples])
+    _require_rows(current, report, after_filters=True)
+    train, evaluation = split_eval(current, spec.eval_split)
+    report.train_examples, report.eval_examples = len(train), len(evaluation)
+    tokens = sum(len(t) for _, t in current)
+    report.trained_fraction = sum(t.trained_tokens for _, t in current) / tokens if tokens else 0.0
+    if tokenizer is not None:
+        report.samples = [Sample(e.origin, e.format, marked_spans(tokenizer, t)) for e, t in current[:samples]]
+    return train, evaluation
+
+
+def _fit(example: Example, tokens: TokenizedExample, limit: int) -> list[tuple[Example, TokenizedExample]]:
+    """A conversation is truncated to ``limit`` tokens; a raw-text document is cut into ``limit``-token pieces."""
+    starts = range(0, len(tokens), limit) if example.text is not None else [0]
+    return [(example, TokenizedExample(tokens.input_ids[s : s + limit], tokens.labels[s : s + limit])) for s in starts]
+
+
+def _by_example(rows, keep):
+    by_id = {id(row[0]): row for row in rows}
+    return [by_id[id(example)] for example in keep([example for example, _ in rows])]
+
+
+def choose_max_seq_len(spec: DataSpec, lengths: LengthStats | None, model_context: int) -> tuple[int, bool]:
+    """The spec's value, or the data's p99 rounded up to a multiple of 64; capped by the model's context."""
+    if spec.max_seq_len:
+        return min(spec.max_seq_len, model_context), False
+    p99 = lengths.p99 if lengths else SEQ_LEN_MULTIPLE
+    return min(math.ceil(p99 / SEQ_LEN_MULTIPLE) * SEQ_LEN_MULTIPLE, model_context), True
+
+
+class DataPreview:
+    """Statistics and rendered samples for a UI that re-asks as the user changes filters.
+
+    Rows are read and tokenized once per (sources, format); :meth:`report` then only re-runs the filters.
+    Token statistics cover a seeded reservoir sample of ``sample_rows`` rows, so memory stays bounded on
+    files of any size while formats and bad rows are counted over every row.
+    """
+
+    def __init__(self, tokenizer, model_context: int, sample_rows: int = 20_000, samples: int = 3) -> None:
+        self.tokenizer, self.model_context = tokenizer, model_context
+        self.sample_rows, self.samples = sample_rows, samples
+        self._key: tuple | None = None
+        self._base: DataReport | None = None
+        self._rows: list[tuple[Example, TokenizedExample]] = []
+
+    def report(self, spec: DataSpec) -> DataReport:
+        key = (tuple(spec.sources), spec.format, spec.seed)
+        if key != self._key:
+            self._load(spec)
+            self._key = key
+        report = replace(self._base, bad_rows=list(self._base.bad_rows), warnings=list(self._base.warnings))
+        try:
+            shape(self._rows, spec, self.model_context, report, self.tokenizer, self.samples)
+        except DataError as error:  # e.g. every row filtered out: the UI shows it, the user changes a filter
+            report.warnings.append(error.message)
+        return report
+
+    def _load(self, spec: DataSpec) -> None:
+        base = DataReport(spec.sources)
+        collector = _RowCollector(DataSpec(spec.sources, format=spec.format), base)
+        reservoir: list[Example] = []
+        rng = random.Random(spec.seed)
+        seen = 0
+        for row in iter_rows(spec):
+            if not collector.accept(row):
+                continue
+            seen += 1
+            if len(reservoir) < self.sample_rows:
+                reservoir.append(row)
+            elif (slot := rng.randrange(seen)) < self.sample_rows:
+                reservoir[slot] = row
+        base.sampled_rows = len(reservoir) if seen > len(reservoir) else 0
+        self._rows = _tokenize(reservoir, self.tokenizer, collector)
+        self._base = base
+
+
+def _percentile(ordered: list[int], percent: int) -> int:
+    return ordered[min(len(ordered) - 1, math.ceil(percent / 100 * len(ordered)) - 1)]
+
+
+def _histogram(ordered: list[int]) -> list[tuple[int, int, int]]:
+    width = max(1, math.ceil(ordered[-1] / HISTOGRAM_BINS))
+    counts = Counter(min(length // width, HISTOGRAM_BINS - 1) for length in ordered)
+    return [(b * width, (b + 1) * width, counts.get(b, 0)) for b in range(HISTOGRAM_BINS)]
+
