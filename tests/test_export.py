@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import gguf
 import numpy as np
 import pytest
@@ -112,5 +114,9 @@ def test_trainer_export_writes_named_gguf_into_the_run(trained_run):
     trainer = trained_run("tiny-qwen2")
     path = trainer.export("gguf", quantization="q8_0", name="pirate")
     assert path == trainer.run.export / "pirate.q8_0.gguf"
-    assert sorted(p.name for p in trainer.run.export.iterdir()) == ["pirate.q8_0.gguf"]
+    names = sorted(p.name for p in trainer.run.export.iterdir())
+    assert names == ["pirate.q8_0.Modelfile", "pirate.q8_0.gguf", "pirate.q8_0.report.json"]
+    report = json.loads((trainer.run.export / "pirate.q8_0.report.json").read_text())
+    assert report["verification"]["passed"] and report["verification"]["tokenization_matches"] == 4
+    assert "PARAMETER stop <|im_end|>" in (trainer.run.export / "pirate.q8_0.Modelfile").read_text()
     assert isinstance(trainer.chat("What colour is a carrot?", max_tokens=8), str)

@@ -1,8 +1,18 @@
-"""Export: merge, HF→GGUF conversion, llama.cpp quantization, chat."""
+"""Export: merge, HF→GGUF conversion, llama.cpp quantization, verification, Ollama Modelfile and registration, chat."""
 
 from .chat import chat_once, find_gguf
 from .gguf_writer import convert_hf_to_gguf
-from .pipeline import ExportResult, export_run
+from .pipeline import ExportOptions, ExportResult, export, resolve_source
 from .quantize import QUANTIZATIONS, quantize_gguf
 
-__all__ = ["QUANTIZATIONS", "ExportResult", "chat_once", "convert_hf_to_gguf", "export_run", "find_gguf", "quantize_gguf"]
+__all__ = [
+    "QUANTIZATIONS",
+    "ExportOptions",
+    "ExportResult",
+    "chat_once",
+    "convert_hf_to_gguf",
+    "export",
+    "find_gguf",
+    "quantize_gguf",
+    "resolve_source",
+]

@@ -1,12 +1,15 @@
 """Our own HF → GGUF converter on top of the ``gguf`` package, for the architectures of our presets.
 
-Tensors are streamed: the header is written from safetensors metadata alone, then each tensor is read,
-converted and written before the next one is touched, so peak memory stays near the largest tensor.
+Tensors are streamed: the header is written from safetensors metadata alone (one or several shards), then
+each tensor is read, converted and written before the next one is touched, so peak memory stays near the
+largest tensor. Vocabularies: byte-level BPE (``gpt2`` with the family's ``pre`` name) and SentencePiece-style
+BPE with byte fallback (``llama``: scores, byte and control tokens), both read from ``tokenizer.json``.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +23,9 @@ SUPPORTED_ARCHITECTURES = {
     "MistralForCausalLM": "llama",
     "Qwen2ForCausalLM": "qwen2",
 }
+SUPPORTED_ROPE_TYPES = ("default", "llama3")
 SKIPPED_TENSOR_SUFFIXES = ("rotary_emb.inv_freq",)
+ROPE_FREQS = "rope_freqs.weight"  # llama.cpp's name for Llama 3.x's per-frequency rope scaling factors
 
 
 @dataclass(frozen=True)
@@ -42,10 +47,13 @@ def convert_hf_to_gguf(model_dir: Path, out_path: Path, out_type: str = "f16", n
     arch = _architecture(config, model_dir)
     hparams = _HParams.from_config(config)
     sources = _tensor_sources(model_dir, arch, hparams.block_count)
+    rope_factors = llama3_rope_factors(hparams)
 
     writer = gguf.GGUFWriter(path=None, arch=arch)
     _add_metadata(writer, hparams, name or model_dir.name, out_type)
     _add_tokenizer(writer, model_dir, arch, hparams.vocab_size)
+    if rope_factors is not None:
+        writer.add_tensor_info(ROPE_FREQS, rope_factors.shape, rope_factors.dtype, rope_factors.nbytes)
     for source in sources:
         dtype = _out_dtype(source, out_type)
         writer.add_tensor_info(source.gguf_name, source.shape, dtype, int(np.prod(source.shape)) * dtype.itemsize)
@@ -55,6 +63,8 @@ def convert_hf_to_gguf(model_dir: Path, out_path: Path, out_type: str = "f16", n
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()
+        if rope_factors is not None:
+            writer.write_tensor_data(rope_factors)
         for source in sources:
             writer.write_tensor_data(_load_tensor(source, arch, hparams, out_type))
         writer.close()
@@ -73,6 +83,7 @@ class _HParams:
     head_dim: int
     rms_norm_eps: float
     rope_theta: float
+    rope: dict
 
     @classmethod
     def from_config(cls, config: dict) -> _HParams:
@@ -89,19 +100,57 @@ class _HParams:
             head_dim=config.get("head_dim") or config["hidden_size"] // heads,
             rms_norm_eps=config.get("rms_norm_eps", 1e-6),
             rope_theta=rope.get("rope_theta") or config.get("rope_theta", 10000.0),
+            rope=rope or config.get("rope_scaling") or {},
         )
 
 
 def _architecture(config: dict, model_dir: Path) -> str:
     for name in config.get("architectures") or []:
         if name in SUPPORTED_ARCHITECTURES:
-            if (config.get("rope_parameters") or {}).get("rope_type", "default") != "default":
-                raise ExportError(f"{model_dir}: rope scaling is not supported by the converter yet")
+            rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
+            rope_type = rope.get("rope_type") or rope.get("type") or "default"
+            if rope_type not in SUPPORTED_ROPE_TYPES:
+                raise ExportError(
+                    f"{model_dir}: rope scaling {rope_type!r} is not supported by the converter",
+                    f"supported: {', '.join(SUPPORTED_ROPE_TYPES)}",
+                )
             return SUPPORTED_ARCHITECTURES[name]
     raise ExportError(
         f"{model_dir}: architecture {config.get('architectures')} cannot be converted to GGUF yet",
         f"supported: {', '.join(SUPPORTED_ARCHITECTURES)}",
     )
+
+
+def llama3_rope_factors(hp: _HParams) -> np.ndarray | None:
+    """Llama 3.x rope scaling as per-frequency divisors: long wavelengths are stretched by ``factor``, short
+    ones kept, and the band between blended smoothly (the same schedule HF applies to ``inv_freq``)."""
+    if (hp.rope.get("rope_type") or hp.rope.get("type")) != "llama3":
+        return None
+    factor = hp.rope["factor"]
+    low, high = hp.rope.get("low_freq_factor", 1.0), hp.rope.get("high_freq_factor", 4.0)
+    original = hp.rope["original_max_position_embeddings"]
+    factors = []
+    for i in range(0, hp.head_dim, 2):
+        wavelength = 2 * math.pi * hp.rope_theta ** (i / hp.head_dim)
+        if wavelength < original / high:
+            factors.append(1.0)
+        elif wavelength > original / low:
+            factors.append(factor)
+        else:
+            smooth = (original / wavelength - low) / (high - low)
+            factors.append(1 / ((1 - smooth) / factor + smooth))
+    return np.array(factors, dtype=np.float32)
+
+
+def model_parameter_count(model_dir: Path) -> int:
+    """Number of weights in a model folder, from the safetensors headers alone."""
+    from safetensors import safe_open
+
+    total = 0
+    for file in sorted(Path(model_dir).glob("*.safetensors")):
+        with safe_open(file, framework="pt") as handle:
+            total += sum(int(np.prod(handle.get_slice(key).get_shape())) for key in handle.keys())
+    return total
 
 
 def _add_metadata(writer, hp: _HParams, name: str, out_type: str) -> None:
@@ -154,26 +203,45 @@ def _add_tokenizer(writer, model_dir: Path, arch: str, vocab_size: int) -> None:
 
     tokenizer_path = model_dir / "tokenizer.json"
     if not tokenizer_path.is_file():
-        raise ExportError(f"{model_dir}: no tokenizer.json", "only byte-level BPE tokenizers are supported so far")
+        raise ExportError(f"{model_dir}: no tokenizer.json", "save the tokenizer with a fast (tokenizers) backend")
     tokenizer_json = json.loads(tokenizer_path.read_text(encoding="utf-8"))
-    if (tokenizer_json.get("model") or {}).get("type") != "BPE":
-        raise ExportError(f"{model_dir}: tokenizer is not BPE", "SentencePiece vocabularies are not supported yet")
-
-    tokens, types = _vocabulary(tokenizer_json, vocab_size)
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre(_pre_tokenizer_name(tokenizer_json, model_dir))
-    writer.add_token_list(tokens)
-    writer.add_token_types(types)
-    special = gguf.SpecialVocab(model_dir, load_merges=True, n_vocab=len(tokens))
+    model = tokenizer_json.get("model") or {}
+    if model.get("type") != "BPE":
+        raise ExportError(
+            f"{tokenizer_path}: {model.get('type')} vocabularies are not supported",
+            "supported: byte-level BPE and SentencePiece-style BPE with byte fallback",
+        )
+    sentencepiece = bool(model.get("byte_fallback"))
+    tokens, types = _vocabulary(tokenizer_json, vocab_size, sentencepiece)
+    if sentencepiece:
+        writer.add_tokenizer_model("llama")
+        writer.add_token_list(tokens)
+        writer.add_token_scores(_sentencepiece_scores(tokens, model.get("merges") or []))
+        writer.add_token_types(types)
+        writer.add_add_space_prefix(_adds_space_prefix(tokenizer_json))
+    else:
+        writer.add_tokenizer_model("gpt2")
+        writer.add_tokenizer_pre(_pre_tokenizer_name(tokenizer_json, model_dir))
+        writer.add_token_list(tokens)
+        writer.add_token_types(types)
+    special = gguf.SpecialVocab(model_dir, load_merges=not sentencepiece, n_vocab=len(tokens))
     special.add_to_gguf(writer)
 
 
-def _vocabulary(tokenizer_json: dict, vocab_size: int) -> tuple[list[str], list[int]]:
+def _vocabulary(tokenizer_json: dict, vocab_size: int, sentencepiece: bool) -> tuple[list[str], list[int]]:
     import gguf
 
-    by_id: dict[int, tuple[str, int]] = {i: (t, gguf.TokenType.NORMAL) for t, i in tokenizer_json["model"]["vocab"].items()}
+    by_id: dict[int, tuple[str, int]] = {}
+    for token, token_id in tokenizer_json["model"]["vocab"].items():
+        kind = gguf.TokenType.NORMAL
+        if sentencepiece and len(token) == 6 and token.startswith("<0x") and token.endswith(">"):
+            kind = gguf.TokenType.BYTE
+        by_id[token_id] = (token, kind)
+    unk = tokenizer_json["model"].get("unk_token")
     for added in tokenizer_json.get("added_tokens", []):
         kind = gguf.TokenType.CONTROL if added.get("special") else gguf.TokenType.USER_DEFINED
+        if sentencepiece and added["content"] == unk:
+            kind = gguf.TokenType.UNKNOWN
         by_id[added["id"]] = (added["content"], kind)
     size = max(vocab_size, max(by_id) + 1)
     tokens, types = [], []
@@ -182,6 +250,30 @@ def _vocabulary(tokenizer_json: dict, vocab_size: int) -> tuple[list[str], list[
         tokens.append(token)
         types.append(int(kind))
     return tokens, types
+
+
+def _sentencepiece_scores(tokens: list[str], merges: list) -> list[float]:
+    """llama.cpp's SentencePiece tokenizer merges the adjacent pair whose joined piece scores highest; HF's BPE
+    applies merges by rank. Scoring each piece by minus the rank of the first merge that makes it gives both the
+    same order. Pieces no merge makes (characters, bytes, control tokens) are never merge results: score 0."""
+    rank: dict[str, int] = {}
+    for index, merge in enumerate(merges):
+        left, right = merge.split(" ", 1) if isinstance(merge, str) else merge
+        rank.setdefault(left + right, index)
+    return [-float(rank[token]) if token in rank else 0.0 for token in tokens]
+
+
+def _adds_space_prefix(tokenizer_json: dict) -> bool:
+    """SentencePiece's dummy prefix: a "▁" prepended by the normalizer or the Metaspace pre-tokenizer."""
+    def steps(part: dict | None, key: str) -> list[dict]:
+        part = part or {}
+        return part.get(key, [part]) if part.get("type") == "Sequence" else [part]
+
+    normalizers = steps(tokenizer_json.get("normalizer"), "normalizers")
+    pre_tokenizers = steps(tokenizer_json.get("pre_tokenizer"), "pretokenizers")
+    return any(n.get("type") == "Prepend" for n in normalizers) or any(
+        p.get("type") == "Metaspace" and p.get("prepend_scheme", "always") != "never" for p in pre_tokenizers
+    )
 
 
 def _tensor_sources(model_dir: Path, arch: str, block_count: int) -> list[TensorSource]:

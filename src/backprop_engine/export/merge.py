@@ -1,12 +1,17 @@
-"""Merge a LoRA adapter into its base model and save the result as a plain HF folder."""
+"""Merge a LoRA adapter into its base model and save the result as a plain HF folder.
+
+A base saved 4-/8-bit quantized (bitsandbytes) is dequantized to its compute dtype first: the adapter is
+folded into 16/32-bit weights, never into quantized ones, and GGUF conversion sees a plain model.
+"""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 from ..fsutil import atomic_dir
-from ..modeling import load_adapted_model
+from ..modeling import load_adapted_model, quiet_transformers
 
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -22,7 +27,12 @@ TOKENIZER_FILES = (
 
 def merge_adapter(base_path: Path, adapter_path: Path, out_dir: Path) -> Path:
     """Fold ``adapter_path`` into the base weights (in the base's own dtype) and write ``out_dir`` atomically."""
-    model = load_adapted_model(base_path, adapter_path, "cpu", dtype="auto")
+    if is_quantized(base_path):
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(load_dequantized(base_path), adapter_path)
+    else:
+        model = load_adapted_model(base_path, adapter_path, "cpu", dtype="auto")
     merged = model.merge_and_unload()
     with atomic_dir(out_dir) as tmp:
         merged.save_pretrained(tmp, safe_serialization=True)
@@ -30,3 +40,17 @@ def merge_adapter(base_path: Path, adapter_path: Path, out_dir: Path) -> Path:
             if (Path(base_path) / name).is_file():
                 shutil.copy2(Path(base_path) / name, tmp / name)
     return Path(out_dir)
+
+
+def is_quantized(model_path: Path) -> bool:
+    config = json.loads((Path(model_path) / "config.json").read_text())
+    return (config.get("quantization_config") or {}).get("quant_method") == "bitsandbytes"
+
+
+def load_dequantized(model_path: Path):
+    """Load a bitsandbytes-quantized checkpoint on the CPU and turn its layers back into plain ``nn.Linear``."""
+    quiet_transformers()
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_path, device_map="cpu", use_safetensors=True)
+    return model.dequantize()

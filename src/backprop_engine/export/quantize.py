@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -28,6 +30,11 @@ QUANTIZATIONS = {
     "q2_k": "LLAMA_FTYPE_MOSTLY_Q2_K",
 }
 DIRECT_TYPES = ("f32", "f16")
+# llama.cpp's log line for a tensor it cannot give the requested type (k-quants need rows divisible by 256).
+_FALLBACK = re.compile(
+    r"warning: (?P<tensor>\S+)\s+- ncols\s+(?P<cols>\d+) not divisible by (?P<block>\d+) "
+    r"\(required for type\s+(?P<wanted>\S+)\) -> falling back to\s+(?P<used>\S+)"
+)
 
 
 def check_quantization(name: str) -> str:
@@ -46,7 +53,7 @@ def file_type_id(name: str) -> int:
 def quantize_gguf(source: Path, target: Path, quantization: str, threads: int = 0) -> list[str]:
     """Quantize an f16/f32 GGUF into ``target`` (written atomically).
 
-    Returns llama.cpp's notes about tensors it had to quantize to another type than asked for.
+    Returns one note per tensor llama.cpp had to quantize to another type than asked for.
     """
     import llama_cpp
 
@@ -60,7 +67,10 @@ def quantize_gguf(source: Path, target: Path, quantization: str, threads: int = 
                 f"llama.cpp failed to quantize {source.name} to {quantization} (status {status})",
                 "; ".join(log.read().splitlines()[-3:]) or None,
             )
-        return [line.strip() for line in log.read().splitlines() if "fallback" in line]
+        return [
+            f"{m['tensor']}: {m['used']} instead of {m['wanted']} ({m['cols']} columns, not a multiple of {m['block']})"
+            for m in _FALLBACK.finditer(log.read())
+        ]
 
 
 class _Log:
@@ -74,14 +84,21 @@ class _Log:
 
 @contextlib.contextmanager
 def _captured_stderr() -> Iterator[_Log]:
-    """llama.cpp logs to file descriptor 2 from C; keep that out of our output and hand it to the caller."""
+    """llama.cpp logs to file descriptor 2 from C, or through llama-cpp-python's log callback to ``sys.stderr``
+    (filtered by its logger's level); keep all of it out of our output and hand it to the caller."""
+    callback_logger = logging.getLogger("llama-cpp-python")
+    saved_level, saved_stream = callback_logger.level, sys.stderr
     with tempfile.TemporaryFile() as file:
         sys.stderr.flush()
         saved = os.dup(2)
         os.dup2(file.fileno(), 2)
+        sys.stderr = open(2, "w", closefd=False)  # restored below
+        callback_logger.setLevel(logging.DEBUG)
         try:
             yield _Log(file)
         finally:
             sys.stderr.flush()
+            sys.stderr = saved_stream
+            callback_logger.setLevel(saved_level)
             os.dup2(saved, 2)
             os.close(saved)
