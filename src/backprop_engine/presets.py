@@ -15,25 +15,100 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 @dataclass(frozen=True)
+class ModelFacts:
+    """The shape of a model: enough to count parameters and estimate training memory without loading it."""
+
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    vocab_size: int
+    context_length: int
+    tied_embeddings: bool
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @property
+    def linear_shapes(self) -> dict[str, tuple[int, int]]:
+        """(in, out) of each linear module of one decoder layer, by its usual HF name."""
+        h, kv = self.hidden_size, self.num_kv_heads * self.head_dim
+        i = self.intermediate_size
+        return {"q_proj": (h, h), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (h, h),
+                "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
+
+    @property
+    def layer_linear_params(self) -> int:
+        return sum(a * b for a, b in self.linear_shapes.values())
+
+    @property
+    def embedding_params(self) -> int:
+        return self.vocab_size * self.hidden_size * (1 if self.tied_embeddings else 2)
+
+    @property
+    def parameter_count(self) -> int:
+        norms = (2 * self.num_layers + 1) * self.hidden_size
+        return self.num_layers * self.layer_linear_params + self.embedding_params + norms
+
+    @classmethod
+    def from_config(cls, config: dict) -> ModelFacts:
+        heads = config["num_attention_heads"]
+        return cls(
+            hidden_size=config["hidden_size"],
+            intermediate_size=config["intermediate_size"],
+            num_layers=config["num_hidden_layers"],
+            num_heads=heads,
+            num_kv_heads=config.get("num_key_value_heads") or heads,
+            vocab_size=config["vocab_size"],
+            context_length=config.get("max_position_embeddings", 2048),
+            tied_embeddings=bool(config.get("tie_word_embeddings", False)),
+        )
+
+
+@dataclass(frozen=True)
 class Preset:
     name: str
     source: str  # hub id, or "builtin" for the tiny models built locally
-    architecture: str
-    chat_family: str
-    params_billion: float
-    context_length: int
+    architecture: str  # HF model_type
+    chat_family: str  # chatml, llama3, mistral
+    facts: ModelFacts
+    quantized_source: str | None = None  # a pre-quantized 4-bit (bitsandbytes nf4) checkpoint for QLoRA
     lora_targets: tuple[str, ...] = ALL_LINEAR
+
+    @property
+    def params_billion(self) -> float:
+        return self.facts.parameter_count / 1e9
+
+    @property
+    def context_length(self) -> int:
+        return self.facts.context_length
+
+
+def _facts(hidden, intermediate, layers, heads, kv_heads, vocab, context, tied) -> ModelFacts:
+    return ModelFacts(hidden, intermediate, layers, heads, kv_heads, vocab, context, tied)
 
 
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in [
-        Preset("tiny", "builtin", "llama", "chatml", 0.0024, 2048),
-        Preset("tiny-qwen2", "builtin", "qwen2", "chatml", 0.0020, 2048),
-        Preset("qwen2.5-0.5b", "Qwen/Qwen2.5-0.5B-Instruct", "qwen2", "chatml", 0.49, 32768),
-        Preset("qwen2.5-1.5b", "Qwen/Qwen2.5-1.5B-Instruct", "qwen2", "chatml", 1.54, 32768),
-        Preset("qwen2.5-3b", "Qwen/Qwen2.5-3B-Instruct", "qwen2", "chatml", 3.09, 32768),
-        Preset("qwen2.5-7b", "Qwen/Qwen2.5-7B-Instruct", "qwen2", "chatml", 7.62, 32768),
+        Preset("tiny", "builtin", "llama", "chatml", _facts(256, 768, 2, 4, 2, 1536, 2048, False)),
+        Preset("tiny-qwen2", "builtin", "qwen2", "chatml", _facts(256, 768, 2, 4, 2, 1536, 2048, True)),
+        Preset("qwen2.5-0.5b", "Qwen/Qwen2.5-0.5B-Instruct", "qwen2", "chatml",
+               _facts(896, 4864, 24, 14, 2, 151936, 32768, True), "unsloth/Qwen2.5-0.5B-Instruct-bnb-4bit"),
+        Preset("qwen2.5-1.5b", "Qwen/Qwen2.5-1.5B-Instruct", "qwen2", "chatml",
+               _facts(1536, 8960, 28, 12, 2, 151936, 32768, True), "unsloth/Qwen2.5-1.5B-Instruct-bnb-4bit"),
+        Preset("qwen2.5-3b", "Qwen/Qwen2.5-3B-Instruct", "qwen2", "chatml",
+               _facts(2048, 11008, 36, 16, 2, 151936, 32768, True), "unsloth/Qwen2.5-3B-Instruct-bnb-4bit"),
+        Preset("qwen2.5-7b", "Qwen/Qwen2.5-7B-Instruct", "qwen2", "chatml",
+               _facts(3584, 18944, 28, 28, 4, 152064, 32768, False), "unsloth/Qwen2.5-7B-Instruct-bnb-4bit"),
+        Preset("llama-3.2-1b", "meta-llama/Llama-3.2-1B-Instruct", "llama", "llama3",
+               _facts(2048, 8192, 16, 32, 8, 128256, 131072, True), "unsloth/Llama-3.2-1B-Instruct-bnb-4bit"),
+        Preset("llama-3.2-3b", "meta-llama/Llama-3.2-3B-Instruct", "llama", "llama3",
+               _facts(3072, 8192, 28, 24, 8, 128256, 131072, True), "unsloth/Llama-3.2-3B-Instruct-bnb-4bit"),
+        Preset("mistral-7b", "mistralai/Mistral-7B-Instruct-v0.3", "mistral", "mistral",
+               _facts(4096, 14336, 32, 32, 8, 32768, 32768, False), "unsloth/mistral-7b-instruct-v0.3-bnb-4bit"),
     ]
 }
 
@@ -42,6 +117,25 @@ PRESETS: dict[str, Preset] = {
 class ResolvedModel:
     name: str  # what the user asked for (preset name, path or hub id)
     path: Path  # local folder with config.json, tokenizer and safetensors weights
+
+
+def check_model_name(name: str) -> str:
+    """Classify ``name`` without loading or downloading anything: builtin, preset, folder or hub."""
+    if name in TINY_SPECS:
+        return "builtin"
+    if name in PRESETS:
+        return "preset"
+    local = Path(name).expanduser()
+    if local.exists():
+        if not (local / "config.json").is_file():
+            raise ModelError(f"{local} is not a model folder (no config.json)", "pass a folder saved with save_pretrained")
+        return "folder"
+    if _HUB_ID.match(name):
+        return "hub"
+    raise ModelError(
+        f"unknown model {name!r}: not a preset, an existing folder or a hub id",
+        f"presets: {', '.join(PRESETS)}; or pass a folder with config.json, or an id like Qwen/Qwen2.5-0.5B-Instruct",
+    )
 
 
 def resolve_model(name: str, rebuild: bool = False, allow_pickle: bool = False) -> ResolvedModel:

@@ -1,0 +1,146 @@
+"""Memory estimate and batch planner: how much a run needs, and the micro-batch that fits the budget.
+
+The estimate is a sum of named parts so a user can see where the memory goes:
+- weights: frozen base weights (16-bit on GPU, fp32 on CPU; ~4.5 bits per linear weight for QLoRA nf4
+  with double quantization, embeddings stay 16-bit),
+- trainable: LoRA factors (or every weight for full fine-tuning) in fp32 with their gradient and two
+  Adam moments (16 bytes per trainable parameter),
+- activations: ~34·hidden bytes per token and layer kept for the backward pass in 16-bit (twice that in
+  fp32) without gradient checkpointing; with it, one hidden state per layer plus one layer's worth,
+- logits: fp32 logits over the vocabulary and their gradient,
+- overhead: the framework itself (CUDA context, allocator slack).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .errors import ConfigError
+from .presets import ALL_LINEAR, ModelFacts
+
+MB = 2**20
+NF4_BYTES_PER_WEIGHT = 4.5 / 8  # 4-bit values + double-quantized absmax per 64-weight block
+GPU_OVERHEAD_MB = 600.0
+CPU_OVERHEAD_MB = 350.0
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    weights_mb: float
+    trainable_mb: float
+    activations_mb: float
+    logits_mb: float
+    overhead_mb: float
+
+    @property
+    def total_mb(self) -> float:
+        return self.weights_mb + self.trainable_mb + self.activations_mb + self.logits_mb + self.overhead_mb
+
+    def describe(self) -> str:
+        parts = [("weights", self.weights_mb), ("trainable+optimizer", self.trainable_mb),
+                 ("activations", self.activations_mb), ("logits", self.logits_mb), ("overhead", self.overhead_mb)]
+        return f"{self.total_mb / 1024:.1f} GB = " + " + ".join(f"{name} {mb / 1024:.1f}" for name, mb in parts)
+
+
+def lora_parameter_count(facts: ModelFacts, rank: int, targets=ALL_LINEAR) -> int:
+    shapes = facts.linear_shapes
+    return facts.num_layers * sum(rank * (shapes[t][0] + shapes[t][1]) for t in targets if t in shapes)
+
+
+def estimate_memory(
+    facts: ModelFacts,
+    *,
+    method: str = "lora",
+    rank: int = 16,
+    targets=ALL_LINEAR,
+    seq_len: int = 512,
+    micro_batch: int = 8,
+    gradient_checkpointing: bool = False,
+    on_gpu: bool = True,
+) -> MemoryEstimate:
+    """Predicted peak memory of one training step (see the module docstring for the parts)."""
+    if method not in ("lora", "qlora", "full"):
+        raise ConfigError(f"unknown method {method!r}", "use lora, qlora or full")
+    act_bytes = 2.0 if on_gpu else 4.0
+    linear = facts.num_layers * facts.layer_linear_params
+    if method == "qlora":
+        weights = linear * NF4_BYTES_PER_WEIGHT + facts.embedding_params * 2.0
+    else:
+        weights = facts.parameter_count * act_bytes
+    trainable = facts.parameter_count if method == "full" else lora_parameter_count(facts, rank, targets)
+    tokens = micro_batch * seq_len
+    per_layer = 34 * facts.hidden_size * act_bytes / 2
+    if gradient_checkpointing:
+        activations = tokens * (facts.num_layers * facts.hidden_size * act_bytes + per_layer)
+    else:
+        activations = tokens * facts.num_layers * per_layer
+    logits = tokens * facts.vocab_size * 4 * 2
+    return MemoryEstimate(
+        weights_mb=weights / MB,
+        trainable_mb=trainable * 16 / MB,
+        activations_mb=activations / MB,
+        logits_mb=logits / MB,
+        overhead_mb=GPU_OVERHEAD_MB if on_gpu else CPU_OVERHEAD_MB,
+    )
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    micro_batch: int
+    grad_accum: int
+    gradient_checkpointing: bool
+    estimate: MemoryEstimate
+    reason: str
+
+    @property
+    def effective_batch(self) -> int:
+        return self.micro_batch * self.grad_accum
+
+
+def plan_batch(
+    facts: ModelFacts,
+    budget_mb: float,
+    *,
+    target_batch: int = 8,
+    seq_len: int = 512,
+    method: str = "lora",
+    rank: int = 16,
+    targets=ALL_LINEAR,
+    on_gpu: bool = True,
+) -> BatchPlan:
+    """The largest micro-batch (a power of two up to ``target_batch``) that fits ``budget_mb``; gradient
+    accumulation makes up the rest of the effective batch. Gradient checkpointing is turned on only when
+    even a micro-batch of one does not fit without it."""
+    for checkpointing in (False, True):
+        micro = 2 ** int(math.log2(max(1, target_batch)))
+        while micro >= 1:
+            estimate = estimate_memory(facts, method=method, rank=rank, targets=targets, seq_len=seq_len,
+                                       micro_batch=micro, gradient_checkpointing=checkpointing, on_gpu=on_gpu)
+            if estimate.total_mb <= budget_mb:
+                accum = math.ceil(target_batch / micro)
+                why = f"micro-batch {micro} × {accum} accumulation fits {budget_mb / 1024:.1f} GB ({estimate.describe()})"
+                if checkpointing:
+                    why += "; gradient checkpointing on because memory is tight"
+                return BatchPlan(micro, accum, checkpointing, estimate, why)
+            micro //= 2
+    smallest = estimate_memory(facts, method=method, rank=rank, targets=targets, seq_len=seq_len, micro_batch=1,
+                               gradient_checkpointing=True, on_gpu=on_gpu)
+    raise ConfigError(
+        f"does not fit: one sequence of {seq_len} tokens needs ~{smallest.total_mb / 1024:.1f} GB, "
+        f"the budget is {budget_mb / 1024:.1f} GB",
+        "use QLoRA (--method qlora), a shorter --max-seq-len, or a smaller model",
+    )
+
+
+def fit_verdict(facts: ModelFacts, available_mb: float, on_gpu: bool, method: str = "lora",
+                seq_len: int = 512, target_batch: int = 8) -> tuple[MemoryEstimate, str]:
+    """The estimate at the target batch and a verdict: "yes", "tight" (needs a smaller micro-batch or
+    gradient checkpointing) or "no" (not even one sequence fits)."""
+    estimate = estimate_memory(facts, method=method, seq_len=seq_len, micro_batch=target_batch, on_gpu=on_gpu)
+    try:
+        plan = plan_batch(facts, 0.9 * available_mb, target_batch=target_batch, seq_len=seq_len, method=method, on_gpu=on_gpu)
+    except ConfigError:
+        return estimate, "no"
+    tight = plan.gradient_checkpointing or plan.micro_batch < target_batch
+    return estimate, "tight" if tight else "yes"

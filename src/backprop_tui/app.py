@@ -1,0 +1,78 @@
+"""backprop's terminal app: Model → Data → Train → Export, plus Runs and Settings; keyboard first."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from textual.app import App
+from textual.binding import Binding
+from textual.widgets import Input
+
+from backprop_engine.hardware import HardwareReading, probe
+from backprop_engine.settings import load_settings
+
+from .screens.data import DataScreen
+from .screens.export import ExportScreen
+from .screens.modals import HelpScreen
+from .screens.model import ModelScreen
+from .screens.runs import RunsScreen
+from .screens.settings import SettingsScreen
+from .screens.train import TrainScreen
+from .state import Session
+
+
+class BackpropApp(App[None]):
+    TITLE = "backprop"
+    CSS_PATH = "app.tcss"
+    MODES = {
+        "model": ModelScreen,
+        "data": DataScreen,
+        "train": TrainScreen,
+        "export": ExportScreen,
+        "runs": RunsScreen,
+        "settings": SettingsScreen,
+    }
+    DEFAULT_MODE = "model"
+    ENABLE_COMMAND_PALETTE = False  # every action has its own key; the footer space goes to them
+    # The screen keys 1-6 are shown by the NavBar at the top instead of the footer.
+    BINDINGS = [
+        Binding("1", "switch_mode('model')", "Model", show=False),
+        Binding("2", "switch_mode('data')", "Data", show=False),
+        Binding("3", "switch_mode('train')", "Train", show=False),
+        Binding("4", "switch_mode('export')", "Export", show=False),
+        Binding("5", "switch_mode('runs')", "Runs", show=False),
+        Binding("6", "switch_mode('settings')", "Settings", show=False),
+        Binding("question_mark", "help", "Help"),
+        Binding("escape", "leave_field", "Leave field", show=False),
+        Binding("ctrl+q", "quit", "Quit", priority=True),
+    ]
+
+    def __init__(
+        self,
+        watch_run: Path | None = None,
+        settings_file: Path | None = None,
+        hardware_probe: Callable[[], HardwareReading] = probe,
+    ) -> None:
+        super().__init__()
+        settings, self.settings_notice = load_settings(settings_file)
+        self.settings_file = settings_file
+        self.session = Session(settings=settings)
+        self.hardware_probe = hardware_probe
+        self.watch_run = watch_run
+
+    def on_mount(self) -> None:
+        self.theme = self.session.settings.theme
+        if self.settings_notice:
+            self.notify(self.settings_notice, title="Settings", severity="warning", timeout=15)
+        if self.watch_run is not None:
+            self.session.run_dir = self.watch_run
+            self.switch_mode("train")
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    def action_leave_field(self) -> None:
+        """Escape leaves a text field so that the single-key bindings work again."""
+        if isinstance(self.focused, Input):
+            self.screen.set_focus(None)

@@ -1,0 +1,201 @@
+"""Data screen: load a dataset, see its formats, counts and token lengths, change filters and watch the
+counts follow, page through rows rendered with the model's template (trained vs masked tokens)."""
+
+from __future__ import annotations
+
+from rich.markup import escape
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Checkbox, Footer, Input, Label, Sparkline, Static
+from textual.worker import Worker, WorkerState
+
+from backprop_engine.errors import BackpropError
+
+from ..widgets.nav import NavBar
+from ..widgets.path_suggester import PathSuggester
+from ..widgets.token_view import MASKED_STYLE, TRAINED_STYLE, render_spans
+
+PREVIEW_SAMPLES = 50
+# Filter fields: (TrainConfig/DataSpec name, label, parser)
+FILTERS = [("min_tokens", "min tok", int), ("max_tokens", "max tok", int), ("max_samples", "rows", int), ("eval_split", "eval", float)]
+
+
+class DataScreen(Screen):
+    AUTO_FOCUS = "#sample-scroll"  # not a text field: number keys must still switch screens
+    BINDINGS = [Binding("n", "next_sample", "Next sample"), Binding("b", "previous_sample", "Prev sample")]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.preview = None  # backprop_engine.data.DataPreview for the loaded source
+        self.report = None
+        self.index = 0
+        self._refilter_timer = None
+        self._requested: tuple | None = None  # (source, filters) of the newest request
+
+    def compose(self) -> ComposeResult:
+        yield NavBar("data")
+        with Vertical(classes="body"):
+            with Horizontal(classes="form-row"):
+                yield Label("Dataset", classes="field-label")
+                yield Input(self.app.session.data, id="data-path", suggester=PathSuggester(), placeholder="file, folder, hub id or 'sample'", compact=True)
+            with Horizontal(id="filters"):
+                for name, label, _ in FILTERS:
+                    yield Label(label)
+                    yield Input("0", id=f"filter-{name}", classes="filter", compact=True)
+                yield Checkbox("dedupe", True, id="filter-dedupe", compact=True)
+            yield Static("", id="data-error", classes="error")
+            yield Static("", id="data-summary")
+            yield Static("", id="data-filters", classes="muted")
+            with Horizontal(id="histogram-row"):
+                yield Sparkline([], id="length-histogram")
+                yield Static("", id="histogram-axis", classes="muted")
+            yield Static("", id="sample-title", classes="muted")
+            with VerticalScroll(id="sample-scroll"):
+                yield Static("", id="sample-view")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.load(self.app.session.data)
+
+    # ----- loading and filtering (workers; the UI never waits)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "data-path":
+            self.load(event.value.strip())
+        else:
+            self.refilter()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id and event.input.id.startswith("filter-"):
+            if self._refilter_timer is not None:
+                self._refilter_timer.stop()
+            self._refilter_timer = self.set_timer(0.4, self.refilter)
+
+    def on_checkbox_changed(self, event: Checkbox.Changed) -> None:
+        self.refilter()
+
+    def load(self, source: str) -> None:
+        self._request(source, reload=True)
+        self.query_one("#data-summary", Static).update("[dim]reading and tokenizing…[/dim]")
+
+    def refilter(self) -> None:
+        if self.preview is not None and self._requested is not None:
+            self._request(self._requested[0], reload=False)
+
+    def _request(self, source: str, reload: bool) -> None:
+        """Start a preview worker unless the same request is already the newest (a newer worker
+        replaces an older one, so a repeated request must not cancel, e.g., a pending error)."""
+        try:
+            spec = self._spec(source)
+        except (ValueError, BackpropError) as exc:
+            self._show_error(exc)
+            return
+        request = (source, tuple(sorted(self._filter_values().items())))
+        if not reload and request == self._requested:
+            return
+        self._requested = request
+        self.preview_in_background(spec, self.app.session.model, reload=reload)
+
+    def _spec(self, source: str):
+        from backprop_engine.data import DataSpec
+
+        return DataSpec([source], **self._filter_values())
+
+    def _filter_values(self) -> dict:
+        values: dict = {"dedupe": self.query_one("#filter-dedupe", Checkbox).value}
+        for name, label, parse in FILTERS:
+            raw = self.query_one(f"#filter-{name}", Input).value.strip() or "0"
+            try:
+                values[name] = parse(raw)
+            except ValueError:
+                raise ValueError(f"{label}: {raw!r} is not a number") from None
+        return values
+
+    @work(thread=True, exclusive=True, group="data", exit_on_error=False)
+    def preview_in_background(self, spec, model: str, reload: bool):
+        from backprop_engine.data import DataPreview, load_chat_tokenizer
+        from backprop_engine.presets import resolve_model
+        from backprop_engine.train.loop import model_context
+
+        preview = self.preview
+        if reload or preview is None:
+            path = resolve_model(model).path
+            tokenizer = load_chat_tokenizer(path)
+            preview = DataPreview(tokenizer, model_context(path, tokenizer), samples=PREVIEW_SAMPLES)
+        return spec, preview, preview.report(spec)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker.group != "data":
+            return
+        if event.state == WorkerState.SUCCESS:
+            spec, self.preview, self.report = event.worker.result
+            self.app.session.data = spec.sources[0]
+            self.app.session.data_options = self._filter_values()
+            self.index = min(self.index, max(0, len(self.report.samples) - 1))
+            self.query_one("#data-error", Static).update("")
+            self._show_report()
+        elif event.state == WorkerState.ERROR:
+            self._show_error(event.worker.error)
+            self.query_one("#data-summary", Static).update("")
+
+    def _show_error(self, error: BaseException) -> None:
+        if isinstance(error, BackpropError):
+            text = f"{error.message}\nhint: {error.hint}" if error.hint else error.message
+        else:
+            text = str(error)
+        self.query_one("#data-error", Static).update(text)
+
+    # ----- showing the report
+
+    def _show_report(self) -> None:
+        report = self.report
+        formats = ", ".join(f"{name} {count}" for name, count in report.formats.items()) or "—"
+        lines = [
+            f"[b]{report.rows_read}[/b] rows ({formats}) · {report.bad_row_count} bad · "
+            f"train [b]{report.train_examples}[/b] / eval {report.eval_examples} · {report.trained_fraction:.0%} of tokens trained"
+        ]
+        if report.lengths:
+            lengths = report.lengths
+            origin = "auto" if report.max_seq_len_from_data else "set"
+            lines.append(
+                f"tokens p50 {lengths.p50} · p95 {lengths.p95} · max {lengths.max} · "
+                f"max_seq_len {report.max_seq_len} ({origin}) · {report.truncated} truncated"
+            )
+        if report.sampled_rows:
+            lines.append(f"[dim]statistics over a sample of {report.sampled_rows:,} rows[/dim]")
+        self.query_one("#data-summary", Static).update("\n".join(lines))
+        removed = [f"{step.name} −{step.removed}" for step in report.filters if step.removed]
+        notes = removed + [f"[yellow]{w}[/yellow]" for w in report.warnings]
+        notes += [f"[red]{escape(str(bad))}[/red]" for bad in report.bad_rows[:2]]
+        self.query_one("#data-filters", Static).update("removed: " + " · ".join(notes) if notes else "nothing filtered out")
+        histogram = report.lengths.histogram if report.lengths else []
+        self.query_one("#length-histogram", Sparkline).data = [rows for _, _, rows in histogram]
+        axis = f"token lengths {histogram[0][0]}–{histogram[-1][1]}" if histogram else ""
+        self.query_one("#histogram-axis", Static).update(axis)
+        self._show_sample()
+
+    def _show_sample(self) -> None:
+        samples = self.report.samples if self.report else []
+        if not samples:
+            self.query_one("#sample-title", Static).update("")
+            self.query_one("#sample-view", Static).update("")
+            return
+        sample = samples[self.index]
+        self.query_one("#sample-title", Static).update(
+            f"sample {self.index + 1}/{len(samples)} · {escape(sample.origin.rsplit('/', 1)[-1])} · "
+            f"[{TRAINED_STYLE}]trained[/] · [{MASKED_STYLE}]masked[/] · n/b"
+        )
+        self.query_one("#sample-view", Static).update(render_spans(sample.spans))
+
+    def action_next_sample(self) -> None:
+        if self.report and self.report.samples:
+            self.index = (self.index + 1) % len(self.report.samples)
+            self._show_sample()
+
+    def action_previous_sample(self) -> None:
+        if self.report and self.report.samples:
+            self.index = (self.index - 1) % len(self.report.samples)
+            self._show_sample()

@@ -1,0 +1,119 @@
+"""Model screen: preset table with a "fits this machine?" verdict, or any hub id / local folder."""
+
+from __future__ import annotations
+
+from textual import work
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Input, Label, Select, Static
+
+from backprop_engine.errors import ModelError
+from backprop_engine.hardware import HardwareReading
+from backprop_engine.planner import fit_verdict
+from backprop_engine.presets import PRESETS, check_model_name
+
+from ..widgets.nav import NavBar
+
+METHODS = [("LoRA", "lora")]
+
+
+class ModelScreen(Screen):
+    AUTO_FOCUS = "#presets"
+    BINDINGS = [("u", "use_preset", "Use preset")]  # enter on a table row works too
+
+    def compose(self) -> ComposeResult:
+        yield NavBar("model")
+        with Vertical(classes="body"):
+            yield Static("probing hardware…", id="machine", classes="muted")
+            yield DataTable(id="presets", cursor_type="row", zebra_stripes=True)
+            with Horizontal(classes="form-row"):
+                yield Label("Other model", classes="field-label")
+                yield Input(placeholder="hub id (org/name) or local folder", id="custom-model", compact=True)
+            yield Static("", id="model-error", classes="error")
+            with Horizontal(classes="form-row"):
+                yield Label("Method", classes="field-label")
+                yield Select(METHODS, value="lora", allow_blank=False, id="method", compact=True)
+                yield Label("LoRA rank", classes="field-label")
+                yield Input(str(self.app.session.lora_rank), id="rank", type="integer", compact=True)
+            yield Static("", id="model-choice", classes="choice")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#presets", DataTable)
+        table.add_columns("preset", "params", "arch", "est. memory", "fits?")
+        self._show_choice()
+        self.probe_hardware()
+
+    @work(thread=True, exclusive=True, group="probe")
+    def probe_hardware(self) -> None:
+        reading = self.app.hardware_probe()
+        self.app.call_from_thread(self._fill_presets, reading)
+
+    def _fill_presets(self, hardware: HardwareReading) -> None:
+        gpus = ", ".join(f"{g.name} {g.memory_total_mb / 1024:.0f} GB" for g in hardware.gpus) or "no GPU"
+        self.query_one("#machine", Static).update(
+            f"Machine: {hardware.cpu_cores} CPU cores, {hardware.ram_available_mb / 1024:.1f} of "
+            f"{hardware.ram_total_mb / 1024:.1f} GB RAM free, {gpus}"
+        )
+        table = self.query_one("#presets", DataTable)
+        table.clear()
+        for preset in PRESETS.values():
+            estimate, verdict = fit_verdict(preset.facts, hardware.accelerator_memory_mb, on_gpu=bool(hardware.gpus))
+            needed = estimate.total_mb
+            params = f"{preset.params_billion * 1000:.1f}M" if preset.params_billion < 0.1 else f"{preset.params_billion:.2f}B"
+            style = {"yes": "green", "tight": "yellow", "no": "red"}[verdict]
+            table.add_row(preset.name, params, preset.architecture, f"{needed / 1024:.1f} GB", f"[{style}]{verdict}[/]", key=preset.name)
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        self._use_model(str(event.row_key.value))
+
+    def action_use_preset(self) -> None:
+        table = self.query_one("#presets", DataTable)
+        if table.row_count:
+            self._use_model(str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value))
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "custom-model":
+            self._use_custom(event.value.strip())
+        elif event.input.id == "rank":
+            self._set_rank(event.value)
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "rank":
+            self._set_rank(event.value)
+
+    def on_select_changed(self, event: Select.Changed) -> None:
+        if event.select.id == "method":
+            self.app.session.method = str(event.value)
+            self._show_choice()
+
+    def _use_custom(self, name: str) -> None:
+        error = self.query_one("#model-error", Static)
+        try:
+            kind = check_model_name(name)
+        except ModelError as exc:
+            error.update(f"{exc.message}\nhint: {exc.hint}" if exc.hint else exc.message)
+            return
+        error.update("")
+        self._use_model(name, note="downloaded from the hub when training starts" if kind == "hub" else "")
+
+    def _use_model(self, name: str, note: str = "") -> None:
+        self.app.session.model = name
+        self._show_choice(note)
+        self.notify(f"model: {name}", timeout=3)
+
+    def _set_rank(self, value: str) -> None:
+        error = self.query_one("#model-error", Static)
+        if value.isdigit() and 1 <= int(value) <= 1024:
+            self.app.session.lora_rank = int(value)
+            error.update("")
+            self._show_choice()
+        else:
+            error.update("LoRA rank must be a whole number from 1 to 1024")
+
+    def _show_choice(self, note: str = "") -> None:
+        session = self.app.session
+        method = dict((value, title) for title, value in METHODS)[session.method]
+        line = f"Chosen: [b]{session.model}[/b] · {method} rank {session.lora_rank}"
+        self.query_one("#model-choice", Static).update(line + (f" · {note}" if note else ""))

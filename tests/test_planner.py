@@ -1,0 +1,81 @@
+"""Model facts, the memory estimate and the batch planner."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from backprop_engine.errors import ConfigError
+from backprop_engine.modeling import load_base_model
+from backprop_engine.planner import estimate_memory, fit_verdict, lora_parameter_count, plan_batch
+from backprop_engine.presets import PRESETS, ModelFacts
+
+
+def test_facts_count_the_real_tiny_models_parameters(tiny_models):
+    for name, path in tiny_models.items():
+        facts = ModelFacts.from_config(json.loads((path / "config.json").read_text()))
+        assert facts == PRESETS[name].facts
+        model = load_base_model(path)
+        actual = sum(p.numel() for p in model.parameters())
+        biases = sum(p.numel() for n, p in model.named_parameters() if n.endswith(".bias"))
+        assert facts.parameter_count == actual - biases  # qwen2's q/k/v biases are not counted
+
+
+def test_lora_parameter_count_matches_peft(tiny_models):
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(load_base_model(tiny_models["tiny"]), LoraConfig(r=8, target_modules=["q_proj", "down_proj"]))
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert lora_parameter_count(PRESETS["tiny"].facts, 8, ["q_proj", "down_proj"]) == trainable
+
+
+@pytest.mark.parametrize(("name", "billions"), [("qwen2.5-0.5b", 0.49), ("qwen2.5-7b", 7.62), ("llama-3.2-1b", 1.24), ("mistral-7b", 7.25)])
+def test_preset_parameter_counts_match_the_published_sizes(name, billions):
+    assert PRESETS[name].params_billion == pytest.approx(billions, abs=0.01)
+
+
+def test_estimate_parts_move_the_right_way():
+    facts = PRESETS["qwen2.5-7b"].facts
+    lora = estimate_memory(facts, method="lora")
+    qlora = estimate_memory(facts, method="qlora")
+    full = estimate_memory(facts, method="full")
+    assert qlora.weights_mb < lora.weights_mb / 2.5 and full.trainable_mb > 50 * lora.trainable_mb
+    assert estimate_memory(facts, micro_batch=2).activations_mb == pytest.approx(lora.activations_mb / 4)
+    checkpointed = estimate_memory(facts, gradient_checkpointing=True)
+    assert checkpointed.activations_mb < lora.activations_mb / 5
+    assert 14 < lora.weights_mb / 1024 < 15  # 7.6B bf16 weights
+
+
+def test_planner_halves_the_micro_batch_keeps_the_effective_batch_then_checkpoints():
+    facts = PRESETS["qwen2.5-7b"].facts
+    roomy = plan_batch(facts, 80 * 1024, target_batch=16, method="qlora")
+    assert (roomy.micro_batch, roomy.grad_accum, roomy.gradient_checkpointing) == (16, 1, False)
+    tight = plan_batch(facts, 16 * 1024, target_batch=16, method="qlora")
+    assert tight.micro_batch < 16 and tight.effective_batch == 16 and tight.estimate.total_mb <= 16 * 1024
+    very_tight = plan_batch(facts, 8 * 1024, target_batch=16, method="qlora")
+    assert very_tight.gradient_checkpointing and "checkpointing" in very_tight.reason
+
+
+def test_planner_refuses_clearly_when_nothing_fits():
+    with pytest.raises(ConfigError) as error:
+        plan_batch(PRESETS["mistral-7b"].facts, 4 * 1024, method="lora")
+    assert "does not fit" in error.value.message and "QLoRA" in error.value.hint
+
+
+def test_fit_verdicts():
+    facts = PRESETS["qwen2.5-7b"].facts
+    assert fit_verdict(facts, 80 * 1024, on_gpu=True)[1] == "yes"
+    assert fit_verdict(facts, 24 * 1024, on_gpu=True, method="qlora")[1] == "tight"
+    assert fit_verdict(facts, 8 * 1024, on_gpu=True)[1] == "no"
+
+
+def test_presets_command_lists_every_preset_with_verdicts(capsys):
+    from backprop_engine.cli import main
+
+    assert main(["presets"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("machine: ")
+    rows = {line.split()[0]: line for line in out[2:]}
+    assert set(rows) == set(PRESETS)
+    assert rows["tiny"].count("yes") == 2 and "meta-llama/Llama-3.2-1B-Instruct" in rows["llama-3.2-1b"]
