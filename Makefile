@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export HF_HUB_OFFLINE := 1
 
-.PHONY: demo test install clean
+.PHONY: demo test install clean go screenshots
 
 install: $(STAMP)
 
@@ -19,8 +19,16 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(BIN)/backprop demo
 
-test: $(STAMP)
+test: $(STAMP) go
 	$(BIN)/python -m pytest
+
+# The Ollama TEMPLATE test renders templates with Go's text/template: Debian's golang, installed once (as root).
+go:
+	@command -v go >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends golang-go; }
+
+# Regenerates screenshots/*.svg from the app itself (the snapshot tests' deterministic scenes).
+screenshots: $(STAMP)
+	$(BIN)/python tools/screenshots.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

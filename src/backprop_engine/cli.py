@@ -17,12 +17,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fine-tune chat LLMs with LoRA and ship them as GGUF (llama.cpp / Ollama).",
     )
     parser.add_argument("--version", action="version", version=f"backprop {__version__}")
+    parser.add_argument("--no-tui", action="store_true", help="never open the terminal app (print help instead)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     train = commands.add_parser("train", help="fine-tune a model with LoRA (headless)")
-    train.add_argument("--no-tui", action="store_true", help="run headless (the default until the TUI lands)")
+    train.add_argument("--no-tui", action="store_true", help="headless (train always runs headless; the app is `backprop`)")
     train.add_argument("--model", default="tiny", help="preset name, local folder or hub id (default: tiny)")
-    train.add_argument("--data", default="sample", help="messages JSONL file or built-in dataset (default: sample)")
+    train.add_argument("--data", default="sample", help="data file, folder, saved dataset, hub id org/name[:config][@split] or built-in (default: sample)")
     train.add_argument("--steps", type=int, default=60, help="optimizer steps (default: 60)")
     train.add_argument("--output", type=Path, help="run directory to create (default: under the user data dir)")
     train.add_argument("--learning-rate", "--lr", type=float, dest="learning_rate")
@@ -33,20 +34,59 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int)
     train.add_argument("--json", action="store_true", help="print events as JSON lines")
     train.add_argument("--rebuild", action="store_true", help="rebuild a built-in tiny model before training")
+    _add_data_options(train, on_bad_row_default="skip")
+    train.add_argument("--eval-split", type=float, help="held-out rows: a fraction below 1 or a count (default: none)")
+    train.add_argument("--eval-steps", type=int, help="evaluate every N steps (default: at the end only)")
+    train.add_argument("--no-packing", dest="packing", action="store_false", default=None, help="one example per row, padded")
     train.set_defaults(handler=cmd_train)
 
-    export = commands.add_parser("export", help="merge a run's adapter and write a quantized GGUF")
-    export.add_argument("run_dir", type=Path, help="run directory created by `backprop train`")
-    export.add_argument("--quantization", "-q", default="q4_k_m", help="f32, f16, bf16, q8_0, q6_k, q5_k_m, q5_0, q4_k_m, q4_0, q3_k_m, q2_k")
+    export = commands.add_parser("export", help="merge, convert to GGUF, quantize, verify; optionally register with Ollama")
+    export.add_argument("run_dir", metavar="RUN_DIR|ADAPTER|MODEL", help="a run directory, a LoRA adapter folder, or a model folder/preset")
+    export.add_argument(
+        "--quantization", "-q", action="append", dest="quantizations", metavar="TYPE",
+        help="repeat for several: f32, f16, bf16, q8_0, q6_k, q5_k_m, q5_0, q4_k_m, q4_0, q3_k_m, q2_k (default: q4_k_m)",
+    )
     export.add_argument("--name", help="file name stem (default: the run directory's name)")
+    export.add_argument("--output", type=Path, help="export directory (default: RUN_DIR/export, or <folder>/export)")
+    export.add_argument("--no-verify", action="store_true", help="skip loading each GGUF in llama.cpp to check it")
+    export.add_argument("--ollama", action="store_true", help="register the result with Ollama (CLI if on PATH, else HTTP API)")
+    export.add_argument("--ollama-name", help="Ollama model name (default: the file name stem, lowercased)")
+    export.add_argument("--ollama-host", help="Ollama server (default: $OLLAMA_HOST, else the ollama_host setting)")
+    export.add_argument("--system", help="SYSTEM prompt written into the Ollama Modelfile")
+    export.add_argument("--lora-gguf", action="store_true", help="also write the adapter as a LoRA GGUF over an f16 base (Ollama ADAPTER)")
     export.set_defaults(handler=cmd_export)
 
     chat = commands.add_parser("chat", help="talk to a GGUF (or a run's newest export) through llama.cpp")
-    chat.add_argument("path", type=Path, help="a .gguf file or a run directory")
+    chat.add_argument("path", type=Path, help="a .gguf file, or a run/adapter/export directory (its newest GGUF)")
     chat.add_argument("--prompt", "-p", help="one message; without it, read messages from stdin until EOF")
     chat.add_argument("--system", help="system message")
     chat.add_argument("--max-tokens", type=int, default=64)
     chat.set_defaults(handler=cmd_chat)
+
+    presets = commands.add_parser("presets", help="list model presets with a 'fits this machine?' verdict")
+    presets.add_argument("--seq-len", type=int, default=512, help="sequence length for the estimate (default: 512)")
+    presets.set_defaults(handler=cmd_presets)
+
+    watch = commands.add_parser("watch", help="open the training dashboard on a run started elsewhere (read-only)")
+    watch.add_argument("run_dir", type=Path, help="run directory (its events.jsonl is followed)")
+    watch.set_defaults(handler=cmd_watch)
+
+    data = commands.add_parser("data", help="check or inspect training data").add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    check = data.add_parser("check", help="validate data files; list every bad row (exit 1 if any)")
+    check.add_argument("sources", nargs="+", help="data files, folders, saved datasets or hub ids")
+    check.add_argument("--format", dest="data_format", default="auto", help="auto, messages, sharegpt, alpaca, prompt_completion, text")
+    check.add_argument("--on-bad-row", choices=("error", "skip"), default="error", help="error (default): exit 1 if any row is bad; skip: list them, exit 0")
+    check.add_argument("--json", action="store_true", help="print the report as JSON")
+    check.set_defaults(handler=cmd_data_check)
+    inspect = data.add_parser("inspect", help="formats, token-length stats, histogram and rendered samples")
+    inspect.add_argument("sources", nargs="+", metavar="source", help="data file, folder, saved dataset or hub id")
+    inspect.add_argument("--model", default="tiny", help="whose tokenizer and chat template render the rows (default: tiny)")
+    inspect.add_argument("--json", action="store_true", help="print the report as JSON")
+    inspect.add_argument("--samples", type=int, default=3, help="rendered samples to show (default: 3)")
+    inspect.add_argument("--max-seq-len", type=int, default=0, help="default: from the data")
+    inspect.add_argument("--eval-split", type=float, default=0.0)
+    _add_data_options(inspect, on_bad_row_default=None)
+    inspect.set_defaults(handler=cmd_data_inspect)
 
     demo = commands.add_parser("demo", help="train tiny on sample, export q4_k_m, chat — offline, on CPU")
     demo.add_argument("--output", type=Path, help="run directory to create (default: under the user data dir)")
@@ -60,8 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
-        parser.print_help()
-        return 0
+        if args.no_tui or not sys.stdout.isatty():
+            parser.print_help()
+            return 0
+        args.handler = cmd_tui
     from .errors import BackpropError
 
     try:
@@ -76,11 +118,49 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def cmd_tui(args) -> int:
+    from backprop_tui.app import BackpropApp
+
+    BackpropApp().run()
+    return 0
+
+
+def cmd_presets(args) -> int:
+    from .hardware import probe
+    from .planner import fit_verdict
+    from .presets import PRESETS
+
+    machine = probe()
+    on_gpu = bool(machine.gpus)
+    print(f"machine: {machine.device_label}, {machine.accelerator_memory_mb / 1024:.1f} GB for training")
+    print(f"{'preset':<14}{'params':>8}  {'arch':<8}{'template':<9}{'context':>8}  {'LoRA':>14}  {'QLoRA':>14}  source")
+    for preset in PRESETS.values():
+        cells = []
+        for method in ("lora", "qlora"):
+            estimate, verdict = fit_verdict(preset.facts, machine.accelerator_memory_mb, on_gpu, method, args.seq_len)
+            cells.append(f"{estimate.total_mb / 1024:5.1f} GB {verdict:>5}")
+        params = f"{preset.params_billion:.2f}B" if preset.params_billion >= 0.1 else f"{preset.params_billion * 1e3:.1f}M"
+        print(f"{preset.name:<14}{params:>8}  {preset.architecture:<8}{preset.chat_family:<9}{preset.context_length:>8}  "
+              f"{cells[0]:>14}  {cells[1]:>14}  {preset.source}")
+    return 0
+
+
+def cmd_watch(args) -> int:
+    from .rundir import RunDir
+
+    run = RunDir.open(args.run_dir)
+    from backprop_tui.app import BackpropApp
+
+    BackpropApp(watch_run=run.path).run()
+    return 0
+
+
 def cmd_train(args) -> int:
     from .events import ConsoleSink
     from .trainer import Trainer
 
-    options = ("learning_rate", "lora_rank", "batch_size", "grad_accum", "max_seq_len", "seed")
+    options = ("learning_rate", "lora_rank", "batch_size", "grad_accum", "max_seq_len", "seed", "eval_split", "eval_steps", "packing")
+    options += DATA_OPTIONS
     overrides = {name: getattr(args, name) for name in options if getattr(args, name) is not None}
     _rebuild_if_asked(args.model, args.rebuild)
     trainer = Trainer(args.model, on_event=ConsoleSink(as_json=args.json), **overrides)
@@ -89,19 +169,71 @@ def cmd_train(args) -> int:
     return 0
 
 
-def cmd_export(args) -> int:
-    from .events import ConsoleSink
-    from .trainer import Trainer
+DATA_OPTIONS = ("data_format", "on_bad_row", "min_tokens", "max_tokens", "dedupe", "near_dedupe", "max_samples", "shuffle", "overlong")
 
-    trainer = Trainer.from_run(args.run_dir, on_event=ConsoleSink(stream=sys.stderr))
-    print(trainer.export("gguf", quantization=args.quantization, name=args.name))
+
+def _add_data_options(parser: argparse.ArgumentParser, on_bad_row_default: str | None) -> None:
+    parser.add_argument("--format", dest="data_format", help="row format (default: auto, detected per file)")
+    if on_bad_row_default:
+        parser.add_argument("--on-bad-row", choices=("error", "skip"), help=f"stop at the first bad row, or skip and count them (default: {on_bad_row_default})")
+    parser.add_argument("--min-tokens", type=int, help="drop rows shorter than this")
+    parser.add_argument("--max-tokens", type=int, help="drop rows longer than this")
+    parser.add_argument("--no-dedupe", dest="dedupe", action="store_false", default=None, help="keep exact duplicates")
+    parser.add_argument("--near-dedupe", type=float, help="drop near-duplicates above this similarity (e.g. 0.85)")
+    parser.add_argument("--max-samples", type=int, help="use at most this many rows")
+    parser.add_argument("--no-shuffle", dest="shuffle", action="store_false", default=None, help="keep the file order")
+    parser.add_argument("--overlong", choices=("truncate", "drop"), help="rows over max_seq_len (default: truncate)")
+
+
+def cmd_data_check(args) -> int:
+    import json
+
+    from .data import DataSpec, check_data
+    from .data.text import format_check
+
+    report = check_data(DataSpec(args.sources, format=args.data_format))
+    print(json.dumps(report.to_dict(), indent=2) if args.json else format_check(report))
+    return 1 if report.bad_row_count and args.on_bad_row == "error" else 0
+
+
+def cmd_data_inspect(args) -> int:
+    import json
+
+    from .data import DataPreview, DataSpec, load_chat_tokenizer
+    from .data.text import format_report
+    from .presets import resolve_model
+    from .train.loop import model_context
+
+    settings = {name: getattr(args, name) for name in DATA_OPTIONS if getattr(args, name, None) is not None}
+    settings["format"] = settings.pop("data_format", "auto")
+    spec = DataSpec(args.sources, max_seq_len=args.max_seq_len, eval_split=args.eval_split, **settings)
+    path = resolve_model(args.model).path
+    warnings: list[str] = []
+    tokenizer = load_chat_tokenizer(path, warn=warnings.append)
+    report = DataPreview(tokenizer, model_context(path, tokenizer), samples=args.samples).report(spec)
+    report.warnings = warnings + report.warnings
+    print(json.dumps(report.to_dict(), indent=2) if args.json else format_report(report))
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .events import ConsoleSink, EventBus
+    from .export.pipeline import ExportOptions, export, resolve_source
+
+    options = ExportOptions(
+        quantizations=tuple(args.quantizations or ["q4_k_m"]), name=args.name, output=args.output,
+        verify=not args.no_verify, ollama=args.ollama or bool(args.ollama_name), ollama_name=args.ollama_name,
+        ollama_host=args.ollama_host, system=args.system, lora_gguf=args.lora_gguf,
+    ).checked()
+    for result in export(resolve_source(args.run_dir), options, EventBus([ConsoleSink(stream=sys.stderr)])):
+        print(result.path)
     return 0
 
 
 def cmd_chat(args) -> int:
-    from .export.chat import chat_reply, find_gguf, open_gguf
+    from .export.chat import chat_reply, open_chat
 
-    llm = open_gguf(find_gguf(args.path))
+    llm = open_chat(args.path)
     try:
         prompts = [args.prompt] if args.prompt is not None else (line.rstrip("\n") for line in sys.stdin)
         history = [{"role": "system", "content": args.system}] if args.system else []

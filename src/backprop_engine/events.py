@@ -17,10 +17,24 @@ from typing import Any, Callable, ClassVar, TextIO
 @dataclass
 class Event:
     kind: ClassVar[str] = "event"
+    types: ClassVar[dict[str, type[Event]]] = {}  # kind → class, filled as subclasses are defined
     time: float = field(default_factory=time.time, kw_only=True)
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        Event.types[cls.kind] = cls
 
     def to_dict(self) -> dict[str, Any]:
         return {"event": self.kind, **asdict(self)}
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> Event | None:
+        """Rebuild an event read back from events.jsonl; None for unknown kinds or fields."""
+        cls = Event.types.get(data.get("event", ""))
+        try:
+            return cls(**{k: v for k, v in data.items() if k != "event"}) if cls else None
+        except TypeError:
+            return None
 
 
 @dataclass
@@ -97,6 +111,37 @@ class ExportProgress(Event):
     detail: str
 
 
+@dataclass
+class DataPrepared(Event):
+    kind: ClassVar[str] = "data"
+    rows_read: int
+    formats: dict[str, int]
+    train_examples: int
+    eval_examples: int
+    max_seq_len: int
+    truncated: int
+    trained_fraction: float
+    removed: dict[str, int]  # filter name → rows it removed
+    packing: bool
+    packing_efficiency: float  # real tokens / tokens in the batches (padding counts against it)
+    cached: bool
+
+
+@dataclass
+class RowsSkipped(Event):
+    kind: ClassVar[str] = "rows_skipped"
+    count: int
+    first: list[str]  # "file:line: reason" of the first few
+
+
+@dataclass
+class EvalMetrics(Event):
+    kind: ClassVar[str] = "eval"
+    step: int
+    loss: float
+    examples: int
+
+
 Sink = Callable[[Event], None]
 
 
@@ -170,6 +215,19 @@ def format_event(event: Event) -> str:
         return f"failed: {event.error}"
     if isinstance(event, CheckpointSaved):
         return f"checkpoint saved at step {event.step}: {event.path}"
+    if isinstance(event, DataPrepared):
+        removed = ", ".join(f"{name}: {count}" for name, count in event.removed.items() if count) or "none"
+        return (
+            f"data: {event.rows_read} rows ({', '.join(f'{k} {v}' for k, v in event.formats.items())}) -> "
+            f"{event.train_examples} train / {event.eval_examples} eval, max_seq_len {event.max_seq_len} "
+            f"({event.truncated} truncated), {event.trained_fraction:.0%} of tokens trained, "
+            f"{'packed' if event.packing else 'padded'} at {event.packing_efficiency:.0%} efficiency; removed: {removed}"
+            + (" (cached)" if event.cached else "")
+        )
+    if isinstance(event, RowsSkipped):
+        return f"warning: skipped {event.count} bad rows, first: {event.first[0] if event.first else '?'}"
+    if isinstance(event, EvalMetrics):
+        return f"eval at step {event.step}: loss {event.loss:.4f} on {event.examples} examples"
     if isinstance(event, ExportProgress):
         return f"export [{event.stage}] {event.detail}"
     return ""

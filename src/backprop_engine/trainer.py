@@ -8,18 +8,14 @@ from pathlib import Path
 from typing import Callable
 
 from .config import TrainConfig
-from .data import load_conversations
+from .defaults import TINY_LEARNING_RATE
 from .errors import ConfigError
 from .events import Event, EventBus, JsonlSink, RunFailed
 from .fsutil import atomic_dir
 from .paths import default_runs_dir
 from .presets import PRESETS, resolve_model
 from .rundir import RunDir
-from .train import TrainingControl, TrainResult, prepare_examples, run_training
-
-# The built-in tiny models start from random weights and need a much larger step size than a
-# pretrained model's adapter; used unless the caller sets learning_rate.
-TINY_LEARNING_RATE = 3e-3
+from .train import TrainingControl, TrainResult, prepare_dataset, run_training
 
 
 class Trainer:
@@ -52,15 +48,18 @@ class Trainer:
         changes = {"data": str(data)} | ({"steps": steps} if steps is not None else {})
         self.config = TrainConfig.with_overrides(**(self.config.to_dict() | changes))
         # Everything the user can get wrong is checked before the run directory is created.
-        conversations = load_conversations(self.config.data)
         model = resolve_model(self.config.model)
-        examples = prepare_examples(conversations, model, self.config)
+        warnings: list[str] = []
+        data = prepare_dataset(self.config, model, warnings)  # every source and format; bad rows per on_bad_row
+        data.report.warnings += warnings
         self.run = RunDir.create(Path(output_dir) if output_dir else self._default_run_path())
         self.run.write_config(self.config, {"model_path": str(model.path)})
         sink = JsonlSink(self.run.events_path)
         self.bus.add(sink)
         try:
-            self.result = run_training(self.config, model, examples, self.run, self.bus, self.control)
+            self.result = run_training(
+                self.config, model, data.train, self.run, self.bus, self.control, eval_examples=data.eval, report=data.report
+            )
         except BaseException as exc:
             self.bus.emit(RunFailed(f"{type(exc).__name__}: {exc}"))
             raise
@@ -76,13 +75,31 @@ class Trainer:
             shutil.copytree(source, tmp, dirs_exist_ok=True)
         return Path(path)
 
-    def export(self, format: str = "gguf", quantization: str = "q4_k_m", name: str | None = None) -> Path:
-        """Merge, convert and quantize; returns the path of the GGUF (``RUN/export/<name>.<quant>.gguf``)."""
-        from .export import export_run
+    def export(
+        self,
+        format: str = "gguf",
+        quantization: str | list[str] = "q4_k_m",
+        name: str | None = None,
+        *,
+        verify: bool = True,
+        register_ollama: bool = False,
+        model_name: str | None = None,
+        system: str | None = None,
+    ) -> Path | list[Path]:
+        """Merge, convert, quantize and verify; ``RUN/export/<name>.<quant>.gguf`` (a list for a list of quantizations).
+
+        ``register_ollama`` also creates Ollama model ``model_name`` (default: the run's name) from the Modelfile.
+        """
+        from .export.pipeline import ExportOptions, export, run_source
 
         if format != "gguf":
             raise ConfigError(f"unknown export format {format!r}", "the supported format is 'gguf'")
-        return export_run(self._require_run(), quantization, name=name, bus=self.bus).path
+        quantizations = (quantization,) if isinstance(quantization, str) else tuple(quantization)
+        options = ExportOptions(
+            quantizations, name=name, verify=verify, ollama=register_ollama, ollama_name=model_name, system=system
+        )
+        paths = [result.path for result in export(run_source(self._require_run()), options, self.bus)]
+        return paths[0] if isinstance(quantization, str) else paths
 
     def chat(self, prompt: str, system: str | None = None, max_tokens: int = 64) -> str:
         """Reply to ``prompt`` with the newest GGUF export of this run, through llama.cpp."""
