@@ -218,3 +218,28 @@ def test_watch_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
 
     assert main(["watch", str(tmp_path)]) == 2
     assert f"error: {tmp_path}: not a run directory" in capsys.readouterr().err
+
+
+async def test_export_registers_with_ollama_and_rejects_bad_names(trained_run, tmp_path, monkeypatch):
+    from textual.widgets import Checkbox
+
+    from .ollama_server import FakeOllama
+
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # no `ollama` CLI: the HTTP API is used
+    app = make_app(write_settings(tmp_path / "home"))
+    with FakeOllama() as server:
+        monkeypatch.setenv("OLLAMA_HOST", server.url)
+        async with app.run_test(size=(100, 32)) as pilot:
+            app.session.run_dir = trained_run("tiny").run.path
+            await pilot.press("4")
+            export = app.screen
+            export.query_one("#register", Checkbox).value = True
+            export.query_one("#ollama-name", Input).value = "Pirate Model"
+            await pilot.press("e")
+            assert "invalid Ollama model name 'Pirate Model'" in text_of(export.query_one("#export-error"))
+            export.query_one("#ollama-name", Input).value = "pirate-tui"
+            export.query_one("#export-name", Input).value = "tui-export"
+            await pilot.press("e")
+            await wait_for(pilot, lambda: export.gguf_path is not None, timeout=180, what="export and registration")
+            assert "✓ register" in text_of(export.query_one("#export-stages"))
+        assert "pirate-tui" in server.models

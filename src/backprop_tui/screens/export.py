@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rich.markup import escape
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Footer, Input, Label, RadioButton, RadioSet, RichLog, Static
+from textual.widgets import Checkbox, Footer, Input, Label, RadioButton, RadioSet, RichLog, Static
 from textual.worker import Worker, WorkerState
 
 from backprop_engine.errors import BackpropError
+from backprop_engine.export.modelfile import check_ollama_name
 from backprop_engine.paths import safe_name
 from backprop_engine.presets import PRESETS
 
@@ -21,7 +23,8 @@ from ..widgets.nav import NavBar
 
 # Approximate bits per weight of each file type (llama.cpp's figures for 7B-class models).
 BITS_PER_WEIGHT = {"f16": 16.0, "q8_0": 8.5, "q6_k": 6.6, "q5_k_m": 5.7, "q4_k_m": 4.9, "q4_0": 4.6, "q3_k_m": 3.9, "q2_k": 3.4}
-STAGES = ["merge", "convert", "quantize", "verify", "done"]
+STAGES = ["merge", "convert", "quantize", "verify", "register"]
+STAGE_OF_EVENT = {"ollama": "register"}  # engine stage names that the screen shows under another label
 
 
 def expected_size(params_billion: float | None, quantization: str) -> str:
@@ -48,13 +51,15 @@ class ExportScreen(Screen):
     def __init__(self) -> None:
         super().__init__()
         self.gguf_path: Path | None = None
+        self.stage: str | None = None
+        self.registering = False
         self.llm = None
         self.history: list[dict[str, str]] = []
 
     def compose(self) -> ComposeResult:
         yield NavBar("export")
         with Horizontal(classes="body"):
-            with Vertical(id="export-form"):
+            with VerticalScroll(id="export-form"):
                 yield Static("", id="export-run", classes="choice")
                 yield Label("Quantization")
                 with RadioSet(id="quantization"):
@@ -63,6 +68,10 @@ class ExportScreen(Screen):
                 with Horizontal(classes="form-row"):
                     yield Label("File name", classes="field-label")
                     yield Input(id="export-name", compact=True)
+                with Horizontal(classes="form-row"):
+                    yield Label("Ollama", classes="field-label")
+                    yield Checkbox("register as", False, id="register", compact=True)
+                    yield Input(id="ollama-name", placeholder="model name", compact=True)
                 yield Static("", id="export-error", classes="error")
                 yield Static("", id="export-stages")
             with Vertical(id="chat-panel"):
@@ -83,6 +92,7 @@ class ExportScreen(Screen):
         self.query_one("#export-run", Static).update(label)
         if run and not self.query_one("#export-name", Input).value:
             self.query_one("#export-name", Input).value = run.name
+            self.query_one("#ollama-name", Input).value = run.name.lower()
         self._label_sizes()
         self._show_stages(None)
 
@@ -113,40 +123,50 @@ class ExportScreen(Screen):
         if run is None:
             error.update("no run to export: train one (3) or open one from Runs (5)")
             return
+        register = self.query_one("#register", Checkbox).value
         try:
             name = safe_name(self.query_one("#export-name", Input).value.strip(), "file name")
+            ollama_name = check_ollama_name(self.query_one("#ollama-name", Input).value.strip()) if register else None
         except BackpropError as exc:
             error.update(f"{exc.message} — {exc.hint}")
             return
         error.update("")
+        self.registering = register
         self._show_stages("merge")
-        self.export_in_background(run, self._quantization(), name)
+        self.export_in_background(run, self._quantization(), name, ollama_name)
 
     @work(thread=True, exclusive=True, group="export", exit_on_error=False)
-    def export_in_background(self, run: Path, quantization: str, name: str) -> Path:
+    def export_in_background(self, run: Path, quantization: str, name: str, ollama_name: str | None) -> Path:
         from backprop_engine import Trainer
 
         trainer = Trainer.from_run(run, on_event=self._relay_engine_event)
-        return trainer.export("gguf", quantization=quantization, name=name)
+        return trainer.export("gguf", quantization=quantization, name=name, register_ollama=ollama_name is not None, model_name=ollama_name)
 
     def _relay_engine_event(self, event) -> None:
         self.post_message(self.Progress(getattr(event, "stage", event.kind), getattr(event, "detail", "")))
 
     def on_export_screen_progress(self, message: Progress) -> None:
-        self._show_stages(message.stage, message.detail)
+        stage = STAGE_OF_EVENT.get(message.stage, message.stage)
+        self._show_stages(stage if stage in STAGES else self.stage, message.detail)
 
     def _show_stages(self, current: str | None, detail: str = "") -> None:
+        """One line per stage: ✓ done, … running, · to come, – skipped (no Ollama registration)."""
+        self.stage = current
         lines = []
-        reached = STAGES.index(current) if current in STAGES else -1
+        reached = len(STAGES) if current == "finished" else STAGES.index(current) if current in STAGES else -1
         for index, stage in enumerate(STAGES):
-            mark = "[green]✓[/]" if index < reached or current == "done" else "[yellow]…[/]" if index == reached else "[dim]·[/]"
+            if stage == "register" and not self.registering:
+                mark = "[dim]–[/]"
+            else:
+                mark = "[green]✓[/]" if index < reached else "[yellow]…[/]" if index == reached else "[dim]·[/]"
             lines.append(f"{mark} {stage}")
         if detail:
-            lines.append(f"[dim]{detail}[/]")
+            lines.append(f"[dim]{escape(detail)}[/]")
         self.query_one("#export-stages", Static).update("\n".join(lines) if current else "")
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.worker.group == "export" and event.state == WorkerState.SUCCESS:
+            self._show_stages("finished", str(event.worker.result))
             self._open_chat(event.worker.result)
         elif event.worker.group in ("export", "chat") and event.state == WorkerState.ERROR:
             error = event.worker.error
@@ -166,13 +186,11 @@ class ExportScreen(Screen):
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         if event.input.id == "chat-input" and event.value.strip():
-            from rich.markup import escape
-
             self.query_one("#chat-log", RichLog).write(f"[b]you[/b] {escape(event.value)}")
             event.input.value = ""
             self.history.append({"role": "user", "content": event.value})
             self.reply_in_background(list(self.history))
-        elif event.input.id == "export-name":
+        elif event.input.id in ("export-name", "ollama-name"):
             self.action_export()
 
     @work(thread=True, exclusive=True, group="chat", exit_on_error=False)
@@ -184,8 +202,6 @@ class ExportScreen(Screen):
         self.post_message(self.Reply(chat_reply(self.llm, messages, max_tokens=64)))
 
     def on_export_screen_reply(self, message: Reply) -> None:
-        from rich.markup import escape
-
         self.history.append({"role": "assistant", "content": message.text})
         self.query_one("#chat-log", RichLog).write(f"[b green]model[/b green] {escape(message.text)}")
 
