@@ -37,6 +37,7 @@ def pick_dtype(device: str):
 
 
 def load_tokenizer(path: Path, trust_remote_code: bool = False):
+    """The tokenizer as saved with the model (a pad token is borrowed from EOS when missing)."""
     quiet_transformers()
     from transformers import AutoTokenizer
 
@@ -46,8 +47,6 @@ def load_tokenizer(path: Path, trust_remote_code: bool = False):
         raise ModelError(f"{path}: cannot load tokenizer ({exc})", "the folder needs tokenizer.json or tokenizer files") from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    if not tokenizer.chat_template:
-        raise ModelError(f"{path}: the tokenizer has no chat template", "use an instruct/chat model (plain-text training comes later)")
     return tokenizer
 
 

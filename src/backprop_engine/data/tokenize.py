@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import DataError, ModelError
+from ..errors import DataError
 from .formats import Example, RowProblem
 
 IGNORE_INDEX = -100
@@ -44,17 +44,9 @@ class TokenizedExample:
 
 def load_chat_tokenizer(path: Path, warn=None):
     """The model's tokenizer; without a chat template it gets :data:`PLAIN_TEMPLATE` and ``warn`` is called."""
-    from ..modeling import quiet_transformers
+    from ..modeling import load_tokenizer
 
-    quiet_transformers()
-    from transformers import AutoTokenizer
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"{path}: cannot load tokenizer ({exc})", "the folder needs tokenizer.json or tokenizer files") from None
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = load_tokenizer(path)
     if not tokenizer.chat_template:
         tokenizer.chat_template = PLAIN_TEMPLATE
         if warn:
