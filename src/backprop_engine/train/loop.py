@@ -7,6 +7,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from ..config import TrainConfig
 from ..data import DataReport, DataSpec, PreparedData, load_chat_tokenizer, prepare_data
@@ -73,13 +74,18 @@ def run_training(
     control: TrainingControl | None = None,
     eval_examples: list[TokenizedExample] | None = None,
     report: DataReport | None = None,
+    adapter_init: Callable | None = None,
 ) -> TrainResult:
+    """Train a LoRA adapter on ``examples``; ``adapter_init(peft_model)`` may set the adapter's starting
+    weights (multi-run training starts each run from the previous one's factors)."""
     import torch
 
     torch.manual_seed(config.seed)
     device = pick_device()
     tokenizer = load_chat_tokenizer(model.path)
     peft_model = _lora_model(load_base_model(model.path, device, pick_dtype(device)), config)
+    if adapter_init is not None:
+        adapter_init(peft_model)
     packing = config.packing and packing_is_exact(peft_model, device)
     longest = max(len(e) for e in examples)
     pack_len = max(report.max_seq_len if report else config.max_seq_len, longest) if packing else 0
