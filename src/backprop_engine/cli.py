@@ -27,6 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--steps", type=int, default=60, help="optimizer steps (default: 60)")
     train.add_argument("--output", type=Path, help="run directory to create (default: under the user data dir)")
     train.add_argument("--learning-rate", "--lr", type=float, dest="learning_rate")
+    train.add_argument("--method", choices=("lora", "qlora", "dora", "rslora"), help="default: lora; qlora loads the base in 4-bit nf4")
+    train.add_argument("--gradient-checkpointing", action="store_true", default=None, help="recompute activations: less memory, slower")
+    train.add_argument("--max-gpu-temperature", type=int, dest="max_gpu_temperature_c", help="pause while a GPU is this hot in °C (default: 85; 0: never)")
     train.add_argument("--lora-rank", type=int)
     train.add_argument("--batch-size", type=int)
     train.add_argument("--grad-accum", type=int)
@@ -159,7 +162,8 @@ def cmd_train(args) -> int:
     from .events import ConsoleSink
     from .trainer import Trainer
 
-    options = ("learning_rate", "lora_rank", "batch_size", "grad_accum", "max_seq_len", "seed", "eval_split", "eval_steps", "packing")
+    options = ("learning_rate", "lora_rank", "batch_size", "grad_accum", "max_seq_len", "seed", "eval_split", "eval_steps", "packing",
+               "method", "gradient_checkpointing", "max_gpu_temperature_c")
     options += DATA_OPTIONS
     overrides = {name: getattr(args, name) for name in options if getattr(args, name) is not None}
     _rebuild_if_asked(args.model, args.rebuild)

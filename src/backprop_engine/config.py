@@ -15,12 +15,16 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
+METHODS = ("lora", "qlora", "dora", "rslora")
+
+
 @dataclass
 class TrainConfig:
     model: str = "tiny"
     data: str = "sample"
     steps: int = 60
     learning_rate: float = 2e-4
+    method: str = "lora"  # lora, qlora (4-bit nf4 base), dora, rslora
     lora_rank: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.0
@@ -34,6 +38,8 @@ class TrainConfig:
     logging_steps: int = 5
     save_steps: int = 0  # 0: a checkpoint at the midpoint and the end
     seed: int = 42
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, ~30 % slower
+    max_gpu_temperature_c: int = 85  # pause training while a GPU is this hot (0: never)
     # Data pipeline (see backprop_engine.data.DataSpec, which validates these).
     data_format: str = "auto"  # auto, messages, sharegpt, alpaca, prompt_completion, text
     on_bad_row: str = "skip"  # skip (counted and reported in events) or error
@@ -54,6 +60,8 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if self.method not in METHODS:
+            raise ConfigError(f"unknown method {self.method!r}", f"choose one of: {', '.join(METHODS)}")
         if not 0 < self.learning_rate < 1:
             raise ConfigError(f"learning_rate must be in (0, 1), got {self.learning_rate!r}")
         if not 0 <= self.lora_dropout < 1:

@@ -29,3 +29,7 @@ class ConfigError(BackpropError):
 
 class ExportError(BackpropError):
     """Conversion, quantization or verification of an export failed."""
+
+
+class TrainingError(BackpropError):
+    """Training cannot go on (out of memory even at micro-batch 1, ...)."""

@@ -16,6 +16,9 @@ def quiet_transformers() -> None:
     # bitsandbytes (imported by peft when installed) logs about an optional hub-downloaded CPU kernel.
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated")
+    # QLoRA on CPU backpropagates through bitsandbytes' gemv_4bit via torch's fallback; the gradients are
+    # checked against a dequantized twin in tests/test_methods.py.
+    warnings.filterwarnings("ignore", message="bitsandbytes::gemv_4bit: an autograd kernel was not registered")
     import transformers
 
     transformers.utils.logging.set_verbosity_error()
@@ -50,18 +53,29 @@ def load_tokenizer(path: Path, trust_remote_code: bool = False):
     return tokenizer
 
 
-def load_base_model(path: Path, device: str = "cpu", dtype=None, trust_remote_code: bool = False):
+def load_base_model(path: Path, device: str = "cpu", dtype=None, trust_remote_code: bool = False, four_bit: bool = False):
+    """The model in ``dtype``; ``four_bit`` quantizes its linear layers to bitsandbytes nf4 with double
+    quantization (QLoRA), computing in ``dtype``. bitsandbytes runs this on the CPU too."""
     quiet_transformers()
     import torch
     from transformers import AutoModelForCausalLM
 
+    extra = {}
+    if four_bit:
+        from transformers import BitsAndBytesConfig
+
+        extra["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype or torch.float32,
+        )
+        extra["device_map"] = {"": device}
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=dtype or torch.float32, trust_remote_code=trust_remote_code, use_safetensors=True
+            path, dtype=dtype or torch.float32, trust_remote_code=trust_remote_code, use_safetensors=True, **extra
         )
     except (OSError, ValueError) as exc:
         raise ModelError(f"{path}: cannot load model ({exc})", "pass a causal-LM folder with safetensors weights") from None
-    return model.to(device)
+    return model if four_bit else model.to(device)
 
 
 def load_adapted_model(base_path: Path, adapter_path: Path, device: str = "cpu", dtype=None):

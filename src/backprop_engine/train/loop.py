@@ -13,6 +13,7 @@ from ..config import TrainConfig
 from ..data import DataReport, DataSpec, PreparedData, load_chat_tokenizer, prepare_data
 from ..data.packing import pack
 from ..data.tokenize import IGNORE_INDEX, TokenizedExample
+from ..errors import TrainingError
 from ..events import (
     CheckpointSaved,
     DataPrepared,
@@ -31,6 +32,7 @@ from ..modeling import load_base_model, pick_device, pick_dtype
 from ..presets import ResolvedModel
 from ..rundir import RunDir
 from .control import TrainingControl
+from .safety import ThermalGuard
 
 
 @dataclass
@@ -75,6 +77,7 @@ def run_training(
     eval_examples: list[TokenizedExample] | None = None,
     report: DataReport | None = None,
     adapter_init: Callable | None = None,
+    thermal: ThermalGuard | None = None,
 ) -> TrainResult:
     """Train a LoRA adapter on ``examples``; ``adapter_init(peft_model)`` may set the adapter's starting
     weights (multi-run training starts each run from the previous one's factors)."""
@@ -83,7 +86,8 @@ def run_training(
     torch.manual_seed(config.seed)
     device = pick_device()
     tokenizer = load_chat_tokenizer(model.path)
-    peft_model = _lora_model(load_base_model(model.path, device, pick_dtype(device)), config)
+    base = load_base_model(model.path, device, pick_dtype(device), four_bit=config.method == "qlora")
+    peft_model = _lora_model(base, config)
     if adapter_init is not None:
         adapter_init(peft_model)
     packing = config.packing and packing_is_exact(peft_model, device)
@@ -104,25 +108,27 @@ def run_training(
     checkpoint_steps = _checkpoint_steps(config)
 
     peft_model.train()
+    micro = MicroBatching()
     control = control or TrainingControl()
+    thermal = thermal or ThermalGuard(config.max_gpu_temperature_c)
     started = time.perf_counter()
     paused_seconds = 0.0
     tokens = step = 0
     first_loss = loss_value = float("nan")
     eval_loss = None
     while step < config.steps and not control.stop_requested:
-        paused_seconds += _wait_while_paused(control, step, bus)
+        paused_seconds += _wait_while_paused(control, step, bus) + thermal.check(step, bus, control)
         if control.stop_requested:
             break
         step += 1
         learning_rate = optimizer.param_groups[0]["lr"]
-        loss_value, grad_norm, step_tokens = _train_step(peft_model, optimizer, batches, config)
+        loss_value, grad_norm, step_tokens = _train_step(peft_model, optimizer, batches, config, micro, bus)
         scheduler.step()
         tokens += step_tokens
         first_loss = loss_value if step == 1 else first_loss
         elapsed = time.perf_counter() - started - paused_seconds
         if step % config.logging_steps == 0 or step in (1, config.steps):
-            bus.emit(_metrics(step, config, loss_value, learning_rate, grad_norm, tokens, elapsed, device))
+            bus.emit(_metrics(step, config, loss_value, learning_rate, grad_norm, tokens, elapsed, device, thermal.last_c))
         if eval_examples and config.eval_steps and step % config.eval_steps == 0 and step != config.steps:
             eval_loss = _emit_eval(peft_model, eval_examples, config, tokenizer.pad_token_id, device, step, bus)
         if step in checkpoint_steps or control.take_checkpoint_request():
@@ -176,14 +182,22 @@ def lr_factor(step: int, config: TrainConfig) -> float:
 
 
 def _lora_model(base, config: TrainConfig):
-    from peft import LoraConfig, get_peft_model
+    """LoRA (or DoRA / rsLoRA) on the configured modules; a 4-bit base is prepared for k-bit training."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
+    if config.method == "qlora":
+        base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=False)
+    if config.gradient_checkpointing:
+        base.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        base.enable_input_require_grads()  # frozen embeddings: the checkpointed blocks still need a grad path
     lora = LoraConfig(
         r=config.lora_rank,
         lora_alpha=config.lora_alpha,
         lora_dropout=config.lora_dropout,
         target_modules=list(config.lora_targets),
         task_type="CAUSAL_LM",
+        use_dora=config.method == "dora",
+        use_rslora=config.method == "rslora",
     )
     return get_peft_model(base, lora)
 
@@ -200,6 +214,25 @@ class Batch:
     attention_mask: object  # None when packed: the position ids carry the example boundaries
     position_ids: object
     real_tokens: int
+
+    def pieces(self, parts: int) -> list[Batch]:
+        """The rows cut into ``parts`` smaller micro-batches (the out-of-memory back-off); token counts stay
+        with the whole batch."""
+        size = math.ceil(self.input_ids.size(0) / parts)
+        count = math.ceil(self.input_ids.size(0) / size)
+        masks = self.attention_mask.split(size) if self.attention_mask is not None else [None] * count
+        parts_of = zip(self.input_ids.split(size), self.labels.split(size), masks, self.position_ids.split(size))
+        return [Batch(ids, labels, mask, positions, real_tokens=0) for ids, labels, mask, positions in parts_of]
+
+
+@dataclass
+class MicroBatching:
+    """How finely each micro-batch is cut: doubled on every out-of-memory error, kept for the rest of the run."""
+
+    parts: int = 1
+
+    def size(self, rows: int) -> int:
+        return math.ceil(rows / self.parts)
 
 
 def _batch_stream(examples: list[TokenizedExample], config: TrainConfig, pad_id: int, device: str, pack_len: int = 0):
@@ -245,24 +278,60 @@ def summed_loss(model, batch: Batch):
     )
 
 
-def _train_step(model, optimizer, batches, config: TrainConfig) -> tuple[float, float, int]:
-    """One optimizer step over ``grad_accum`` micro-batches; the loss is averaged over trained tokens."""
+def _train_step(model, optimizer, batches, config: TrainConfig, micro: MicroBatching, bus: EventBus) -> tuple[float, float, int]:
+    """One optimizer step over ``grad_accum`` micro-batches; the loss is averaged over trained tokens.
+
+    On out-of-memory the step is retried with each micro-batch cut in two (twice the accumulation, the
+    same effective batch), down to one row per micro-batch.
+    """
     import torch
 
     micro_batches = [next(batches) for _ in range(config.grad_accum)]
+    while True:
+        try:
+            return _accumulate(model, optimizer, micro_batches, config, micro.parts)
+        except torch.OutOfMemoryError:
+            optimizer.zero_grad(set_to_none=True)
+            _free_memory()
+            rows = micro_batches[0].input_ids.size(0)
+            if micro.size(rows) <= 1:
+                raise TrainingError(
+                    "out of memory even with one row per micro-batch",
+                    "lower --max-seq-len, use --method qlora or --gradient-checkpointing, or a smaller model",
+                ) from None
+            before = micro.size(rows)
+            micro.parts *= 2
+            bus.emit(WarningEvent(
+                f"out of memory at micro-batch {before}: retrying with micro-batch {micro.size(rows)} × "
+                f"{config.grad_accum * micro.parts} accumulation (same effective batch)"
+            ))
+
+
+def _accumulate(model, optimizer, micro_batches: list[Batch], config: TrainConfig, parts: int) -> tuple[float, float, int]:
+    import torch
+
     trained = sum(int((b.labels[:, 1:] != IGNORE_INDEX).sum()) for b in micro_batches)
     total_loss = 0.0
-    seen_tokens = 0
     for batch in micro_batches:
-        loss_sum = summed_loss(model, batch)
-        (loss_sum / max(trained, 1)).backward()
-        total_loss += loss_sum.item()
-        seen_tokens += batch.real_tokens
+        for piece in batch.pieces(parts) if parts > 1 else [batch]:
+            loss_sum = summed_loss(model, piece)
+            (loss_sum / max(trained, 1)).backward()
+            total_loss += loss_sum.item()
     params = [p for p in model.parameters() if p.requires_grad]
     grad_norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm).item()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return total_loss / max(trained, 1), grad_norm, seen_tokens
+    return total_loss / max(trained, 1), grad_norm, sum(b.real_tokens for b in micro_batches)
+
+
+def _free_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def evaluate(model, examples: list[TokenizedExample], batch_size: int, pad_id: int, device: str) -> float:
@@ -311,7 +380,7 @@ def batch_efficiency(examples: list[TokenizedExample], batch_size: int, seed: in
     return sum(map(sum, chunks)) / sum(max(c) * len(c) for c in chunks)
 
 
-def _metrics(step, config, loss, learning_rate, grad_norm, tokens, elapsed, device) -> StepMetrics:
+def _metrics(step, config, loss, learning_rate, grad_norm, tokens, elapsed, device, temperature_c=None) -> StepMetrics:
     rate = tokens / elapsed if elapsed > 0 else 0.0
     eta = elapsed / step * (config.steps - step)
     return StepMetrics(
@@ -323,6 +392,7 @@ def _metrics(step, config, loss, learning_rate, grad_norm, tokens, elapsed, devi
         tokens_per_second=rate,
         eta_seconds=eta,
         memory_mb=_memory_mb(device),
+        temperature_c=temperature_c,
     )
 
 

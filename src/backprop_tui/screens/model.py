@@ -15,7 +15,7 @@ from backprop_engine.presets import PRESETS, check_model_name
 
 from ..widgets.nav import NavBar
 
-METHODS = [("LoRA", "lora")]
+METHODS = [("LoRA", "lora"), ("QLoRA (4-bit)", "qlora"), ("DoRA", "dora"), ("rsLoRA", "rslora")]
 
 
 class ModelScreen(Screen):
@@ -59,7 +59,8 @@ class ModelScreen(Screen):
         table = self.query_one("#presets", DataTable)
         table.clear()
         for preset in PRESETS.values():
-            estimate, verdict = fit_verdict(preset.facts, hardware.accelerator_memory_mb, on_gpu=bool(hardware.gpus))
+            method = "qlora" if self.app.session.method == "qlora" else "lora"
+            estimate, verdict = fit_verdict(preset.facts, hardware.accelerator_memory_mb, on_gpu=bool(hardware.gpus), method=method)
             needed = estimate.total_mb
             params = f"{preset.params_billion * 1000:.1f}M" if preset.params_billion < 0.1 else f"{preset.params_billion:.2f}B"
             style = {"yes": "green", "tight": "yellow", "no": "red"}[verdict]
@@ -87,6 +88,7 @@ class ModelScreen(Screen):
         if event.select.id == "method":
             self.app.session.method = str(event.value)
             self._show_choice()
+            self.probe_hardware()  # the memory column depends on the method
 
     def _use_custom(self, name: str) -> None:
         error = self.query_one("#model-error", Static)

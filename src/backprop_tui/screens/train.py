@@ -97,7 +97,7 @@ class TrainScreen(Screen):
     def _fill_form(self) -> None:
         session = self.app.session
         self.query_one("#train-summary", Static).update(
-            f"Model [b]{session.model}[/b] · LoRA rank {session.lora_rank} · data [b]{session.data}[/b]"
+            f"Model [b]{session.model}[/b] · {session.method} rank {session.lora_rank} · data [b]{session.data}[/b]"
         )
         for name, suggestion in suggested_settings(session.model).items():
             auto = name == "max_seq_len" and suggestion.value == 0
@@ -139,6 +139,7 @@ class TrainScreen(Screen):
             if values[name] <= 0:
                 raise ValueError(f"{title} must be positive")
         values["lora_rank"] = self.app.session.lora_rank
+        values["method"] = self.app.session.method
         return values | self.app.session.data_options  # the filters chosen on the Data screen
 
     @work(thread=True, exclusive=True, group="train", exit_on_error=False)

@@ -1,0 +1,130 @@
+"""Training methods (QLoRA, DoRA, rsLoRA), gradient checkpointing, the out-of-memory back-off and the
+thermal pause — on the real tiny model; only the CUDA OOM and the NVML readings are faked."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from backprop_engine import Trainer
+from backprop_engine.errors import TrainingError
+from backprop_engine.hardware import GpuReading
+from backprop_engine.train import loop
+
+
+def train(tmp_path, steps=8, **overrides):
+    events = []
+    trainer = Trainer("tiny", on_event=events.append, logging_steps=1, **overrides)
+    result = trainer.train("sample", steps=steps, output_dir=tmp_path / "run")
+    return result, events
+
+
+@pytest.mark.parametrize("method", ["qlora", "dora", "rslora"])
+def test_each_method_trains_and_saves_its_adapter(tmp_path, method):
+    result, _ = train(tmp_path, steps=12, method=method)
+    assert result.final_loss < result.first_loss - 0.5
+    adapter = json.loads((result.adapter_path / "adapter_config.json").read_text())
+    assert adapter["use_dora"] is (method == "dora") and adapter["use_rslora"] is (method == "rslora")
+
+
+def test_qlora_base_is_4bit_and_its_gradients_match_a_dequantized_twin(tiny_models):
+    import bitsandbytes.functional as bnb
+    from backprop_engine.config import TrainConfig
+    from backprop_engine.modeling import load_base_model
+
+    torch.manual_seed(0)
+    quantized = loop._lora_model(load_base_model(tiny_models["tiny"], four_bit=True), TrainConfig(method="qlora"))
+    twin = loop._lora_model(load_base_model(tiny_models["tiny"]), TrainConfig())
+    twin_modules = dict(twin.named_modules())
+    quantized_params = dict(quantized.named_parameters())
+    four_bit = [(n, m) for n, m in quantized.named_modules() if n.endswith("base_layer") and type(m.weight).__name__ == "Params4bit"]
+    assert len(four_bit) == 14  # 7 linear modules × 2 layers hold nf4 weights
+    with torch.no_grad():
+        for name, module in four_bit:
+            twin_modules[name].weight.copy_(bnb.dequantize_4bit(module.weight.data, module.weight.quant_state))
+        for name, param in twin.named_parameters():
+            if "lora_" in name:
+                param.normal_(std=0.02)
+                quantized_params[name].copy_(param)
+    ids = torch.tensor([[5, 17, 99, 300, 42, 7, 8, 9, 250, 11]])
+    for model in (quantized, twin):
+        model(input_ids=ids, labels=ids).loss.backward()
+    for name, param in twin.named_parameters():
+        if param.grad is not None:
+            reference = param.grad.abs().max()
+            assert (quantized_params[name].grad - param.grad).abs().max() <= 0.05 * reference, name
+
+
+def test_gradient_checkpointing_gives_the_same_losses(tmp_path):
+    plain, _ = train(tmp_path / "a", steps=4)
+    checkpointed, _ = train(tmp_path / "b", steps=4, gradient_checkpointing=True)
+    assert checkpointed.final_loss == pytest.approx(plain.final_loss, abs=1e-5)
+
+
+def _oom_above(rows: int, monkeypatch):
+    real = loop.summed_loss
+    calls = []
+
+    def summed_loss(model, batch):
+        calls.append(batch.input_ids.size(0))
+        if batch.input_ids.size(0) > rows:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
+        return real(model, batch)
+
+    monkeypatch.setattr(loop, "summed_loss", summed_loss)
+    return calls
+
+
+def test_out_of_memory_halves_the_micro_batch_and_keeps_the_effective_batch(tmp_path, monkeypatch):
+    reference, _ = train(tmp_path / "a", steps=6, batch_size=8, packing=False)
+    calls = _oom_above(2, monkeypatch)
+    result, events = train(tmp_path / "b", steps=6, batch_size=8, packing=False)
+    warnings = [e.message for e in events if e.kind == "warning" and "out of memory" in e.message]
+    assert warnings == [
+        "out of memory at micro-batch 8: retrying with micro-batch 4 × 2 accumulation (same effective batch)",
+        "out of memory at micro-batch 4: retrying with micro-batch 2 × 4 accumulation (same effective batch)",
+    ]
+    assert max(calls[-4:]) == 2  # later steps run at the smaller micro-batch directly
+    assert result.steps == 6 and result.final_loss == pytest.approx(reference.final_loss, abs=1e-4)
+
+
+def test_out_of_memory_at_one_row_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    from backprop_engine.cli import main
+
+    _oom_above(0, monkeypatch)
+    with pytest.raises(TrainingError, match="out of memory even with one row per micro-batch"):
+        train(tmp_path / "api", steps=2, batch_size=2)
+    assert main(["train", "--steps", "2", "--batch-size", "2", "--output", str(tmp_path / "cli")]) == 2
+    err = capsys.readouterr().err
+    assert "error: out of memory even with one row per micro-batch" in err and "hint: " in err
+
+
+def test_a_hot_gpu_pauses_training_until_it_cools(tmp_path, monkeypatch):
+    from backprop_engine import hardware
+
+    temperatures = iter([91.0, 88.0, 84.0, 79.0] + [70.0] * 100)
+    sleeps = []
+
+    def read_gpus():
+        return [GpuReading(0, "NVIDIA H100", 81_559, 60_000, next(temperatures), 95.0, 600.0)]
+
+    monkeypatch.setattr(hardware, "read_gpus", read_gpus)
+    monkeypatch.setattr("time.sleep", sleeps.append)
+    result, events = train(tmp_path, steps=12, max_gpu_temperature_c=85)
+    warnings = [e.message for e in events if e.kind == "warning"]
+    assert "GPU at 91°C (limit 85°C): pausing until it cools to 80°C" in warnings
+    assert "GPU cooled to 79.0°C: training resumes" in warnings
+    assert len(sleeps) == 3 and result.steps == 12
+    assert [e.temperature_c for e in events if e.kind == "step"][-1] == 70.0
+
+
+def test_cli_method_flags_reach_the_run_config(tmp_path):
+    from backprop_engine.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train", "--method", "dora", "--gradient-checkpointing", "--max-gpu-temperature", "80",
+                 "--steps", "2", "--output", str(run)]) == 0
+    config = (run / "config.toml").read_text()
+    assert 'method = "dora"' in config and "gradient_checkpointing = true" in config and "max_gpu_temperature_c = 80" in config
