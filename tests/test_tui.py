@@ -243,3 +243,26 @@ async def test_export_registers_with_ollama_and_rejects_bad_names(trained_run, t
             await wait_for(pilot, lambda: export.gguf_path is not None, timeout=180, what="export and registration")
             assert "✓ register" in text_of(export.query_one("#export-stages"))
         assert "pirate-tui" in server.models
+
+
+async def test_runs_screen_continues_a_stopped_run_from_its_checkpoint(tmp_path):
+    from backprop_engine import Trainer
+
+    settings = write_settings(tmp_path / "home")
+    run_dir = tmp_path / "home" / "runs" / "stopped"
+
+    def stop_at_3(event):
+        if event.kind == "step" and event.step == 3:
+            trainer.control.stop()
+
+    trainer = Trainer("tiny", on_event=stop_at_3, save_steps=2, logging_steps=1)
+    trainer.train("sample", steps=6, output_dir=run_dir)
+    app = make_app(settings)
+    async with app.run_test(size=(100, 32)) as pilot:
+        await pilot.press("5")
+        assert "stopped" in str(app.screen.query_one("#runs", DataTable).get_row_at(0)[2])
+        await pilot.press("c")
+        await wait_for(pilot, lambda: isinstance(app.screen, TrainScreen), what="train screen")
+        screen = app.screen
+        await wait_for(pilot, lambda: "finished: 6 steps" in log_text(screen, "#event-log"), what="resumed run")
+        assert "resumed at step 2" in log_text(screen, "#event-log")

@@ -37,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int)
     train.add_argument("--json", action="store_true", help="print events as JSON lines")
     train.add_argument("--rebuild", action="store_true", help="rebuild a built-in tiny model before training")
+    train.add_argument("--save-steps", type=int, help="save a resumable checkpoint every N steps (default: at the midpoint)")
+    train.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue RUN_DIR from its newest checkpoint (other options are ignored)")
     _add_data_options(train, on_bad_row_default="skip")
     train.add_argument("--eval-split", type=float, help="held-out rows: a fraction below 1 or a count (default: none)")
     train.add_argument("--eval-steps", type=int, help="evaluate every N steps (default: at the end only)")
@@ -162,8 +164,13 @@ def cmd_train(args) -> int:
     from .events import ConsoleSink
     from .trainer import Trainer
 
+    if args.resume is not None:
+        result = Trainer.from_run(args.resume, on_event=ConsoleSink(as_json=args.json)).resume()
+        print(result.run_dir)
+        return 0
+
     options = ("learning_rate", "lora_rank", "batch_size", "grad_accum", "max_seq_len", "seed", "eval_split", "eval_steps", "packing",
-               "method", "gradient_checkpointing", "max_gpu_temperature_c")
+               "method", "gradient_checkpointing", "max_gpu_temperature_c", "save_steps")
     options += DATA_OPTIONS
     overrides = {name: getattr(args, name) for name in options if getattr(args, name) is not None}
     _rebuild_if_asked(args.model, args.rebuild)

@@ -16,6 +16,7 @@ from .paths import default_runs_dir
 from .presets import PRESETS, resolve_model
 from .rundir import RunDir
 from .train import TrainingControl, TrainResult, prepare_dataset, run_training
+from .train.checkpoint import latest_checkpoint
 
 
 class Trainer:
@@ -54,11 +55,23 @@ class Trainer:
         data.report.warnings += warnings
         self.run = RunDir.create(Path(output_dir) if output_dir else self._default_run_path())
         self.run.write_config(self.config, {"model_path": str(model.path)})
+        return self._execute(model, data)
+
+    def resume(self) -> TrainResult:
+        """Continue a run reopened with :meth:`from_run` from its newest checkpoint up to its configured steps
+        (the same data order, optimizer state and learning-rate schedule as if it had never stopped)."""
+        run = self._require_run()
+        checkpoint = latest_checkpoint(run.checkpoints)
+        model = resolve_model(self.config.model)
+        return self._execute(model, prepare_dataset(self.config, model), resume_from=checkpoint)
+
+    def _execute(self, model, data, resume_from: Path | None = None) -> TrainResult:
         sink = JsonlSink(self.run.events_path)
         self.bus.add(sink)
         try:
             self.result = run_training(
-                self.config, model, data.train, self.run, self.bus, self.control, eval_examples=data.eval, report=data.report
+                self.config, model, data.train, self.run, self.bus, self.control,
+                eval_examples=data.eval, report=data.report, resume_from=resume_from,
             )
         except BaseException as exc:
             self.bus.emit(RunFailed(f"{type(exc).__name__}: {exc}"))

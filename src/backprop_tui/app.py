@@ -60,6 +60,7 @@ class BackpropApp(App[None]):
         self.session = Session(settings=settings)
         self.hardware_probe = hardware_probe
         self.watch_run = watch_run
+        self.resume_run: Path | None = None  # set by the Runs screen; the Train screen picks it up
 
     def on_mount(self) -> None:
         self.theme = self.session.settings.theme

@@ -31,6 +31,7 @@ from ..fsutil import atomic_dir
 from ..modeling import load_base_model, pick_device, pick_dtype
 from ..presets import ResolvedModel
 from ..rundir import RunDir
+from .checkpoint import LoopState, restore_checkpoint, save_checkpoint
 from .control import TrainingControl
 from .safety import ThermalGuard
 
@@ -78,6 +79,7 @@ def run_training(
     report: DataReport | None = None,
     adapter_init: Callable | None = None,
     thermal: ThermalGuard | None = None,
+    resume_from: Path | None = None,
 ) -> TrainResult:
     """Train a LoRA adapter on ``examples``; ``adapter_init(peft_model)`` may set the adapter's starting
     weights (multi-run training starts each run from the previous one's factors)."""
@@ -116,6 +118,12 @@ def run_training(
     tokens = step = 0
     first_loss = loss_value = float("nan")
     eval_loss = None
+    if resume_from is not None:
+        state = restore_checkpoint(resume_from, peft_model, optimizer, scheduler)
+        step, tokens, first_loss, micro.parts = state.step, state.tokens, state.first_loss, state.micro_parts
+        for _ in range(step * config.grad_accum):  # the seeded stream continues where the run stopped
+            next(batches)
+        bus.emit(RunResumed(step))
     while step < config.steps and not control.stop_requested:
         paused_seconds += _wait_while_paused(control, step, bus) + thermal.check(step, bus, control)
         if control.stop_requested:
@@ -132,7 +140,8 @@ def run_training(
         if eval_examples and config.eval_steps and step % config.eval_steps == 0 and step != config.steps:
             eval_loss = _emit_eval(peft_model, eval_examples, config, tokenizer.pad_token_id, device, step, bus)
         if step in checkpoint_steps or control.take_checkpoint_request():
-            path = _save_adapter(peft_model, run.checkpoints / f"step-{step:06d}")
+            state = LoopState(step, tokens, first_loss, micro.parts)
+            path = save_checkpoint(run.checkpoints / f"step-{step:06d}", peft_model, optimizer, scheduler, state)
             bus.emit(CheckpointSaved(step, str(path)))
     seconds = time.perf_counter() - started - paused_seconds
     if eval_examples:

@@ -15,7 +15,7 @@ KEYS = [
     ("Data", "enter (in the path field) load · n / b next / previous sample"),
     ("Train", "s start · p pause/resume · c checkpoint now · x stop (asks)"),
     ("Export", "e export · enter (in the chat field) send"),
-    ("Runs", "enter watch · e export · r refresh"),
+    ("Runs", "enter watch · c continue from the last checkpoint · e export · r refresh"),
     ("Settings", "ctrl+s save"),
 ]
 HELP_TEXT = "\n".join(f"[b]{area:<9}[/b] {keys}" for area, keys in KEYS) + (

@@ -20,6 +20,7 @@ class RunsScreen(Screen):
     BINDINGS = [
         Binding("enter", "watch", "Watch"),
         Binding("e", "export", "Export"),
+        Binding("c", "resume", "Continue"),
         Binding("r", "refresh", "Refresh"),
     ]
 
@@ -64,6 +65,14 @@ class RunsScreen(Screen):
         if run is not None:
             self.app.session.run_dir = run
             self.app.watch_run = run
+            self.app.switch_mode("train")
+
+    def action_resume(self) -> None:
+        """Continue an unfinished run from its newest checkpoint, in this app's training worker."""
+        run = self._selected()
+        if run is not None:
+            self.app.session.run_dir = run
+            self.app.resume_run = run
             self.app.switch_mode("train")
 
     def action_export(self) -> None:

@@ -89,7 +89,17 @@ class TrainScreen(Screen):
         self._follow_requested_run()
 
     def _follow_requested_run(self) -> None:
-        """The app's ``watch_run`` (set by `backprop watch` or the Runs screen) is shown read-only."""
+        """The app's ``resume_run`` is continued here; its ``watch_run`` (set by `backprop watch` or the Runs
+        screen) is shown read-only."""
+        if self.app.resume_run is not None:
+            run, self.app.resume_run = self.app.resume_run, None
+            if self.trainer is not None:
+                self.notify("a run is training already", severity="warning")
+                return
+            self.follower = None
+            self._show_dashboard(f"continuing {run}")
+            self.resume_in_background(run)
+            return
         requested = self.app.watch_run
         if requested is not None and requested != self.following and self.trainer is None:
             self.follow_run(requested)
@@ -149,6 +159,13 @@ class TrainScreen(Screen):
         steps = overrides.pop("steps")
         self.trainer = Trainer(self.app.session.model, on_event=self._relay_engine_event, **overrides)
         self.trainer.train(self.app.session.data, steps=steps, output_dir=output)
+
+    @work(thread=True, exclusive=True, group="train", exit_on_error=False)
+    def resume_in_background(self, run: Path) -> None:
+        from backprop_engine import Trainer
+
+        self.trainer = Trainer.from_run(run, on_event=self._relay_engine_event)
+        self.trainer.resume()
 
     def _relay_engine_event(self, event) -> None:
         self.post_message(self.EngineEvent(event.to_dict()))

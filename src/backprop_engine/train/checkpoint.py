@@ -1,0 +1,70 @@
+"""Checkpoints a run can resume from: the adapter plus the optimizer and scheduler state and the loop's
+counters, in safetensors and JSON (no pickles)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..errors import ConfigError
+from ..fsutil import atomic_dir
+
+STATE_TENSORS = "trainer_state.safetensors"
+STATE_JSON = "trainer_state.json"
+
+
+@dataclass
+class LoopState:
+    step: int
+    tokens: int
+    first_loss: float
+    micro_parts: int  # the out-of-memory back-off in force
+
+
+def save_checkpoint(path: Path, model, optimizer, scheduler, state: LoopState) -> Path:
+    from safetensors.torch import save_file
+
+    optimizer_state = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for index, values in optimizer_state["state"].items():
+        for key, value in values.items():
+            if hasattr(value, "shape"):
+                tensors[f"{index}.{key}"] = value.detach().contiguous().cpu()
+            else:
+                scalars[f"{index}.{key}"] = value
+    document = {
+        "loop": asdict(state),
+        "param_groups": optimizer_state["param_groups"],
+        "optimizer_scalars": scalars,
+        "scheduler": scheduler.state_dict(),
+    }
+    with atomic_dir(path) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        save_file(tensors, str(tmp / STATE_TENSORS))
+        (tmp / STATE_JSON).write_text(json.dumps(document))
+    return path
+
+
+def latest_checkpoint(checkpoints: Path) -> Path:
+    found = sorted(p for p in checkpoints.glob("step-*") if (p / STATE_JSON).is_file())
+    if not found:
+        raise ConfigError(f"{checkpoints.parent}: no checkpoint to resume from", "checkpoints are saved every --save-steps steps and at the midpoint")
+    return found[-1]
+
+
+def restore_checkpoint(path: Path, model, optimizer, scheduler) -> LoopState:
+    """Load the adapter weights, optimizer and scheduler state saved in ``path``; returns the counters."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    set_peft_model_state_dict(model, load_file(str(path / "adapter_model.safetensors")))
+    document = json.loads((path / STATE_JSON).read_text())
+    tensors = load_file(str(path / STATE_TENSORS))
+    state: dict[int, dict] = {}
+    for name, value in list(tensors.items()) + list(document["optimizer_scalars"].items()):
+        index, key = name.split(".", 1)
+        state.setdefault(int(index), {})[key] = value
+    optimizer.load_state_dict({"state": state, "param_groups": document["param_groups"]})
+    scheduler.load_state_dict(document["scheduler"])
+    return LoopState(**document["loop"])
