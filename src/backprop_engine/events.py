@@ -142,6 +142,33 @@ class EvalMetrics(Event):
     examples: int
 
 
+@dataclass
+class MultiRunProgress(Event):
+    kind: ClassVar[str] = "multirun_run"
+    run: int  # 1-based
+    total_runs: int
+    task: str
+    run_dir: str
+    learning_rate: float
+
+
+@dataclass
+class ContinualEval(Event):
+    kind: ClassVar[str] = "continual_eval"
+    run: int
+    total_runs: int
+    tasks: list[str]
+    matrix: list[list[float]]  # matrix[task][run]: held-out loss of the adapter in use after that run
+
+
+@dataclass
+class MultiRunFinished(Event):
+    kind: ClassVar[str] = "multirun_finished"
+    runs: int
+    merge_mode: str
+    adapter_path: str
+
+
 Sink = Callable[[Event], None]
 
 
@@ -228,6 +255,13 @@ def format_event(event: Event) -> str:
         return f"warning: skipped {event.count} bad rows, first: {event.first[0] if event.first else '?'}"
     if isinstance(event, EvalMetrics):
         return f"eval at step {event.step}: loss {event.loss:.4f} on {event.examples} examples"
+    if isinstance(event, MultiRunProgress):
+        return f"run {event.run}/{event.total_runs} on {event.task} (peak lr {event.learning_rate:.2e}) -> {event.run_dir}"
+    if isinstance(event, ContinualEval):
+        losses = ", ".join(f"{task} {row[-1]:.4f}" for task, row in zip(event.tasks, event.matrix))
+        return f"held-out loss after run {event.run}/{event.total_runs}: {losses}"
+    if isinstance(event, MultiRunFinished):
+        return f"multi-run finished: {event.runs} runs ({event.merge_mode}), adapter {event.adapter_path}"
     if isinstance(event, ExportProgress):
         return f"export [{event.stage}] {event.detail}"
     return ""

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Callable
 
 from .config import TrainConfig
+from .continual import MultiRunPlan, MultiRunResult, run_multi
 from .defaults import TINY_LEARNING_RATE
 from .errors import ConfigError
 from .events import Event, EventBus, JsonlSink, RunFailed
@@ -80,6 +81,47 @@ class Trainer:
             self.bus.remove(sink)
             sink.close()
         return self.result
+
+    def multi_run(
+        self,
+        dataset: str | Path | None = None,
+        *,
+        datasets: list[str | Path] | None = None,
+        num_runs: int | None = None,
+        steps_per_run: int | None = None,
+        samples_per_run: int = 0,
+        merge_mode: str = "slao",
+        lambda_schedule: str = "inv_sqrt",
+        lr_decay: float = 1.0,
+        replay: float = 0.0,
+        eval_split: float = 0.1,
+        output_dir: str | Path | None = None,
+    ) -> MultiRunResult:
+        """Several LoRA runs in a row, merged after each (``merge_mode``: slao, sequential or average).
+
+        ``dataset`` with ``num_runs``: successive chunks of ``samples_per_run`` examples of one dataset;
+        ``datasets=[task1, task2, ...]``: one run per task. Every task is evaluated on held-out rows after
+        every run. The output directory's ``adapter/`` is the merged adapter, which ``export`` uses; calling
+        again with the same ``output_dir`` and settings resumes an interrupted multi-run.
+        """
+        if (dataset is None) == (datasets is None):
+            raise ConfigError("pass either dataset= (with num_runs) or datasets=[...]", "one dataset in chunks, or a list of tasks")
+        tasks = [dataset] if dataset is not None else list(datasets)
+        plan = MultiRunPlan(
+            tasks, num_runs if num_runs is not None else (len(tasks) if datasets is not None else 0),
+            steps_per_run if steps_per_run is not None else self.config.steps, chunked=dataset is not None,
+            samples_per_run=samples_per_run, merge_mode=merge_mode, lambda_schedule=lambda_schedule,
+            lr_decay=lr_decay, replay=replay, eval_split=eval_split,
+        )
+        self.config = TrainConfig.with_overrides(**(self.config.to_dict() | {"data": plan.tasks[0], "steps": plan.steps_per_run}))
+        output = Path(output_dir) if output_dir else self._default_run_path()
+        try:
+            result = run_multi(self.config, plan, output, self.bus, self.control)
+        except BaseException as exc:
+            self.bus.emit(RunFailed(f"{type(exc).__name__}: {exc}"))
+            raise
+        self.run = RunDir(result.path)
+        return result
 
     def save(self, path: str | Path) -> Path:
         """Copy the trained adapter (safetensors + tokenizer) to ``path``."""
