@@ -93,6 +93,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_options(inspect, on_bad_row_default=None)
     inspect.set_defaults(handler=cmd_data_inspect)
 
+    multi = commands.add_parser("multi-run", help="several LoRA runs in a row, merged by SLAO (continual training, headless)")
+    multi.add_argument("--model", default="tiny", help="preset name, local folder or hub id (default: tiny)")
+    multi.add_argument("--data", action="append", required=True, metavar="SOURCE",
+                       help="one dataset cut into --runs chunks, or repeat for a sequence of tasks (one run each)")
+    multi.add_argument("--runs", type=int, help="number of runs (one dataset); default: one per --data")
+    multi.add_argument("--steps", type=int, default=60, help="optimizer steps per run (default: 60)")
+    multi.add_argument("--samples", type=int, default=0, help="examples per run (default: the dataset split evenly / every example)")
+    multi.add_argument("--merge-mode", default="slao", choices=("slao", "sequential", "average"), help="default: slao")
+    multi.add_argument("--lambda", dest="lambda_schedule", default="inv_sqrt", help="SLAO merge weight λ(i): inv_sqrt (default), inv, or a constant")
+    multi.add_argument("--lr-decay", type=float, default=1.0, help="peak learning rate factor per run (default: 1, no decay)")
+    multi.add_argument("--replay", type=float, default=0.0, help="add this fraction of examples from earlier runs (default: 0)")
+    multi.add_argument("--eval-split", type=float, default=0.1, help="held-out rows per task, evaluated after every run (default: 0.1)")
+    multi.add_argument("--output", type=Path, help="multi-run directory; an unfinished one with the same settings resumes")
+    multi.add_argument("--learning-rate", "--lr", type=float, dest="learning_rate")
+    multi.add_argument("--lora-rank", type=int)
+    multi.add_argument("--batch-size", type=int)
+    multi.add_argument("--seed", type=int)
+    multi.add_argument("--json", action="store_true", help="print events as JSON lines")
+    multi.set_defaults(handler=cmd_multi_run)
+
     demo = commands.add_parser("demo", help="train tiny on sample, export q4_k_m, chat — offline, on CPU")
     demo.add_argument("--output", type=Path, help="run directory to create (default: under the user data dir)")
     demo.add_argument("--steps", type=int, default=60)
@@ -164,20 +184,57 @@ def cmd_train(args) -> int:
     from .events import ConsoleSink
     from .trainer import Trainer
 
+    console = ConsoleSink(as_json=args.json)
     if args.resume is not None:
-        result = Trainer.from_run(args.resume, on_event=ConsoleSink(as_json=args.json)).resume()
-        print(result.run_dir)
-        return 0
-
+        trainer = Trainer.from_run(args.resume, on_event=console)
+        return _train_headless(trainer, trainer.resume)
     options = ("learning_rate", "lora_rank", "batch_size", "grad_accum", "max_seq_len", "seed", "eval_split", "eval_steps", "packing",
                "method", "gradient_checkpointing", "max_gpu_temperature_c", "save_steps")
     options += DATA_OPTIONS
     overrides = {name: getattr(args, name) for name in options if getattr(args, name) is not None}
     _rebuild_if_asked(args.model, args.rebuild)
-    trainer = Trainer(args.model, on_event=ConsoleSink(as_json=args.json), **overrides)
-    result = trainer.train(args.data, steps=args.steps, output_dir=args.output)
+    trainer = Trainer(args.model, on_event=console, **overrides)
+    return _train_headless(trainer, lambda: trainer.train(args.data, steps=args.steps, output_dir=args.output))
+
+
+def _train_headless(trainer, start) -> int:
+    """Ctrl+C finishes the current step, saves a checkpoint and exits 130 (continue with --resume)."""
+    import signal
+
+    interrupted = []
+
+    def on_interrupt(signum, frame) -> None:
+        interrupted.append(signum)
+        trainer.control.request_checkpoint()
+        trainer.control.stop()
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        result = start()
+    finally:
+        signal.signal(signal.SIGINT, previous)
     print(result.run_dir)
+    if interrupted:
+        print(f"interrupted: checkpoint saved; continue with `backprop train --resume {result.run_dir}`", file=sys.stderr)
+        return 130
     return 0
+
+
+def cmd_multi_run(args) -> int:
+    from .events import ConsoleSink
+    from .trainer import Trainer
+
+    options = ("learning_rate", "lora_rank", "batch_size", "seed")
+    overrides = {name: getattr(args, name) for name in options if getattr(args, name) is not None}
+    trainer = Trainer(args.model, on_event=ConsoleSink(as_json=args.json), **overrides)
+    one = len(args.data) == 1 and args.runs is not None
+    result = trainer.multi_run(
+        args.data[0] if one else None, datasets=None if one else args.data, num_runs=args.runs, steps_per_run=args.steps,
+        samples_per_run=args.samples, merge_mode=args.merge_mode, lambda_schedule=args.lambda_schedule,
+        lr_decay=args.lr_decay, replay=args.replay, eval_split=args.eval_split, output_dir=args.output,
+    )
+    print(result.path)
+    return 0 if not result.stopped_early else 1
 
 
 DATA_OPTIONS = ("data_format", "on_bad_row", "min_tokens", "max_tokens", "dedupe", "near_dedupe", "max_samples", "shuffle", "overlong")

@@ -61,22 +61,20 @@ class RunsScreen(Screen):
         self.action_watch()
 
     def action_watch(self) -> None:
-        run = self._selected()
-        if run is not None:
-            self.app.session.run_dir = run
-            self.app.watch_run = run
-            self.app.switch_mode("train")
+        self._open("train", "watch_run")
 
     def action_resume(self) -> None:
         """Continue an unfinished run from its newest checkpoint, in this app's training worker."""
-        run = self._selected()
-        if run is not None:
-            self.app.session.run_dir = run
-            self.app.resume_run = run
-            self.app.switch_mode("train")
+        self._open("train", "resume_run")
 
     def action_export(self) -> None:
+        self._open("export")
+
+    def _open(self, mode: str, request: str | None = None) -> None:
+        """Make the selected run the session's run, set the app's ``request`` for it, switch to ``mode``."""
         run = self._selected()
         if run is not None:
             self.app.session.run_dir = run
-            self.app.switch_mode("export")
+            if request:
+                setattr(self.app, request, run)
+            self.app.switch_mode(mode)
