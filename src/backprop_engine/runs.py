@@ -28,14 +28,7 @@ class RunSummary:
 
 def read_events(path: Path) -> list[dict]:
     """Every complete event in ``path``; a torn last line (a writer mid-append) is ignored."""
-    events = []
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
-                events.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return events
+    return EventFollower(path).poll()
 
 
 def summarize_run(path: Path) -> RunSummary:
