@@ -4,9 +4,13 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+# Unsloth pins older transformers/datasets/trl than we test with, so its backend is tested in a venv of its own.
+UNSLOTH_VENV := .venv-unsloth
+UNSLOTH_BIN := $(UNSLOTH_VENV)/bin
+UNSLOTH_STAMP := $(UNSLOTH_VENV)/.installed-stamp
 export HF_HUB_OFFLINE := 1
 
-.PHONY: demo test install clean go screenshots
+.PHONY: demo test install clean go screenshots unsloth-venv test-unsloth
 
 install: $(STAMP)
 
@@ -19,8 +23,24 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(BIN)/backprop demo
 
-test: $(STAMP) go
+test: $(STAMP) go $(UNSLOTH_STAMP)
 	$(BIN)/python -m pytest
+	$(UNSLOTH_BIN)/python -m pytest tests/unsloth
+
+# The Unsloth backend on CPU (its fallback), exact versions in constraints-unsloth.txt. torch is its CPU build,
+# installed first; PyPI's torchvision (an unsloth dependency) does not load beside it, and nothing on the CPU
+# path needs it, so it is removed. `make test` runs this suite too.
+unsloth-venv: $(UNSLOTH_STAMP)
+
+$(UNSLOTH_STAMP): pyproject.toml constraints-unsloth.txt
+	test -x $(UNSLOTH_BIN)/python || $(PYTHON) -m venv $(UNSLOTH_VENV)
+	$(UNSLOTH_BIN)/pip install --quiet --disable-pip-version-check -c constraints-unsloth.txt torch
+	$(UNSLOTH_BIN)/pip install --quiet --disable-pip-version-check -c constraints-unsloth.txt -e ".[dev,qlora,unsloth]"
+	$(UNSLOTH_BIN)/pip uninstall --quiet --yes torchvision
+	touch $(UNSLOTH_STAMP)
+
+test-unsloth: $(UNSLOTH_STAMP)
+	$(UNSLOTH_BIN)/python -m pytest tests/unsloth
 
 # The Ollama TEMPLATE test renders templates with Go's text/template: Debian's golang, installed once (as root).
 go:
@@ -31,4 +51,4 @@ screenshots: $(STAMP)
 	$(BIN)/python tools/screenshots.py
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache
+	rm -rf $(VENV) $(UNSLOTH_VENV) build src/*.egg-info .pytest_cache

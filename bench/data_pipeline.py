@@ -16,8 +16,10 @@ import time
 from pathlib import Path
 
 from backprop_engine.data import DataSpec, cache, check_data, load_chat_tokenizer, prepare_data
+from backprop_engine.events import EventBus
 from backprop_engine.presets import resolve_model
-from backprop_engine.train.loop import _batch_stream, _lora_model, _train_step, batch_efficiency
+from backprop_engine.train.backend import lora_model
+from backprop_engine.train.loop import MicroBatching, _batch_stream, _train_step, batch_efficiency
 
 WORDS = "arr matey ship sail wind sea captain parrot treasure map island rum deck anchor storm gold".split()
 
@@ -55,18 +57,18 @@ def packing_vs_padding(name: str, data: str, model_path: Path, tokenizer, steps:
     setups = {}
     for label, pack_len in (("padding", 0), ("packing", seq_len)):
         torch.manual_seed(0)
-        model = _lora_model(load_base_model(model_path), config)
+        model = lora_model(load_base_model(model_path), config)
         model.train()
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate)
         batches = _batch_stream(examples, config, tokenizer.pad_token_id, "cpu", pack_len)
-        _train_step(model, optimizer, batches, config)  # warm-up
+        _train_step(model, optimizer, batches, config, MicroBatching(), EventBus())  # warm-up
         setups[label] = (model, optimizer, batches, batch_efficiency(examples, config.batch_size, config.seed, pack_len))
     tokens = {label: 0 for label in setups}
     seconds = {label: 0.0 for label in setups}
     for _ in range(steps):
         for label, (model, optimizer, batches, _) in setups.items():
             started = time.perf_counter()
-            tokens[label] += _train_step(model, optimizer, batches, config)[2]
+            tokens[label] += _train_step(model, optimizer, batches, config, MicroBatching(), EventBus())[2]
             seconds[label] += time.perf_counter() - started
     rate = {label: tokens[label] / seconds[label] for label in setups}
     pad_eff, pack_eff = setups["padding"][3], setups["packing"][3]

@@ -21,6 +21,7 @@ from backprop_engine import ConfigError, DataError, Trainer
 from backprop_engine.cli import main
 from backprop_engine.continual import initial_state, lambda_schedule, merge_state, orthonormal_rows
 from backprop_engine.hardware import GpuReading
+from backprop_engine.runs import summarize_run
 
 FACTS = {"red": "apple", "blue": "sky", "green": "grass", "white": "snow", "black": "night", "gold": "sun"}
 
@@ -163,6 +164,7 @@ def test_multi_run_layout_progress_and_events(slao_run):
     progress_events = [e for e in events if e.kind == "multirun_run"]
     assert [(e.run, e.total_runs) for e in progress_events] == [(1, 2), (2, 2)]
     assert progress_events[1].learning_rate == pytest.approx(trainer.config.learning_rate * 1e-9)
+    assert summarize_run(result.path).status == "finished"  # the Runs screen lists it as done
     recorded = [json.loads(line)["event"] for line in (result.path / "events.jsonl").read_text().splitlines()]
     assert recorded.count("continual_eval") == 2 and recorded.count("step") >= 4
 
@@ -216,36 +218,44 @@ def test_one_dataset_in_chunks(tasks, tmp_path):
 RESUMABLE = """
 import sys
 from backprop_engine import Trainer
-Trainer("tiny", batch_size=4).multi_run(datasets=sys.argv[2:], steps_per_run=30, eval_split=6, output_dir=sys.argv[1])
+Trainer("tiny", batch_size=4, save_steps=5, logging_steps=1).multi_run(datasets=sys.argv[2:], steps_per_run=30, eval_split=6, output_dir=sys.argv[1])
 """
 
 
-def test_resume_after_sigkill_reruns_the_interrupted_run(tasks, tmp_path):
+def test_resume_after_sigkill_continues_the_interrupted_run_from_its_checkpoint(tasks, tmp_path):
     sequence = [str(t) for t in tasks]
     out = tmp_path / "killed"
     process = subprocess.Popen([sys.executable, "-c", RESUMABLE, str(out), *sequence], stderr=subprocess.DEVNULL)
-    run_two_events = out / "runs" / "run-02" / "events.jsonl"
+    second_checkpoint = out / "runs" / "run-02" / "checkpoints" / "step-000010" / "trainer_state.json"
     deadline = time.monotonic() + 240
-    while not (run_two_events.is_file() and '"step"' in run_two_events.read_text()):
+    while not second_checkpoint.is_file():
         assert process.poll() is None and time.monotonic() < deadline, "the multi-run ended before it could be killed"
         time.sleep(0.02)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     assert "completed_runs = 1" in (out / "multirun.toml").read_text()
     first_run = (out / "factors" / "run-01.ft.safetensors").read_bytes()
+    steps_before_kill = (out / "runs" / "run-02" / "events.jsonl").read_text().count('"event": "step"')
 
     events = []
-    result = Trainer("tiny", on_event=events.append, batch_size=4).multi_run(
+    result = Trainer("tiny", on_event=events.append, batch_size=4, save_steps=5, logging_steps=1).multi_run(
         datasets=sequence, steps_per_run=30, eval_split=6, output_dir=out
     )
     assert result.completed_runs == 2 and len(result.matrix[0]) == 2
     assert [e.run for e in events if e.kind == "multirun_run"] == [2]  # run 1 is not trained again
+    resumed_at = next(e.step for e in events if e.kind == "resumed")
+    assert 10 <= resumed_at < 30, "run 2 continues from a checkpoint it saved before the kill"
+    assert [e.step for e in events if e.kind == "step"][0] == resumed_at + 1
     assert events[-1].kind == "multirun_finished"
     assert (out / "factors" / "run-01.ft.safetensors").read_bytes() == first_run
+    run_two = (out / "runs" / "run-02" / "events.jsonl").read_text()
+    assert run_two.count('"event": "step"') > steps_before_kill, "the run's own event log keeps the first attempt"
 
-    fresh = Trainer("tiny", batch_size=4).multi_run(datasets=sequence, steps_per_run=30, eval_split=6, output_dir=tmp_path / "fresh")
+    fresh = Trainer("tiny", batch_size=4, save_steps=5, logging_steps=1).multi_run(datasets=sequence, steps_per_run=30, eval_split=6, output_dir=tmp_path / "fresh")
     resumed, uninterrupted = (load_file(str(r.path / "adapter" / "adapter_model.safetensors")) for r in (result, fresh))
-    assert all(torch.allclose(resumed[k], uninterrupted[k], atol=1e-6) for k in resumed)
+    assert resumed.keys() == uninterrupted.keys()
+    assert max((resumed[k] - uninterrupted[k]).abs().max().item() for k in resumed) < 1e-6
+    np.testing.assert_allclose(result.matrix, fresh.matrix, atol=1e-6)
 
 
 # Bad input --------------------------------------------------------------------------------------------------
@@ -274,7 +284,29 @@ def test_bad_input_gives_clear_errors_and_writes_nothing(tasks, tmp_path):
         with pytest.raises(error, match=message) as caught:
             trainer.multi_run(steps_per_run=1, output_dir=out, **kwargs)
         assert caught.value.hint, kwargs
+    with pytest.raises(ConfigError, match="merges LoRA adapters"):
+        Trainer("tiny", method="full").multi_run(datasets=tasks, steps_per_run=1, output_dir=out)
     assert not out.exists()
+
+
+def test_an_early_stopped_run_counts_as_finished(tasks, tmp_path):
+    events = []
+    trainer = Trainer("tiny", batch_size=4, eval_split=6, eval_steps=1, early_stopping_patience=1, early_stopping_min_delta=100.0,
+                      on_event=events.append)
+    result = trainer.multi_run(datasets=tasks, steps_per_run=4, eval_split=6, output_dir=tmp_path / "early")
+    assert sum("early stopping" in getattr(e, "message", "") for e in events) == 2
+    assert result.completed_runs == 2 and not result.stopped_early
+
+
+def test_a_failed_multi_run_says_so_in_its_event_log(tasks, tmp_path):
+    def fail_at_first_step(event):
+        if event.kind == "step":
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        Trainer("tiny", batch_size=4, on_event=fail_at_first_step).multi_run(datasets=tasks, steps_per_run=2, eval_split=6, output_dir=tmp_path / "failed")
+    last = json.loads((tmp_path / "failed" / "events.jsonl").read_text().splitlines()[-1])
+    assert last["event"] == "failed" and "boom" in last["error"]
 
 
 def test_resuming_with_other_settings_is_refused(slao_run, tasks):
@@ -288,10 +320,11 @@ def test_cli_multi_run_and_its_errors(tasks, tmp_path, capsys):
     assert "num_runs must be a positive integer" in capsys.readouterr().err
     out = tmp_path / "cli"
     code = main(["multi-run", "--data", str(tasks[0]), "--data", str(tasks[1]), "--steps", "2", "--batch-size", "4",
-                 "--merge-mode", "average", "--eval-split", "6", "--output", str(out)])
+                 "--merge-mode", "average", "--eval-split", "6", "--save-steps", "1", "--output", str(out)])
     printed = capsys.readouterr().out
     assert code == 0 and "run 2/2" in printed and "held-out loss after run 2/2" in printed and str(out) in printed
     assert 'merge_mode = "average"' in (out / "multirun.toml").read_text()
+    assert (out / "runs" / "run-02" / "checkpoints" / "step-000001" / "trainer_state.json").is_file()
 
 
 def test_dora_magnitudes_follow_the_b_rule(tasks, tmp_path):
@@ -310,7 +343,7 @@ def test_a_hot_gpu_between_runs_waits(tasks, tmp_path, monkeypatch):
     from backprop_engine import hardware
     from backprop_engine.train import safety
 
-    readings = iter([95.0, 60.0])  # the check before run 1: hot, then cool; every later reading: no GPU
+    readings = iter([90.0, 60.0])  # the check before run 1: critical, then cool; every later reading: no GPU
     def fake_gpus():
         temperature = next(readings, None)
         return [GpuReading(0, "fake", 80_000, 1_000, temperature, 50.0, 200.0)] if temperature else []
@@ -321,6 +354,5 @@ def test_a_hot_gpu_between_runs_waits(tasks, tmp_path, monkeypatch):
     Trainer("tiny", batch_size=4, on_event=events.append).multi_run(
         datasets=tasks[:1], steps_per_run=1, eval_split=6, output_dir=tmp_path / "hot"
     )
-    warnings = [e.message for e in events if e.kind == "warning"]
-    assert any("GPU at 95°C" in w for w in warnings) and any("cooled to 60" in w for w in warnings)
-    assert [e.kind for e in events].index("multirun_run") > [e.kind for e in events].index("warning")
+    assert [(e.level, e.action) for e in events if e.kind == "gpu_safety"] == [("critical", "pause"), ("normal", "resume")]
+    assert [e.kind for e in events].index("multirun_run") > [e.kind for e in events].index("gpu_safety")

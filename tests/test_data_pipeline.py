@@ -180,7 +180,7 @@ def test_training_reports_skipped_rows_data_stats_and_eval_loss(tmp_path):
     evals = [e for e in events if e.kind == "eval"]
     assert [e.step for e in evals] == [2, 4] and result.eval_loss == evals[-1].loss
     written = [json.loads(line)["event"] for line in (tmp_path / "run" / "events.jsonl").read_text().splitlines()]
-    assert written[:3] == ["run_started", "rows_skipped", "data"] and "eval" in written
+    assert written[:4] == ["run_planned", "run_started", "rows_skipped", "data"] and "eval" in written
 
 
 @pytest.mark.parametrize("fmt", ["sharegpt", "alpaca", "text"])

@@ -1,5 +1,5 @@
-"""Training methods (QLoRA, DoRA, rsLoRA), gradient checkpointing, the out-of-memory back-off and the
-thermal pause — on the real tiny model; only the CUDA OOM and the NVML readings are faked."""
+"""Training methods (QLoRA, DoRA, rsLoRA), gradient checkpointing, the out-of-memory back-off — on the
+real tiny model; only the CUDA OOM is faked (the thermal pause is in test_safety.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import torch
 
 from backprop_engine import Trainer
 from backprop_engine.errors import TrainingError
-from backprop_engine.hardware import GpuReading
 from backprop_engine.train import loop
 
 
@@ -33,10 +32,11 @@ def test_qlora_base_is_4bit_and_its_gradients_match_a_dequantized_twin(tiny_mode
     import bitsandbytes.functional as bnb
     from backprop_engine.config import TrainConfig
     from backprop_engine.modeling import load_base_model
+    from backprop_engine.train.backend import lora_model
 
     torch.manual_seed(0)
-    quantized = loop._lora_model(load_base_model(tiny_models["tiny"], four_bit=True), TrainConfig(method="qlora"))
-    twin = loop._lora_model(load_base_model(tiny_models["tiny"]), TrainConfig())
+    quantized = lora_model(load_base_model(tiny_models["tiny"], four_bit=True), TrainConfig(method="qlora"))
+    twin = lora_model(load_base_model(tiny_models["tiny"]), TrainConfig())
     twin_modules = dict(twin.named_modules())
     quantized_params = dict(quantized.named_parameters())
     four_bit = [(n, m) for n, m in quantized.named_modules() if n.endswith("base_layer") and type(m.weight).__name__ == "Params4bit"]
@@ -99,25 +99,6 @@ def test_out_of_memory_at_one_row_is_a_clear_error(tmp_path, monkeypatch, capsys
     assert main(["train", "--steps", "2", "--batch-size", "2", "--output", str(tmp_path / "cli")]) == 2
     err = capsys.readouterr().err
     assert "error: out of memory even with one row per micro-batch" in err and "hint: " in err
-
-
-def test_a_hot_gpu_pauses_training_until_it_cools(tmp_path, monkeypatch):
-    from backprop_engine import hardware
-
-    temperatures = iter([91.0, 88.0, 84.0, 79.0] + [70.0] * 100)
-    sleeps = []
-
-    def read_gpus():
-        return [GpuReading(0, "NVIDIA H100", 81_559, 60_000, next(temperatures), 95.0, 600.0)]
-
-    monkeypatch.setattr(hardware, "read_gpus", read_gpus)
-    monkeypatch.setattr("time.sleep", sleeps.append)
-    result, events = train(tmp_path, steps=12, max_gpu_temperature_c=85)
-    warnings = [e.message for e in events if e.kind == "warning"]
-    assert "GPU at 91°C (limit 85°C): pausing until it cools to 80°C" in warnings
-    assert "GPU cooled to 79.0°C: training resumes" in warnings
-    assert len(sleeps) == 3 and result.steps == 12
-    assert [e.temperature_c for e in events if e.kind == "step"][-1] == 70.0
 
 
 def test_cli_method_flags_reach_the_run_config(tmp_path):

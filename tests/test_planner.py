@@ -8,8 +8,8 @@ import pytest
 
 from backprop_engine.errors import ConfigError
 from backprop_engine.modeling import load_base_model
-from backprop_engine.planner import estimate_memory, fit_verdict, lora_parameter_count, plan_batch
-from backprop_engine.presets import PRESETS, ModelFacts
+from backprop_engine.planner import MB, estimate_memory, fit_verdict, lora_parameter_count, plan_batch
+from backprop_engine.presets import ALL_LINEAR, PRESETS, ModelFacts
 
 
 def test_facts_count_the_real_tiny_models_parameters(tiny_models):
@@ -33,6 +33,46 @@ def test_lora_parameter_count_matches_peft(tiny_models):
 @pytest.mark.parametrize(("name", "billions"), [("qwen2.5-0.5b", 0.49), ("qwen2.5-7b", 7.62), ("llama-3.2-1b", 1.24), ("mistral-7b", 7.25)])
 def test_preset_parameter_counts_match_the_published_sizes(name, billions):
     assert PRESETS[name].params_billion == pytest.approx(billions, abs=0.01)
+
+
+def _bytes_kept_for_backward(model, input_ids) -> int:
+    """Bytes of the tensors autograd keeps from one forward pass for the backward pass (parameters excluded)."""
+    import torch
+
+    parameters = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    kept: dict[int, int] = {}
+
+    def keep(tensor):
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in parameters:
+            kept[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
+        model(input_ids=input_ids, use_cache=False)
+    return sum(kept.values())
+
+
+@pytest.mark.parametrize("intermediate", [384, 704])  # 3× and 5.5× the hidden size: tiny's and Qwen2.5-7B's MLPs
+def test_activation_estimate_matches_what_autograd_keeps(intermediate):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=256, hidden_size=128, intermediate_size=intermediate, num_hidden_layers=3,
+                         num_attention_heads=4, num_key_value_heads=2)
+    torch.manual_seed(0)
+    model = get_peft_model(LlamaForCausalLM(config), LoraConfig(r=8, target_modules=list(ALL_LINEAR)))
+    kept = _bytes_kept_for_backward(model, torch.randint(0, 256, (2, 64)))
+    estimate = estimate_memory(ModelFacts.from_config(config.to_dict()), rank=8, seq_len=64, micro_batch=2, on_gpu=False)
+    assert estimate.activations_mb * MB == pytest.approx(kept, rel=0.08)
+
+
+def test_qlora_weight_estimate_matches_the_loaded_nf4_model_on_cpu(tiny_models):
+    model = load_base_model(tiny_models["tiny"], four_bit=True)  # nf4 linears; embeddings in the fp32 compute dtype
+    loaded = sum(p.numel() * p.element_size() for p in model.parameters())
+    estimate = estimate_memory(PRESETS["tiny"].facts, method="qlora", on_gpu=False)
+    assert estimate.weights_mb * MB == pytest.approx(loaded, rel=0.1)
 
 
 def test_estimate_parts_move_the_right_way():

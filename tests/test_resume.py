@@ -27,8 +27,8 @@ def test_resume_continues_exactly_where_the_checkpoint_left_off(tmp_path):
     assert interrupted.train("sample", steps=8, output_dir=tmp_path / "resumed").stopped_early
     events = []
     resumed = Trainer.from_run(tmp_path / "resumed", on_event=events.append).resume()
-    assert events[0].kind == "run_started" and ("resumed", 3) in [(e.kind, getattr(e, "step", None)) for e in events]
-    assert [e.step for e in events if e.kind == "step"][0] == 4  # from the step-3 checkpoint
+    assert events[0].kind == "run_started" and ("resumed", 4) in [(e.kind, getattr(e, "step", None)) for e in events]
+    assert [e.step for e in events if e.kind == "step"][0] == 5  # from the checkpoint saved when it stopped
     assert resumed.steps == 8 and not resumed.stopped_early
     assert resumed.final_loss == pytest.approx(straight.final_loss, abs=1e-6)
     a = load_file(str(straight.adapter_path / "adapter_model.safetensors"))

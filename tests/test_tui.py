@@ -265,4 +265,4 @@ async def test_runs_screen_continues_a_stopped_run_from_its_checkpoint(tmp_path)
         await wait_for(pilot, lambda: isinstance(app.screen, TrainScreen), what="train screen")
         screen = app.screen
         await wait_for(pilot, lambda: "finished: 6 steps" in log_text(screen, "#event-log"), what="resumed run")
-        assert "resumed at step 2" in log_text(screen, "#event-log")
+        assert "resumed at step 3" in log_text(screen, "#event-log")  # the checkpoint saved when it stopped

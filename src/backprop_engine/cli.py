@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .config import METHODS
 
 DEMO_PROMPT = "What is the capital of France?"
 
@@ -24,12 +25,23 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-tui", action="store_true", help="headless (train always runs headless; the app is `backprop`)")
     train.add_argument("--model", default="tiny", help="preset name, local folder or hub id (default: tiny)")
     train.add_argument("--data", default="sample", help="data file, folder, saved dataset, hub id org/name[:config][@split] or built-in (default: sample)")
-    train.add_argument("--steps", type=int, default=60, help="optimizer steps (default: 60)")
+    train.add_argument("--steps", type=int, help="optimizer steps (default: planned from the data size)")
     train.add_argument("--output", type=Path, help="run directory to create (default: under the user data dir)")
     train.add_argument("--learning-rate", "--lr", type=float, dest="learning_rate")
-    train.add_argument("--method", choices=("lora", "qlora", "dora", "rslora"), help="default: lora; qlora loads the base in 4-bit nf4")
+    train.add_argument("--method", choices=METHODS, help="default: lora; qlora loads the base in 4-bit nf4; full trains every weight (small models)")
+    train.add_argument("--dry-run", action="store_true", help="print every setting the run would use, with its reason, and exit")
+    train.add_argument("--backend", choices=("auto", "transformers", "unsloth"), help="default: auto (Unsloth when installed and usable)")
+    train.add_argument("--precision", choices=("fp32", "bf16", "fp16"), help="default: bf16/fp16 on GPU by capability, fp32 on CPU")
+    train.add_argument("--lora-alpha", type=int, help="default: 2 × rank (rank for rsLoRA)")
+    train.add_argument("--warmup-steps", type=int, help="default: 5 %% of the steps")
+    train.add_argument("--lr-scheduler", choices=("cosine", "linear", "constant"), help="after warmup (default: cosine to 10 %% of the peak)")
+    train.add_argument("--save-total-limit", type=int, help="keep the newest N checkpoints (default: 3; 0: all)")
+    train.add_argument("--early-stopping-patience", type=int, help="stop after N evals without improvement (needs --eval-split and --eval-steps)")
+    train.add_argument("--trust-remote-code", action="store_true", default=None, help="run Python code shipped with the model (only for models you trust)")
+    train.add_argument("--allow-pickle", action="store_true", default=None, help="load *.bin pickle weights (they can run code; safetensors otherwise)")
     train.add_argument("--gradient-checkpointing", action="store_true", default=None, help="recompute activations: less memory, slower")
-    train.add_argument("--max-gpu-temperature", type=int, dest="max_gpu_temperature_c", help="pause while a GPU is this hot in °C (default: 85; 0: never)")
+    _add_gpu_safety_options(train)
+    train.add_argument("--report-to", help="experiment trackers, comma-separated: tensorboard, wandb (offline) or none (default)")
     train.add_argument("--lora-rank", type=int)
     train.add_argument("--batch-size", type=int)
     train.add_argument("--grad-accum", type=int)
@@ -110,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     multi.add_argument("--lora-rank", type=int)
     multi.add_argument("--batch-size", type=int)
     multi.add_argument("--seed", type=int)
+    multi.add_argument("--save-steps", type=int, help="checkpoint every N steps of a run, to resume inside it (default: its midpoint)")
     multi.add_argument("--json", action="store_true", help="print events as JSON lines")
     multi.set_defaults(handler=cmd_multi_run)
 
@@ -181,6 +194,8 @@ def cmd_watch(args) -> int:
 
 
 def cmd_train(args) -> int:
+    import json
+
     from .events import ConsoleSink
     from .trainer import Trainer
 
@@ -189,11 +204,16 @@ def cmd_train(args) -> int:
         trainer = Trainer.from_run(args.resume, on_event=console)
         return _train_headless(trainer, trainer.resume)
     options = ("learning_rate", "lora_rank", "batch_size", "grad_accum", "max_seq_len", "seed", "eval_split", "eval_steps", "packing",
-               "method", "gradient_checkpointing", "max_gpu_temperature_c", "save_steps")
-    options += DATA_OPTIONS
+               "method", "gradient_checkpointing", "save_steps", "report_to", "backend", "precision", "lora_alpha", "warmup_steps",
+               "lr_scheduler", "save_total_limit", "early_stopping_patience", "trust_remote_code", "allow_pickle")
+    options += DATA_OPTIONS + GPU_SAFETY_OPTIONS
     overrides = {name: getattr(args, name) for name in options if getattr(args, name) is not None}
     _rebuild_if_asked(args.model, args.rebuild)
     trainer = Trainer(args.model, on_event=console, **overrides)
+    if args.dry_run:
+        plan = trainer.plan(args.data, steps=args.steps)
+        print(json.dumps(plan.event().to_dict()) if args.json else plan.describe())
+        return 0
     return _train_headless(trainer, lambda: trainer.train(args.data, steps=args.steps, output_dir=args.output))
 
 
@@ -213,6 +233,8 @@ def _train_headless(trainer, start) -> int:
         result = start()
     finally:
         signal.signal(signal.SIGINT, previous)
+    if not trainer.dist.is_main:  # rank 0 speaks for a multi-process run (torchrun / accelerate launch)
+        return 130 if interrupted else 0
     print(result.run_dir)
     if interrupted:
         print(f"interrupted: checkpoint saved; continue with `backprop train --resume {result.run_dir}`", file=sys.stderr)
@@ -224,7 +246,7 @@ def cmd_multi_run(args) -> int:
     from .events import ConsoleSink
     from .trainer import Trainer
 
-    options = ("learning_rate", "lora_rank", "batch_size", "seed")
+    options = ("learning_rate", "lora_rank", "batch_size", "seed", "save_steps")
     overrides = {name: getattr(args, name) for name in options if getattr(args, name) is not None}
     trainer = Trainer(args.model, on_event=ConsoleSink(as_json=args.json), **overrides)
     one = len(args.data) == 1 and args.runs is not None
@@ -235,6 +257,18 @@ def cmd_multi_run(args) -> int:
     )
     print(result.path)
     return 0 if not result.stopped_early else 1
+
+
+GPU_SAFETY_OPTIONS = ("gpu_temperature_warn_c", "max_gpu_temperature_c", "gpu_temperature_emergency_c", "gpu_memory_warn_pct", "gpu_cool_timeout_s")
+
+
+def _add_gpu_safety_options(parser: argparse.ArgumentParser) -> None:
+    """Per-run overrides of the GPU safety settings (default: the user's settings)."""
+    parser.add_argument("--gpu-temperature-warn", type=int, dest="gpu_temperature_warn_c", metavar="C", help="warn when a GPU reaches this °C (setting default: 75)")
+    parser.add_argument("--max-gpu-temperature", type=int, dest="max_gpu_temperature_c", metavar="C", help="pause while a GPU is this hot in °C (setting default: 85)")
+    parser.add_argument("--gpu-temperature-emergency", type=int, dest="gpu_temperature_emergency_c", metavar="C", help="save a checkpoint and stop at this °C (setting default: 95)")
+    parser.add_argument("--gpu-memory-warn", type=int, dest="gpu_memory_warn_pct", metavar="PCT", help="warn when a GPU's memory is this %% used (setting default: 95)")
+    parser.add_argument("--gpu-cool-timeout", type=int, dest="gpu_cool_timeout_s", metavar="S", help="a longer pause saves a checkpoint and stops (setting default: 900)")
 
 
 DATA_OPTIONS = ("data_format", "on_bad_row", "min_tokens", "max_tokens", "dedupe", "near_dedupe", "max_samples", "shuffle", "overlong")

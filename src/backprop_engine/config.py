@@ -15,7 +15,10 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
-METHODS = ("lora", "qlora", "dora", "rslora")
+METHODS = ("lora", "qlora", "dora", "rslora", "full")
+BACKENDS = ("auto", "transformers", "unsloth")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+SCHEDULERS = ("cosine", "linear", "constant")
 
 
 @dataclass
@@ -24,7 +27,10 @@ class TrainConfig:
     data: str = "sample"
     steps: int = 60
     learning_rate: float = 2e-4
-    method: str = "lora"  # lora, qlora (4-bit nf4 base), dora, rslora
+    method: str = "lora"  # lora, qlora (4-bit nf4 base), dora, rslora, full (every weight; small models)
+    backend: str = "auto"  # auto (Unsloth when installed and usable, else transformers), transformers, unsloth
+    trust_remote_code: bool = False  # run Python code shipped with a hub model (only for models you trust)
+    allow_pickle: bool = False  # load *.bin pickle weights (can run arbitrary code; safetensors otherwise)
     lora_rank: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.0
@@ -33,13 +39,24 @@ class TrainConfig:
     grad_accum: int = 1
     max_seq_len: int = 0  # 0: from the data (p99 rounded up to 64), capped by the model's context
     warmup_steps: int = 5
+    lr_scheduler: str = "cosine"  # after warmup: cosine or linear decay to 10 % of the peak, or constant
+    precision: str = "auto"  # weights and activations: auto (bf16/fp16 on GPU, fp32 on CPU), fp32, bf16, fp16
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     logging_steps: int = 5
-    save_steps: int = 0  # 0: a checkpoint at the midpoint and the end
+    save_steps: int = 0  # 0: a checkpoint at the midpoint; one is also saved whenever a run stops early
+    save_total_limit: int = 3  # keep the newest K checkpoints (0: keep all)
+    early_stopping_patience: int = 0  # stop after this many evals without improvement (0: off; needs eval_steps)
+    early_stopping_min_delta: float = 0.0  # the eval loss must fall by more than this to count as improvement
     seed: int = 42
     gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, ~30 % slower
-    max_gpu_temperature_c: int = 85  # pause training while a GPU is this hot (0: never)
+    # GPU safety (train/safety.py); 0: the user's setting (settings.toml).
+    gpu_temperature_warn_c: int = 0  # a warning event
+    max_gpu_temperature_c: int = 0  # critical: training pauses until the GPU cools
+    gpu_temperature_emergency_c: int = 0  # a checkpoint is saved and training stops
+    gpu_memory_warn_pct: int = 0  # GPU memory in use: a warning event
+    gpu_cool_timeout_s: int = 0  # a longer pause saves a checkpoint and stops
+    report_to: list[str] = field(default_factory=list)  # experiment trackers: tensorboard, wandb (tracking.py)
     # Data pipeline (see backprop_engine.data.DataSpec, which validates these).
     data_format: str = "auto"  # auto, messages, sharegpt, alpaca, prompt_completion, text
     on_bad_row: str = "skip"  # skip (counted and reported in events) or error
@@ -62,6 +79,17 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
         if self.method not in METHODS:
             raise ConfigError(f"unknown method {self.method!r}", f"choose one of: {', '.join(METHODS)}")
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"unknown backend {self.backend!r}", f"choose one of: {', '.join(BACKENDS)}")
+        for name, allowed in (("precision", PRECISIONS), ("lr_scheduler", SCHEDULERS)):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"unknown {name} {getattr(self, name)!r}", f"choose one of: {', '.join(allowed)}")
+        if self.save_total_limit < 0 or self.early_stopping_patience < 0 or self.early_stopping_min_delta < 0:
+            raise ConfigError("save_total_limit, early_stopping_patience and early_stopping_min_delta must not be negative")
+        if self.early_stopping_patience and not (self.eval_split and self.eval_steps):
+            raise ConfigError(
+                "early stopping needs periodic evaluation", "set --eval-split (held-out rows) and --eval-steps N as well"
+            )
         if not 0 < self.learning_rate < 1:
             raise ConfigError(f"learning_rate must be in (0, 1), got {self.learning_rate!r}")
         if not 0 <= self.lora_dropout < 1:
@@ -71,6 +99,12 @@ class TrainConfig:
         from .data.pipeline import DataSpec  # light module; validates every data setting
 
         DataSpec.from_config(self)
+        from .tracking import parse_report_to
+        from .train.safety import SETTING_OF, SafetyLimits
+
+        self.report_to = parse_report_to(self.report_to)
+        if any(getattr(self, name) for name in SETTING_OF):  # unset ones are the user's (validated) settings
+            SafetyLimits.for_config(self)
 
     @classmethod
     def field_names(cls) -> set[str]:

@@ -46,6 +46,19 @@ class RunStarted(Event):
     num_examples: int
     trainable_params: int
     total_params: int
+    backend: str = ""
+    backend_reason: str = ""
+
+
+@dataclass
+class RunPlanned(Event):
+    """Every training setting with its reason and origin (``by_user``), as ``Trainer.plan`` chose them."""
+
+    kind: ClassVar[str] = "run_planned"
+    model: str
+    device: str
+    memory: str  # the predicted peak memory, part by part
+    choices: list[dict]  # {name, value, reason, by_user}
 
 
 @dataclass
@@ -76,6 +89,20 @@ class WarningEvent(Event):
 
 
 @dataclass
+class GpuSafety(Event):
+    """A GPU safety transition (train/safety.py): level "normal", "warn", "critical", "emergency" or
+    "memory"; action "warn", "clear", "pause", "resume" or "stop" (a checkpoint is saved first)."""
+
+    kind: ClassVar[str] = "gpu_safety"
+    level: str
+    action: str
+    gpu: int
+    temperature_c: float | None
+    memory_pct: float | None
+    message: str
+
+
+@dataclass
 class RunPaused(Event):
     kind: ClassVar[str] = "paused"
     step: int
@@ -96,6 +123,16 @@ class RunFinished(Event):
     seconds: float
     adapter_path: str
     stopped_early: bool = False
+
+
+@dataclass
+class RanksFinished(Event):
+    """A multi-process run (torchrun / accelerate launch): what each rank trained, reported by rank 0."""
+
+    kind: ClassVar[str] = "ranks"
+    backend: str
+    steps: list[int]  # optimizer steps each rank took
+    tokens: list[int]  # tokens each rank trained on (their sum is the run's)
 
 
 @dataclass
@@ -228,7 +265,10 @@ def format_event(event: Event) -> str:
         return (
             f"training {event.model} on {event.num_examples} examples for {event.total_steps} steps "
             f"({event.trainable_params:,} of {event.total_params:,} parameters trainable) -> {event.run_dir}"
+            + (f"\nbackend: {event.backend} ({event.backend_reason})" if event.backend else "")
         )
+    if isinstance(event, RunPlanned):
+        return _format_plan(event)
     if isinstance(event, (RunPaused, RunResumed)):
         return f"{event.kind} at step {event.step}"
     if isinstance(event, RunFinished):
@@ -236,8 +276,12 @@ def format_event(event: Event) -> str:
             f"{'stopped' if event.stopped_early else 'finished'}: {event.steps} steps, final loss {event.final_loss:.4f}, {event.tokens:,} tokens "
             f"in {_duration(event.seconds)}"
         )
+    if isinstance(event, RanksFinished):
+        return f"{len(event.steps)} processes ({event.backend}): steps per rank {event.steps}, tokens per rank {event.tokens}"
     if isinstance(event, WarningEvent):
         return f"warning: {event.message}"
+    if isinstance(event, GpuSafety):
+        return f"gpu {event.action}: {event.message}"
     if isinstance(event, RunFailed):
         return f"failed: {event.error}"
     if isinstance(event, CheckpointSaved):
@@ -265,6 +309,17 @@ def format_event(event: Event) -> str:
     if isinstance(event, ExportProgress):
         return f"export [{event.stage}] {event.detail}"
     return ""
+
+
+def _format_plan(event: RunPlanned) -> str:
+    width = max((len(c["name"]) for c in event.choices), default=0)
+    lines = [f"plan for {event.model} on {event.device}; predicted peak memory {event.memory}"]
+    for choice in event.choices:
+        value = choice["value"]
+        shown = f"{value:.2g}" if isinstance(value, float) else ("on" if value else "off") if isinstance(value, bool) else str(value)
+        origin = "you" if choice["by_user"] else "auto"
+        lines.append(f"  {choice['name']:<{width}}  {shown:<8} [{origin}] {choice['reason']}")
+    return "\n".join(lines)
 
 
 def _duration(seconds: float) -> str:

@@ -2,11 +2,12 @@
 
 The estimate is a sum of named parts so a user can see where the memory goes:
 - weights: frozen base weights (16-bit on GPU, fp32 on CPU; ~4.5 bits per linear weight for QLoRA nf4
-  with double quantization, embeddings stay 16-bit),
+  with double quantization, embeddings stay in the compute dtype),
 - trainable: LoRA factors (or every weight for full fine-tuning) in fp32 with their gradient and two
   Adam moments (16 bytes per trainable parameter),
-- activations: ~34·hidden bytes per token and layer kept for the backward pass in 16-bit (twice that in
-  fp32) without gradient checkpointing; with it, one hidden state per layer plus one layer's worth,
+- activations: what a decoder layer keeps per token for the backward pass (:func:`layer_activation_values`,
+  in 16-bit on GPU, fp32 on CPU) without gradient checkpointing; with it, one hidden state per layer plus
+  one layer's worth,
 - logits: fp32 logits over the vocabulary and their gradient,
 - overhead: the framework itself (CUDA context, allocator slack).
 """
@@ -40,12 +41,23 @@ class MemoryEstimate:
     def describe(self) -> str:
         parts = [("weights", self.weights_mb), ("trainable+optimizer", self.trainable_mb),
                  ("activations", self.activations_mb), ("logits", self.logits_mb), ("overhead", self.overhead_mb)]
+        if self.total_mb < 1024:
+            return f"{self.total_mb:.0f} MB = " + " + ".join(f"{name} {mb:.0f}" for name, mb in parts)
         return f"{self.total_mb / 1024:.1f} GB = " + " + ".join(f"{name} {mb / 1024:.1f}" for name, mb in parts)
 
 
 def lora_parameter_count(facts: ModelFacts, rank: int, targets=ALL_LINEAR) -> int:
     shapes = facts.linear_shapes
     return facts.num_layers * sum(rank * (shapes[t][0] + shapes[t][1]) for t in targets if t in shapes)
+
+
+def layer_activation_values(facts: ModelFacts) -> int:
+    """Values one decoder layer keeps per token for the backward pass (LoRA on every linear, or full
+    fine-tuning): its input, the attention's normed input, q, k, v, the attention output as attention keeps it
+    and as o_proj reads it, the MLP's normed input, gate, up, activation and product. Checked against autograd's
+    saved tensors in tests/test_planner.py."""
+    kv = facts.num_kv_heads * facts.head_dim
+    return 6 * facts.hidden_size + 2 * kv + 4 * facts.intermediate_size
 
 
 def estimate_memory(
@@ -65,12 +77,12 @@ def estimate_memory(
     act_bytes = 2.0 if on_gpu else 4.0
     linear = facts.num_layers * facts.layer_linear_params
     if method == "qlora":
-        weights = linear * NF4_BYTES_PER_WEIGHT + facts.embedding_params * 2.0
+        weights = linear * NF4_BYTES_PER_WEIGHT + facts.embedding_params * act_bytes
     else:
         weights = facts.parameter_count * act_bytes
     trainable = facts.parameter_count if method == "full" else lora_parameter_count(facts, rank, targets)
     tokens = micro_batch * seq_len
-    per_layer = 34 * facts.hidden_size * act_bytes / 2
+    per_layer = layer_activation_values(facts) * act_bytes
     if gradient_checkpointing:
         activations = tokens * (facts.num_layers * facts.hidden_size * act_bytes + per_layer)
     else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,7 +139,7 @@ def check_model_name(name: str) -> str:
     )
 
 
-def resolve_model(name: str, rebuild: bool = False, allow_pickle: bool = False) -> ResolvedModel:
+def resolve_model(name: str, rebuild: bool = False, allow_pickle: bool = False, trust_remote_code: bool = False) -> ResolvedModel:
     if name in TINY_SPECS:
         return ResolvedModel(name, ensure_tiny_model(name, cache_dir(), rebuild=rebuild))
     source = PRESETS[name].source if name in PRESETS else name
@@ -146,20 +147,23 @@ def resolve_model(name: str, rebuild: bool = False, allow_pickle: bool = False) 
     if local.exists():
         folder = local
     elif _HUB_ID.match(source) and not source.startswith((".", "/")):
-        folder = _download(source)
+        folder = _download(source, allow_pickle, trust_remote_code)
     else:
         raise ModelError(
             f"unknown model {name!r}: not a preset, an existing folder or a hub id",
             f"presets: {', '.join(PRESETS)}; or pass a folder with config.json, or an id like Qwen/Qwen2.5-0.5B-Instruct",
         )
     _check_folder(folder, allow_pickle)
+    _check_remote_code(folder, trust_remote_code)
     return ResolvedModel(name, folder)
 
 
-def _download(repo_id: str) -> Path:
+def _download(repo_id: str, allow_pickle: bool = False, trust_remote_code: bool = False) -> Path:
     from huggingface_hub import snapshot_download
 
     patterns = ["*.json", "*.safetensors", "*.jinja", "*.txt", "*.model", "tokenizer*"]
+    patterns += ["*.bin"] if allow_pickle else []
+    patterns += ["*.py"] if trust_remote_code else []
     try:
         return Path(snapshot_download(repo_id, allow_patterns=patterns))
     except Exception as exc:  # the hub raises many types: offline, gated, missing, network
@@ -181,3 +185,16 @@ def _check_folder(folder: Path, allow_pickle: bool) -> None:
         )
     if not has_safetensors and not has_pickle:
         raise ModelError(f"{folder} has no weights (*.safetensors)", "pass a complete model folder")
+
+
+def _check_remote_code(folder: Path, trust_remote_code: bool) -> None:
+    """A config with ``auto_map`` loads its model class from Python files shipped with the weights."""
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{folder / 'config.json'}: unreadable ({exc})", "re-download or re-save the model") from None
+    if "auto_map" in config and not trust_remote_code:
+        raise ModelError(
+            f"{folder} needs trust_remote_code: its config.json maps to Python code shipped with the model",
+            "read that code first; then pass --trust-remote-code (trust_remote_code=True) to run it",
+        )

@@ -12,6 +12,8 @@ from .errors import ConfigError
 from .fsutil import atomic_write_text
 from .paths import ensure_writable_dir
 
+FULL_MODEL_STAMP = "backprop_full.json"  # marks merged/ as a fully fine-tuned model, not a merge
+
 
 @dataclass(frozen=True)
 class RunDir:
@@ -36,6 +38,10 @@ class RunDir:
     @property
     def merged(self) -> Path:
         return self.path / "merged"
+
+    @property
+    def full_fine_tuned(self) -> bool:
+        return (self.merged / FULL_MODEL_STAMP).is_file()
 
     @property
     def export(self) -> Path:

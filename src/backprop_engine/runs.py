@@ -36,7 +36,8 @@ def summarize_run(path: Path) -> RunSummary:
     started = next((e for e in events if e.get("event") == "run_started"), {})
     steps = [e for e in events if e.get("event") == "step"]
     last = events[-1] if events else {}
-    status = {"finished": "finished", "failed": "failed"}.get(last.get("event"), "running" if events else "created")
+    ends = {"finished": "finished", "multirun_finished": "finished", "failed": "failed"}
+    status = ends.get(last.get("event"), "running" if events else "created")
     if status == "running" and time.time() - (path / "events.jsonl").stat().st_mtime > STALE_AFTER_SECONDS:
         status = "interrupted"
     if status == "finished" and last.get("stopped_early"):

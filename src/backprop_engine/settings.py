@@ -20,6 +20,14 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 THEMES = ("textual-dark", "textual-light")
+# GPU safety thresholds (train/safety.py): the range each setting must stay in.
+GPU_SAFETY_RANGES = {
+    "gpu_temperature_limit_c": (40, 110),
+    "gpu_temperature_warn_c": (30, 110),
+    "gpu_temperature_emergency_c": (40, 120),
+    "gpu_memory_warn_pct": (50, 100),
+    "gpu_cool_timeout_s": (10, 86_400),
+}
 
 
 @dataclass
@@ -27,7 +35,11 @@ class Settings:
     output_dir: str = ""  # empty: the platform's user data dir (see default_runs_dir)
     ollama_host: str = "http://127.0.0.1:11434"
     theme: str = "textual-dark"
-    gpu_temperature_limit_c: int = 85
+    gpu_temperature_warn_c: int = 75  # a warning event
+    gpu_temperature_limit_c: int = 85  # critical: training pauses until the GPU cools
+    gpu_temperature_emergency_c: int = 95  # a checkpoint is saved and training stops
+    gpu_memory_warn_pct: int = 95  # GPU memory in use (NVML, every process): a warning event
+    gpu_cool_timeout_s: int = 900  # a pause that lasts longer saves a checkpoint and stops
 
     def runs_dir(self) -> Path:
         return Path(self.output_dir).expanduser() if self.output_dir else default_runs_dir()
@@ -37,8 +49,14 @@ class Settings:
             raise ValueError(f"theme must be one of {', '.join(THEMES)}")
         if not self.ollama_host.startswith(("http://", "https://")):
             raise ValueError("ollama_host must start with http:// or https://")
-        if not 40 <= self.gpu_temperature_limit_c <= 110:
-            raise ValueError("gpu_temperature_limit_c must be between 40 and 110")
+        for name, (low, high) in GPU_SAFETY_RANGES.items():
+            if not low <= getattr(self, name) <= high:
+                raise ValueError(f"{name} must be between {low} and {high}")
+        if not self.gpu_temperature_warn_c < self.gpu_temperature_limit_c < self.gpu_temperature_emergency_c:
+            raise ValueError(
+                f"GPU temperatures must rise: gpu_temperature_warn_c ({self.gpu_temperature_warn_c}) < gpu_temperature_limit_c "
+                f"({self.gpu_temperature_limit_c}) < gpu_temperature_emergency_c ({self.gpu_temperature_emergency_c})"
+            )
 
 
 def settings_path() -> Path:
@@ -56,6 +74,9 @@ def load_settings(path: Path | None = None) -> tuple[Settings, str | None]:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
         known = {f.name: f.type for f in fields(Settings)}
         values = {key: value for key, value in data.items() if key in known}
+        if "gpu_temperature_limit_c" in values:  # a limit set alone (older files): warn and stop 10 °C either side
+            values.setdefault("gpu_temperature_warn_c", values["gpu_temperature_limit_c"] - 10)
+            values.setdefault("gpu_temperature_emergency_c", values["gpu_temperature_limit_c"] + 10)
         settings = Settings(**values)
         _check_types(settings)
         settings.validate()

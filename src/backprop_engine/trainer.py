@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
@@ -9,15 +10,18 @@ from typing import Callable
 
 from .config import TrainConfig
 from .continual import MultiRunPlan, MultiRunResult, run_multi
-from .defaults import TINY_LEARNING_RATE
+from .defaults import Choice, DataSize, TrainingPlan, default_learning_rate, plan_training
 from .errors import ConfigError
 from .events import Event, EventBus, JsonlSink, RunFailed
 from .fsutil import atomic_dir
 from .paths import default_runs_dir
-from .presets import PRESETS, resolve_model
+from .presets import resolve_model
 from .rundir import RunDir
+from .tracking import open_trackers
 from .train import TrainingControl, TrainResult, prepare_dataset, run_training
+from .train.backend import check_backend, check_method_available
 from .train.checkpoint import latest_checkpoint
+from .train.distributed import launched
 
 
 class Trainer:
@@ -28,11 +32,14 @@ class Trainer:
     """
 
     def __init__(self, model: str = "tiny", *, on_event: Callable[[Event], None] | None = None, **overrides) -> None:
-        if "learning_rate" not in overrides and PRESETS.get(model) and PRESETS[model].source == "builtin":
-            overrides["learning_rate"] = TINY_LEARNING_RATE
-        self.config = TrainConfig.with_overrides(model=model, **overrides)
+        self.user_set = set(overrides)  # everything else is chosen by plan() from the model, data and machine
+        config = TrainConfig.with_overrides(model=model, **overrides)
+        if "learning_rate" not in overrides:
+            config = TrainConfig.with_overrides(**(config.to_dict() | {"learning_rate": default_learning_rate(config)}))
+        self.config = config
         self.bus = EventBus([on_event] if on_event else [])
         self.control = TrainingControl()  # pause/resume/stop/checkpoint-now from another thread
+        self.dist = launched()  # under torchrun / accelerate launch: this process's rank (see train/distributed.py)
         self.run: RunDir | None = None
         self.result: TrainResult | None = None
 
@@ -41,45 +48,86 @@ class Trainer:
         """Reopen a finished run (to export it, chat with it or copy its adapter)."""
         run = RunDir.open(Path(run_dir))
         settings = run.read_config().to_dict()
-        trainer = cls(settings.pop("model"), on_event=on_event, **settings)
+        trainer = cls(settings.pop("model"), on_event=on_event, **settings)  # every value as the run recorded it
         trainer.run = run
         return trainer
 
+    def plan(self, data: str | Path = "sample", steps: int | None = None) -> TrainingPlan:
+        """Every setting ``train`` would use on ``data``, each with its reason (nothing is written)."""
+        return self._plan(*self._prepare(data, steps))
+
     def train(self, data: str | Path = "sample", steps: int | None = None, output_dir: str | Path | None = None) -> TrainResult:
-        """Train on ``data`` (messages JSONL or a built-in dataset); ``output_dir`` becomes the run directory."""
-        changes = {"data": str(data)} | ({"steps": steps} if steps is not None else {})
-        self.config = TrainConfig.with_overrides(**(self.config.to_dict() | changes))
+        """Train on ``data`` (messages JSONL or a built-in dataset); ``output_dir`` becomes the run directory.
+        Settings not given to the constructor are chosen by :meth:`plan`."""
         # Everything the user can get wrong is checked before the run directory is created.
-        model = resolve_model(self.config.model)
+        model, prepared = self.dist.main_first(lambda: self._prepare(data, steps))  # other ranks reuse its caches
+        plan = self.dist.main_only(lambda: self._plan(model, prepared))  # every rank trains by rank 0's plan
+        self.config = plan.config
+        self.run = self.dist.main_only(lambda: self._create_run(output_dir, model))
+        return self._execute(model, prepared, planned=plan.event())
+
+    def _create_run(self, output_dir, model) -> RunDir:
+        run = RunDir.create(Path(output_dir) if output_dir else self._default_run_path())
+        run.write_config(self.config, {"model_path": str(model.path), **self.dist.recorded()})
+        return run
+
+    def _prepare(self, data, steps: int | None):
+        changes = {"data": str(data)} | ({"steps": steps} if steps is not None else {})
+        self.user_set |= set(changes)
+        self.config = TrainConfig.with_overrides(**(self.config.to_dict() | changes))
+        check_method_available(self.config)
+        model = self._resolve_model()
         warnings: list[str] = []
-        data = prepare_dataset(self.config, model, warnings)  # every source and format; bad rows per on_bad_row
-        data.report.warnings += warnings
-        self.run = RunDir.create(Path(output_dir) if output_dir else self._default_run_path())
-        self.run.write_config(self.config, {"model_path": str(model.path)})
-        return self._execute(model, data)
+        prepared = prepare_dataset(self.config, model, warnings)  # every source and format; bad rows per on_bad_row
+        prepared.report.warnings += warnings
+        return model, prepared
+
+    def _plan(self, model, prepared) -> TrainingPlan:
+        from .data.packing import pack
+        from .data.tokenize import IGNORE_INDEX
+        from .hardware import probe
+        from .modeling import pick_device
+        from .presets import ModelFacts
+
+        seq_len = prepared.report.max_seq_len
+        rows = len(pack(prepared.train, seq_len)) if self.config.packing else len(prepared.train)
+        trained = sum(sum(label != IGNORE_INDEX for label in e.labels) for e in prepared.train)
+        facts = ModelFacts.from_config(json.loads((model.path / "config.json").read_text()))
+        size = DataSize(rows, trained, seq_len)
+        plan = plan_training(self.config, self.user_set, facts, size, probe(), pick_device(), self.dist.world_size)
+        backend = check_backend(self.config)
+        plan.choices.append(Choice("backend", backend.name, backend.reason, by_user="backend" in self.user_set))
+        return plan
 
     def resume(self) -> TrainResult:
         """Continue a run reopened with :meth:`from_run` from its newest checkpoint up to its configured steps
         (the same data order, optimizer state and learning-rate schedule as if it had never stopped)."""
         run = self._require_run()
         checkpoint = latest_checkpoint(run.checkpoints)
-        model = resolve_model(self.config.model)
-        return self._execute(model, prepare_dataset(self.config, model), resume_from=checkpoint)
+        check_method_available(self.config)  # before transformers loads: Unsloth, when chosen, is imported first
+        self.dist.check_resume(run.config_path)
+        model = self.dist.main_first(self._resolve_model)
+        return self._execute(model, self.dist.main_first(lambda: prepare_dataset(self.config, model)), resume_from=checkpoint)
 
-    def _execute(self, model, data, resume_from: Path | None = None) -> TrainResult:
-        sink = JsonlSink(self.run.events_path)
-        self.bus.add(sink)
+    def _execute(self, model, data, resume_from: Path | None = None, planned: Event | None = None) -> TrainResult:
+        bus = self.bus if self.dist.is_main else EventBus()  # rank 0 alone reports and writes files
+        sinks = [JsonlSink(self.run.events_path), *open_trackers(self.config, self.run.path)] if self.dist.is_main else []
+        for sink in sinks:  # trackers: --report-to
+            self.bus.add(sink)
         try:
+            if planned is not None:
+                bus.emit(planned)
             self.result = run_training(
-                self.config, model, data.train, self.run, self.bus, self.control,
-                eval_examples=data.eval, report=data.report, resume_from=resume_from,
+                self.config, model, data.train, self.run, bus, self.control,
+                eval_examples=data.eval, report=data.report, resume_from=resume_from, dist=self.dist,
             )
         except BaseException as exc:
-            self.bus.emit(RunFailed(f"{type(exc).__name__}: {exc}"))
+            bus.emit(RunFailed(f"{type(exc).__name__}: {exc}"))
             raise
         finally:
-            self.bus.remove(sink)
-            sink.close()
+            for sink in sinks:
+                self.bus.remove(sink)
+                sink.close()
         return self.result
 
     def multi_run(
@@ -102,10 +150,13 @@ class Trainer:
         ``dataset`` with ``num_runs``: successive chunks of ``samples_per_run`` examples of one dataset;
         ``datasets=[task1, task2, ...]``: one run per task. Every task is evaluated on held-out rows after
         every run. The output directory's ``adapter/`` is the merged adapter, which ``export`` uses; calling
-        again with the same ``output_dir`` and settings resumes an interrupted multi-run.
+        again with the same ``output_dir`` and settings resumes an interrupted multi-run (its interrupted run
+        from that run's newest checkpoint).
         """
         if (dataset is None) == (datasets is None):
             raise ConfigError("pass either dataset= (with num_runs) or datasets=[...]", "one dataset in chunks, or a list of tasks")
+        if self.dist.enabled:
+            raise ConfigError("multi-run training does not run under torchrun / accelerate launch", "start it as one process")
         tasks = [dataset] if dataset is not None else list(datasets)
         plan = MultiRunPlan(
             tasks, num_runs if num_runs is not None else (len(tasks) if datasets is not None else 0),
@@ -124,8 +175,9 @@ class Trainer:
         return result
 
     def save(self, path: str | Path) -> Path:
-        """Copy the trained adapter (safetensors + tokenizer) to ``path``."""
-        source = self._require_run().adapter
+        """Copy the trained adapter (safetensors + tokenizer; the whole model after full fine-tuning) to ``path``."""
+        run = self._require_run()
+        source = run.merged if run.full_fine_tuned else run.adapter
         with atomic_dir(Path(path)) as tmp:
             shutil.copytree(source, tmp, dirs_exist_ok=True)
         return Path(path)
@@ -161,6 +213,10 @@ class Trainer:
         from .export import chat_once
 
         return chat_once(self._require_run().path, prompt, system=system, max_tokens=max_tokens)
+
+    def _resolve_model(self):
+        config = self.config
+        return resolve_model(config.model, allow_pickle=config.allow_pickle, trust_remote_code=config.trust_remote_code)
 
     def _require_run(self) -> RunDir:
         if self.run is None:

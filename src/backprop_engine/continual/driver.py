@@ -11,11 +11,12 @@ from ..config import TrainConfig
 from ..data import DataSpec, load_chat_tokenizer, prepare_data
 from ..data.tokenize import TokenizedExample
 from ..errors import ConfigError, DataError
-from ..events import ContinualEval, EventBus, JsonlSink, MultiRunFinished, MultiRunProgress
+from ..events import ContinualEval, EventBus, JsonlSink, MultiRunFinished, MultiRunProgress, RunFailed
 from ..fsutil import atomic_dir
 from ..presets import ResolvedModel, resolve_model
 from ..rundir import RunDir
 from ..train import TrainingControl, run_training
+from ..train.checkpoint import latest_checkpoint
 from ..train.loop import evaluate, model_context
 from .slao import check_merge_mode, initial_state, lambda_schedule, merge_state
 from .state import MultiRunDir, Progress
@@ -79,7 +80,9 @@ class MultiRunResult:
 
 def run_multi(config: TrainConfig, plan: MultiRunPlan, output: Path, bus: EventBus, control: TrainingControl | None = None) -> MultiRunResult:
     """Train the plan's runs into ``output``; a directory holding an unfinished multi-run with the same plan resumes
-    at its first unfinished run (that run restarts from its first step, with the same data and seed)."""
+    at its first unfinished run, from that run's newest checkpoint (or its first step when it saved none)."""
+    if config.method == "full":
+        raise ConfigError("multi-run merges LoRA adapters, and method 'full' trains none", "use method lora, dora, rslora or qlora")
     control = control or TrainingControl()
     model = resolve_model(config.model)
     tasks, runs = prepare_tasks(config, plan, model)  # every data problem surfaces before anything is written
@@ -89,6 +92,9 @@ def run_multi(config: TrainConfig, plan: MultiRunPlan, output: Path, bus: EventB
     bus.add(sink)
     try:
         return _train_runs(config, plan, model, tasks, runs, state, progress, bus, control)
+    except BaseException as exc:
+        sink(RunFailed(f"{type(exc).__name__}: {exc}"))  # for `backprop watch` and the Runs screen; callers hear it from Trainer
+        raise
     finally:
         bus.remove(sink)
         sink.close()
@@ -153,11 +159,11 @@ def _train_runs(config, plan, model, tasks, runs, state, progress, bus, control)
         if control.stop_requested:
             break
         run_config = _run_config(config, plan, index)
-        run = _fresh_run_dir(state, index, run_config, model)
+        run, checkpoint = _open_run_dir(state, index, run_config, model)
         bus.emit(MultiRunProgress(index, plan.num_runs, runs[index - 1].name, str(run.path), run_config.learning_rate))
         built = []
 
-        def adapter_init(peft_model, start=previous_ft):
+        def adapter_init(peft_model, start=None if checkpoint else previous_ft):  # a checkpoint holds the weights
             built.append(peft_model)
             if start is not None:
                 _load_state(peft_model, initial_state(start, plan.merge_mode))
@@ -167,12 +173,12 @@ def _train_runs(config, plan, model, tasks, runs, state, progress, bus, control)
         try:
             result = run_training(
                 run_config, model, _with_replay(runs, index, plan, config.seed), run, bus, control,
-                eval_examples=runs[index - 1].eval, adapter_init=adapter_init,
+                eval_examples=runs[index - 1].eval, adapter_init=adapter_init, resume_from=checkpoint,
             )
         finally:
             bus.remove(run_sink)
             run_sink.close()
-        if result.stopped_early:  # not a finished run: a resume trains it again from its start
+        if result.stopped_early and control.stop_requested:  # interrupted, not early-stopped: a resume continues it
             break
         peft_model = built[-1]  # the model the run finished with
         previous_ft = _adapter_state(peft_model)
@@ -201,14 +207,25 @@ def _run_config(config: TrainConfig, plan: MultiRunPlan, index: int) -> TrainCon
                    learning_rate=peak, seed=config.seed + index - 1, eval_split=plan.eval_split)
 
 
-def _fresh_run_dir(state: MultiRunDir, index: int, config: TrainConfig, model: ResolvedModel) -> RunDir:
-    """Run ``index``'s directory; what an interrupted attempt left there is ours to discard."""
-    path = state.run_dir(index).path
-    if path.exists():
-        shutil.rmtree(path)
-    run = RunDir.create(path)
+def _open_run_dir(state: MultiRunDir, index: int, config: TrainConfig, model: ResolvedModel) -> tuple[RunDir, Path | None]:
+    """Run ``index``'s directory and the newest checkpoint an interrupted attempt left there (None: start afresh;
+    anything else that attempt left is discarded). The plan check in :func:`_open` guarantees the same settings."""
+    run = state.run_dir(index)
+    checkpoint = _newest_checkpoint(run)
+    if checkpoint is not None:
+        return run, checkpoint
+    if run.path.exists():
+        shutil.rmtree(run.path)
+    run = RunDir.create(run.path)
     run.write_config(config, {"model_path": str(model.path), "multirun": str(state.path)})
-    return run
+    return run, None
+
+
+def _newest_checkpoint(run: RunDir) -> Path | None:
+    try:
+        return latest_checkpoint(run.checkpoints)
+    except ConfigError:  # none saved yet
+        return None
 
 
 def _with_replay(runs: list[Task], index: int, plan: MultiRunPlan, seed: int) -> list[TokenizedExample]:
@@ -220,11 +237,12 @@ def _with_replay(runs: list[Task], index: int, plan: MultiRunPlan, seed: int) ->
 
 
 def _between_runs(config: TrainConfig, bus: EventBus, control: TrainingControl) -> None:
-    """GPU safety between runs: free cached GPU memory, then wait while a GPU is at the temperature limit."""
+    """GPU safety between runs: free cached GPU memory, then the run's safety check (wait while a GPU is at the
+    critical temperature; stop at the emergency one)."""
     from ..train.safety import ThermalGuard
 
     _empty_gpu_cache()
-    ThermalGuard(config.max_gpu_temperature_c).check(0, bus, control)
+    ThermalGuard.for_config(config).check(0, bus, control)
 
 
 def _empty_gpu_cache() -> None:

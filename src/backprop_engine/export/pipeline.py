@@ -304,10 +304,8 @@ def _preset_names() -> set[str]:
 
 def run_source(run: RunDir) -> ExportSource:
     config = run.read_config()
-    return ExportSource(
-        run.path.name, run.export, config.max_seq_len, lambda bus: ensure_merged(run, bus),
-        lambda: (resolve_model(config.model).path, run.adapter),
-    )
+    base_and_adapter = None if run.full_fine_tuned else (lambda: (resolve_model(config.model).path, run.adapter))
+    return ExportSource(run.path.name, run.export, config.max_seq_len, lambda bus: ensure_merged(run, bus), base_and_adapter)
 
 
 def adapter_source(adapter: Path) -> ExportSource:
@@ -335,7 +333,10 @@ def model_source(name: str) -> ExportSource:
 
 
 def ensure_merged(run: RunDir, bus: EventBus | None = None) -> Path:
-    """Merge once per adapter: the merged folder records the adapter's hash and is reused while it matches."""
+    """Merge once per adapter: the merged folder records the adapter's hash and is reused while it matches.
+    A fully fine-tuned run's model is already in ``merged/``."""
+    if run.full_fine_tuned:
+        return run.merged
     if not (run.adapter / "adapter_config.json").is_file():
         raise ExportError(f"{run.path}: the run has no trained adapter", "finish `backprop train` before exporting")
     return _merge_once(resolve_model(run.read_config().model).path, run.adapter, run.merged, bus or EventBus())

@@ -55,10 +55,9 @@ def latest_checkpoint(checkpoints: Path) -> Path:
 
 def restore_checkpoint(path: Path, model, optimizer, scheduler) -> LoopState:
     """Load the adapter weights, optimizer and scheduler state saved in ``path``; returns the counters."""
-    from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    set_peft_model_state_dict(model, load_file(str(path / "adapter_model.safetensors")))
+    _restore_weights(path, model)
     document = json.loads((path / STATE_JSON).read_text())
     tensors = load_file(str(path / STATE_TENSORS))
     state: dict[int, dict] = {}
@@ -68,3 +67,20 @@ def restore_checkpoint(path: Path, model, optimizer, scheduler) -> LoopState:
     optimizer.load_state_dict({"state": state, "param_groups": document["param_groups"]})
     scheduler.load_state_dict(document["scheduler"])
     return LoopState(**document["loop"])
+
+
+def _restore_weights(path: Path, model) -> None:
+    from safetensors.torch import load_file
+
+    if hasattr(model, "peft_config"):
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(model, load_file(str(path / "adapter_model.safetensors")))
+        return
+    weights = {}
+    for shard in sorted(path.glob("model*.safetensors")):
+        weights.update(load_file(str(shard)))
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    tied = set(getattr(model, "_tied_weights_keys", None) or [])
+    if unexpected or set(missing) - tied:
+        raise ConfigError(f"{path}: checkpoint does not match the model", "resume with the settings the run started with")

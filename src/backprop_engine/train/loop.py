@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,11 +29,13 @@ from ..events import (
     WarningEvent,
 )
 from ..fsutil import atomic_dir
-from ..modeling import load_base_model, pick_device, pick_dtype
+from ..modeling import pick_device
 from ..presets import ResolvedModel
-from ..rundir import RunDir
+from ..rundir import FULL_MODEL_STAMP, RunDir
+from .backend import build_trainable_model
 from .checkpoint import LoopState, restore_checkpoint, save_checkpoint
 from .control import TrainingControl
+from .distributed import ONE_PROCESS, Distributed
 from .safety import ThermalGuard
 
 
@@ -80,24 +83,28 @@ def run_training(
     adapter_init: Callable | None = None,
     thermal: ThermalGuard | None = None,
     resume_from: Path | None = None,
+    dist: Distributed | None = None,
 ) -> TrainResult:
     """Train a LoRA adapter on ``examples``; ``adapter_init(peft_model)`` may set the adapter's starting
-    weights (multi-run training starts each run from the previous one's factors)."""
+    weights (multi-run training starts each run from the previous one's factors). ``dist``: this process's
+    place in a torchrun / accelerate launch group (see train/distributed.py)."""
     import torch
 
+    dist = (dist or ONE_PROCESS).for_run()
+    bus = bus if dist.is_main else EventBus()  # one process per device: rank 0 alone reports
     torch.manual_seed(config.seed)
     device = pick_device()
     tokenizer = load_chat_tokenizer(model.path)
-    base = load_base_model(model.path, device, pick_dtype(device), four_bit=config.method == "qlora")
-    peft_model = _lora_model(base, config)
+    built = build_trainable_model(config, model.path, device)
+    peft_model = built.model
     if adapter_init is not None:
         adapter_init(peft_model)
     packing = config.packing and packing_is_exact(peft_model, device)
     longest = max(len(e) for e in examples)
     pack_len = max(report.max_seq_len if report else config.max_seq_len, longest) if packing else 0
-    batches = _batch_stream(examples, config, tokenizer.pad_token_id, device, pack_len)
+    batches = _batch_stream(examples, config, tokenizer.pad_token_id, device, pack_len, dist)
     trainable, total = _count_parameters(peft_model)
-    bus.emit(RunStarted(str(run.path), config.model, config.steps, len(examples), trainable, total))
+    bus.emit(RunStarted(str(run.path), config.model, config.steps, len(examples), trainable, total, built.backend, built.reason))
     if config.packing and not packing:
         bus.emit(WarningEvent("packing is off: this model's attention does not honour per-example position ids"))
     if report is not None:
@@ -108,11 +115,14 @@ def run_training(
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config))
     checkpoint_steps = _checkpoint_steps(config)
+    checkpoints = Checkpointer(run.checkpoints, config.save_total_limit, peft_model, optimizer, scheduler, bus, dist.is_main)
+    early_stopping = EarlyStopping(config.early_stopping_patience, config.early_stopping_min_delta)
 
     peft_model.train()
+    stepping = dist.wrap(peft_model, device)  # DDP across ranks, else the model itself
     micro = MicroBatching()
-    control = control or TrainingControl()
-    thermal = thermal or ThermalGuard(config.max_gpu_temperature_c)
+    control = dist.agreeing(control or TrainingControl())
+    thermal = thermal or ThermalGuard.for_config(config)
     started = time.perf_counter()
     paused_seconds = 0.0
     tokens = step = 0
@@ -126,11 +136,12 @@ def run_training(
         bus.emit(RunResumed(step))
     while step < config.steps and not control.stop_requested:
         paused_seconds += _wait_while_paused(control, step, bus) + thermal.check(step, bus, control)
+        dist.agree(control)  # every rank stops (or saves) at the same step
         if control.stop_requested:
             break
         step += 1
         learning_rate = optimizer.param_groups[0]["lr"]
-        loss_value, grad_norm, step_tokens = _train_step(peft_model, optimizer, batches, config, micro, bus)
+        loss_value, grad_norm, step_tokens = _train_step(stepping, optimizer, batches, config, micro, bus, dist)
         scheduler.step()
         tokens += step_tokens
         first_loss = loss_value if step == 1 else first_loss
@@ -138,19 +149,67 @@ def run_training(
         if step % config.logging_steps == 0 or step in (1, config.steps):
             bus.emit(_metrics(step, config, loss_value, learning_rate, grad_norm, tokens, elapsed, device, thermal.last_c))
         if eval_examples and config.eval_steps and step % config.eval_steps == 0 and step != config.steps:
-            eval_loss = _emit_eval(peft_model, eval_examples, config, tokenizer.pad_token_id, device, step, bus)
+            eval_loss = _emit_eval(peft_model, eval_examples, config, tokenizer.pad_token_id, device, step, bus, dist)
+            if early_stopping.should_stop(eval_loss, step, bus):
+                break
         if step in checkpoint_steps or control.take_checkpoint_request():
-            state = LoopState(step, tokens, first_loss, micro.parts)
-            path = save_checkpoint(run.checkpoints / f"step-{step:06d}", peft_model, optimizer, scheduler, state)
-            bus.emit(CheckpointSaved(step, str(path)))
+            checkpoints.save(step, LoopState(step, tokens, first_loss, micro.parts))
+    if 0 < step < config.steps:  # stopped early: whatever stopped it, the run can continue from here
+        checkpoints.save(step, LoopState(step, tokens, first_loss, micro.parts))
     seconds = time.perf_counter() - started - paused_seconds
     if eval_examples:
-        eval_loss = _emit_eval(peft_model, eval_examples, config, tokenizer.pad_token_id, device, step, bus)
-    adapter = _save_adapter(peft_model, run.adapter)
-    tokenizer.save_pretrained(adapter)
+        eval_loss = _emit_eval(peft_model, eval_examples, config, tokenizer.pad_token_id, device, step, bus, dist)
+    adapter = dist.main_only(lambda: _save_trained(built, run, tokenizer))
+    dist.report(bus)
     stopped = step < config.steps
     bus.emit(RunFinished(step, loss_value, tokens, seconds, str(adapter), stopped_early=stopped))
     return TrainResult(run.path, adapter, step, loss_value, first_loss, tokens, seconds, stopped_early=stopped, eval_loss=eval_loss)
+
+
+class Checkpointer:
+    """Saves resumable checkpoints (once per step) and keeps the newest ``keep`` of them (0: all)."""
+
+    def __init__(self, folder: Path, keep: int, model, optimizer, scheduler, bus: EventBus, writes: bool = True) -> None:
+        self.folder, self.keep, self.bus = folder, keep, bus
+        self.parts = (model, optimizer, scheduler)
+        self.last_step = -1
+        self.writes = writes  # False on every rank but 0 of a multi-process run
+
+    def save(self, step: int, state: LoopState) -> None:
+        if step == self.last_step or not self.writes:
+            return
+        path = save_checkpoint(self.folder / f"step-{step:06d}", *self.parts, state)
+        self.last_step = step
+        self.bus.emit(CheckpointSaved(step, str(path)))
+        if self.keep:
+            for old in sorted(self.folder.glob("step-*"))[: -self.keep]:
+                shutil.rmtree(old, ignore_errors=True)
+
+
+@dataclass
+class EarlyStopping:
+    """Stop once the eval loss has not improved by more than ``min_delta`` for ``patience`` evals (0: never)."""
+
+    patience: int
+    min_delta: float = 0.0
+    best: float = math.inf
+    best_step: int = 0
+    evals_without_gain: int = 0
+
+    def should_stop(self, loss: float, step: int, bus: EventBus) -> bool:
+        if not self.patience:
+            return False
+        if loss < self.best - self.min_delta:
+            self.best, self.best_step, self.evals_without_gain = loss, step, 0
+            return False
+        self.evals_without_gain += 1
+        if self.evals_without_gain < self.patience:
+            return False
+        bus.emit(WarningEvent(
+            f"early stopping at step {step}: eval loss has not improved for {self.patience} evals "
+            f"(best {self.best:.4f} at step {self.best_step})"
+        ))
+        return True
 
 
 def _emit_data_events(bus: EventBus, report: DataReport, packing: bool, efficiency: float) -> None:
@@ -165,8 +224,8 @@ def _emit_data_events(bus: EventBus, report: DataReport, packing: bool, efficien
     ))
 
 
-def _emit_eval(model, examples, config, pad_id, device, step, bus) -> float:
-    loss = evaluate(model, examples, config.batch_size, pad_id, device)
+def _emit_eval(model, examples, config, pad_id, device, step, bus, dist: Distributed) -> float:
+    loss = evaluate(model, examples, config.batch_size, pad_id, device, dist)
     bus.emit(EvalMetrics(step, loss, len(examples)))
     return loss
 
@@ -182,33 +241,15 @@ def _wait_while_paused(control: TrainingControl, step: int, bus: EventBus) -> fl
 
 
 def lr_factor(step: int, config: TrainConfig) -> float:
-    """Linear warmup, then cosine decay to 10% of the peak."""
+    """Linear warmup, then cosine or linear decay to 10% of the peak (or constant)."""
     if step < config.warmup_steps:
         return (step + 1) / (config.warmup_steps + 1)
     span = max(1, config.steps - config.warmup_steps)
     progress = min(1.0, (step - config.warmup_steps) / span)
-    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-def _lora_model(base, config: TrainConfig):
-    """LoRA (or DoRA / rsLoRA) on the configured modules; a 4-bit base is prepared for k-bit training."""
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-
-    if config.method == "qlora":
-        base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=False)
-    if config.gradient_checkpointing:
-        base.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-        base.enable_input_require_grads()  # frozen embeddings: the checkpointed blocks still need a grad path
-    lora = LoraConfig(
-        r=config.lora_rank,
-        lora_alpha=config.lora_alpha,
-        lora_dropout=config.lora_dropout,
-        target_modules=list(config.lora_targets),
-        task_type="CAUSAL_LM",
-        use_dora=config.method == "dora",
-        use_rslora=config.method == "rslora",
-    )
-    return get_peft_model(base, lora)
+    if config.lr_scheduler == "constant":
+        return 1.0
+    decay = 0.5 * (1 + math.cos(math.pi * progress)) if config.lr_scheduler == "cosine" else 1 - progress
+    return 0.1 + 0.9 * decay
 
 
 def _count_parameters(model) -> tuple[int, int]:
@@ -244,17 +285,22 @@ class MicroBatching:
         return math.ceil(rows / self.parts)
 
 
-def _batch_stream(examples: list[TokenizedExample], config: TrainConfig, pad_id: int, device: str, pack_len: int = 0):
+def _batch_stream(
+    examples: list[TokenizedExample], config: TrainConfig, pad_id: int, device: str, pack_len: int = 0,
+    dist: Distributed = ONE_PROCESS,
+):
     """Endless micro-batches of ``batch_size`` rows, a seeded shuffle per epoch. With ``pack_len`` each row
-    packs several examples up to that many tokens; without, a row is one example."""
+    packs several examples up to that many tokens; without, a row is one example. Across ranks, each takes
+    its share of ``batch_size × world_size`` rows."""
     rows = pack(examples, pack_len) if pack_len else examples
     rng = random.Random(config.seed)
+    size = config.batch_size * dist.world_size
     while True:
         order = list(range(len(rows)))
         rng.shuffle(order)
-        for start in range(0, len(order), config.batch_size):
-            chunk = [rows[i] for i in order[start : start + config.batch_size]]
-            yield collate(chunk, pad_id, device, packed=bool(pack_len))
+        for start in range(0, len(order), size):
+            chunk = [rows[i] for i in order[start : start + size]]
+            yield dist.local_batch(chunk, lambda part: collate(part, pad_id, device, packed=bool(pack_len)))
 
 
 def collate(rows: list, pad_id: int, device: str, packed: bool) -> Batch:
@@ -287,7 +333,9 @@ def summed_loss(model, batch: Batch):
     )
 
 
-def _train_step(model, optimizer, batches, config: TrainConfig, micro: MicroBatching, bus: EventBus) -> tuple[float, float, int]:
+def _train_step(
+    model, optimizer, batches, config: TrainConfig, micro: MicroBatching, bus: EventBus, dist: Distributed = ONE_PROCESS
+) -> tuple[float, float, int]:
     """One optimizer step over ``grad_accum`` micro-batches; the loss is averaged over trained tokens.
 
     On out-of-memory the step is retried with each micro-batch cut in two (twice the accumulation, the
@@ -298,11 +346,12 @@ def _train_step(model, optimizer, batches, config: TrainConfig, micro: MicroBatc
     micro_batches = [next(batches) for _ in range(config.grad_accum)]
     while True:
         try:
-            return _accumulate(model, optimizer, micro_batches, config, micro.parts)
+            return _accumulate(model, optimizer, micro_batches, config, micro.parts, dist)
         except torch.OutOfMemoryError:
             optimizer.zero_grad(set_to_none=True)
             _free_memory()
             rows = micro_batches[0].input_ids.size(0)
+            dist.out_of_memory(micro.size(rows))
             if micro.size(rows) <= 1:
                 raise TrainingError(
                     "out of memory even with one row per micro-batch",
@@ -316,21 +365,26 @@ def _train_step(model, optimizer, batches, config: TrainConfig, micro: MicroBatc
             ))
 
 
-def _accumulate(model, optimizer, micro_batches: list[Batch], config: TrainConfig, parts: int) -> tuple[float, float, int]:
+def _accumulate(
+    model, optimizer, micro_batches: list[Batch], config: TrainConfig, parts: int, dist: Distributed = ONE_PROCESS
+) -> tuple[float, float, int]:
     import torch
 
-    trained = sum(int((b.labels[:, 1:] != IGNORE_INDEX).sum()) for b in micro_batches)
+    # Across ranks: every rank's trained tokens; DDP averages the gradients, so each rank scales by their count.
+    trained = dist.total(sum(int((b.labels[:, 1:] != IGNORE_INDEX).sum()) for b in micro_batches))
+    pieces = [piece for batch in micro_batches for piece in (batch.pieces(parts) if parts > 1 else [batch])]
     total_loss = 0.0
-    for batch in micro_batches:
-        for piece in batch.pieces(parts) if parts > 1 else [batch]:
+    for index, piece in enumerate(pieces):
+        with dist.accumulating(model, last=index == len(pieces) - 1):
             loss_sum = summed_loss(model, piece)
-            (loss_sum / max(trained, 1)).backward()
-            total_loss += loss_sum.item()
+            (loss_sum * dist.world_size / max(trained, 1)).backward()
+        total_loss += loss_sum.item()
     params = [p for p in model.parameters() if p.requires_grad]
     grad_norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm).item()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return total_loss / max(trained, 1), grad_norm, sum(b.real_tokens for b in micro_batches)
+    loss, tokens = dist.step_totals(total_loss / max(trained, 1), sum(b.real_tokens for b in micro_batches))
+    return loss, grad_norm, tokens
 
 
 def _free_memory() -> None:
@@ -343,20 +397,24 @@ def _free_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def evaluate(model, examples: list[TokenizedExample], batch_size: int, pad_id: int, device: str) -> float:
-    """Mean loss per trained token over ``examples`` (padded batches, no gradients)."""
+def evaluate(
+    model, examples: list[TokenizedExample], batch_size: int, pad_id: int, device: str, dist: Distributed = ONE_PROCESS
+) -> float:
+    """Mean loss per trained token over ``examples`` (padded batches, no gradients); across ranks, each
+    scores its share and the sums are added up."""
     import torch
 
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
+    examples = dist.shard(examples)
     with torch.no_grad():
         for start in range(0, len(examples), batch_size):
             batch = collate(examples[start : start + batch_size], pad_id, device, packed=False)
             total += summed_loss(model, batch).item()
             count += int((batch.labels[:, 1:] != IGNORE_INDEX).sum())
     model.train(was_training)
-    return total / max(count, 1)
+    return dist.total(total) / max(dist.total(count), 1)
 
 
 def packing_is_exact(model, device: str) -> bool:
@@ -421,7 +479,12 @@ def _checkpoint_steps(config: TrainConfig) -> set[int]:
     return {config.steps // 2} if config.steps >= 4 else set()
 
 
-def _save_adapter(model, path: Path) -> Path:
+def _save_trained(built, run: RunDir, tokenizer) -> Path:
+    """The adapter (with the tokenizer) in ``adapter/``; a fully fine-tuned model is itself the merged model."""
+    path = run.merged if built.is_full else run.adapter
     with atomic_dir(path) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
+        built.model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        if built.is_full:
+            (tmp / FULL_MODEL_STAMP).write_text('{"full_fine_tune": true}')
     return path

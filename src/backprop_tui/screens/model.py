@@ -15,7 +15,7 @@ from backprop_engine.presets import PRESETS, check_model_name
 
 from ..widgets.nav import NavBar
 
-METHODS = [("LoRA", "lora"), ("QLoRA (4-bit)", "qlora"), ("DoRA", "dora"), ("rsLoRA", "rslora")]
+METHODS = [("LoRA", "lora"), ("QLoRA (4-bit)", "qlora"), ("DoRA", "dora"), ("rsLoRA", "rslora"), ("Full fine-tune", "full")]
 
 
 class ModelScreen(Screen):
@@ -59,7 +59,7 @@ class ModelScreen(Screen):
         table = self.query_one("#presets", DataTable)
         table.clear()
         for preset in PRESETS.values():
-            method = "qlora" if self.app.session.method == "qlora" else "lora"
+            method = self.app.session.method if self.app.session.method in ("qlora", "full") else "lora"
             estimate, verdict = fit_verdict(preset.facts, hardware.accelerator_memory_mb, on_gpu=bool(hardware.gpus), method=method)
             needed = estimate.total_mb
             params = f"{preset.params_billion * 1000:.1f}M" if preset.params_billion < 0.1 else f"{preset.params_billion:.2f}B"

@@ -17,7 +17,11 @@ from ..widgets.nav import NavBar
 TEXT_FIELDS = [
     ("output_dir", "Output dir", "empty: the user data dir"),
     ("ollama_host", "Ollama host", "where exports are registered"),
-    ("gpu_temperature_limit_c", "GPU temp limit", "°C; the gauge turns red at this temperature"),
+    ("gpu_temperature_warn_c", "GPU temp warn", "°C: a warning event"),
+    ("gpu_temperature_limit_c", "GPU temp limit", "°C: pause until it cools"),
+    ("gpu_temperature_emergency_c", "GPU temp stop", "°C: checkpoint, then stop"),
+    ("gpu_memory_warn_pct", "GPU memory warn", "% of GPU memory in use"),
+    ("gpu_cool_timeout_s", "Max GPU pause", "s; then checkpoint and stop"),
 ]
 
 

@@ -25,6 +25,7 @@ from backprop_engine.runs import EventFollower
 
 from ..widgets.chart import LineChart
 from ..widgets.gauge import Gauge
+from ..widgets.multirun import KINDS as MULTI_RUN_EVENTS, MultiRunPanel
 from ..widgets.nav import NavBar
 from .modals import ConfirmScreen
 
@@ -70,6 +71,7 @@ class TrainScreen(Screen):
             with Vertical(id="dashboard", classes="body"):
                 yield Static("", id="run-title", classes="choice")
                 yield LineChart({"train": "cyan", "eval": "magenta"}, id="loss-chart")
+                yield MultiRunPanel(id="multirun")
                 yield Static("", id="stats")
                 yield ProgressBar(id="progress", show_eta=False)
                 yield Horizontal(id="gauges")
@@ -233,6 +235,7 @@ class TrainScreen(Screen):
         self.query_one("#train-views", ContentSwitcher).current = "dashboard"
         self.query_one("#run-title", Static).update(title)
         self.query_one("#loss-chart", LineChart).clear()
+        self.query_one(MultiRunPanel).reset()
 
     def on_train_screen_engine_event(self, message: EngineEvent) -> None:
         event = message.event
@@ -243,13 +246,15 @@ class TrainScreen(Screen):
         elif kind == "step":
             self._show_step(event)
         elif kind == "eval":
-            self.query_one("#loss-chart", LineChart).add_point("eval", event["step"], event["eval_loss"])
+            self.query_one("#loss-chart", LineChart).add_point("eval", self._chart_x(event["step"]), event["loss"])
         elif kind == "finished":
             self.query_one("#progress", ProgressBar).update(progress=event["steps"])
+        elif kind in MULTI_RUN_EVENTS:
+            self.query_one(MultiRunPanel).show(event)
         self._log(self._styled(kind, self._describe(event)))
 
     def _show_step(self, event: dict) -> None:
-        self.query_one("#loss-chart", LineChart).add_point("train", event["step"], event["loss"])
+        self.query_one("#loss-chart", LineChart).add_point("train", self._chart_x(event["step"]), event["loss"])
         self.query_one("#progress", ProgressBar).update(total=event["total_steps"], progress=event["step"])
         eta = int(event["eta_seconds"])
         self.query_one("#stats", Static).update(
@@ -257,6 +262,10 @@ class TrainScreen(Screen):
             f"lr {event['learning_rate']:.2e}  grad {event['grad_norm']:.3f}  "
             f"{event['tokens_per_second']:,.0f} tok/s  ETA {eta // 60}:{eta % 60:02d}"
         )
+
+    def _chart_x(self, step: int) -> int:
+        """A multi-run's runs follow each other on the loss chart."""
+        return step + self.query_one(MultiRunPanel).step_offset(self.total_steps)
 
     @staticmethod
     def _describe(event: dict) -> str:
@@ -267,7 +276,7 @@ class TrainScreen(Screen):
     def _styled(kind: str | None, line: str) -> str:
         from rich.markup import escape
 
-        style = {"warning": "yellow", "failed": "bold red", "finished": "bold green", "checkpoint": "cyan"}.get(kind or "")
+        style = {"warning": "yellow", "gpu_safety": "bold yellow", "failed": "bold red", "finished": "bold green", "checkpoint": "cyan"}.get(kind or "")
         return f"[{style}]{escape(line)}[/{style}]" if style else escape(line)
 
     def _log(self, line: str) -> None:
@@ -291,10 +300,11 @@ class TrainScreen(Screen):
             ram_used = reading.ram_total_mb - reading.ram_available_mb
             row.query_one("#gauge-cpu", Gauge).update_value(reading.cpu_percent / 100, f"{reading.cpu_cores} cores")
             row.query_one("#gauge-ram", Gauge).update_value(ram_used / reading.ram_total_mb, f"{ram_used / 1024:.1f}/{reading.ram_total_mb / 1024:.0f}G")
-        limit = self.app.session.settings.gpu_temperature_limit_c
+        settings = self.app.session.settings
+        limit, warn = settings.gpu_temperature_limit_c, settings.gpu_temperature_warn_c
         for gpu in reading.gpus:
             temperature = gpu.temperature_c or 0
-            level = "hot" if temperature >= limit else "warn" if temperature >= limit - 10 else "ok"
+            level = "hot" if temperature >= limit else "warn" if temperature >= warn else "ok"
             detail = f"{gpu.memory_used_mb / 1024:.0f}/{gpu.memory_total_mb / 1024:.0f}G {temperature:.0f}°C"
             if gpu.utilization_pct is not None:
                 detail += f" {gpu.utilization_pct:.0f}%util"
