@@ -17,34 +17,16 @@ import threading
 import time
 from pathlib import Path
 
+from random_llama import build_random_llama
+
 SEQ_LEN = 512
 TARGET_BATCH = 16
 
 
 def build_1b_model(folder: Path) -> Path:
     """A Llama with ~1B parameters (random weights, bf16) sharing tiny's tokenizer."""
-    import shutil
-
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from backprop_engine import resolve_model
-    from backprop_engine.modeling import quiet_transformers
-
-    quiet_transformers()
-    tiny = resolve_model("tiny").path
-    config = LlamaConfig(
-        vocab_size=1536, hidden_size=2048, intermediate_size=8192, num_hidden_layers=18, num_attention_heads=16,
-        num_key_value_heads=8, max_position_embeddings=2048, eos_token_id=2, pad_token_id=0, bos_token_id=None,
-        tie_word_embeddings=False,
-    )
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config).to(torch.bfloat16)
-    model.save_pretrained(folder, safe_serialization=True)
-    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "generation_config.json"):
-        if (tiny / name).is_file():
-            shutil.copy2(tiny / name, folder / name)
-    return folder
+    return build_random_llama(folder, vocab_size=1536, hidden_size=2048, intermediate_size=8192, num_layers=18,
+                              num_heads=16, num_kv_heads=8, bf16=True)
 
 
 class NvmlSampler:

@@ -35,6 +35,8 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from random_llama import build_random_llama
+
 BIG_NAME = "llama-100m"
 
 
@@ -82,27 +84,8 @@ CASES = [
 
 def build_big_model(folder: Path) -> Path:
     """A Llama with ~100M parameters (random weights, fp32) and a 32k vocabulary, with tiny's tokenizer."""
-    import shutil
-
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from backprop_engine import resolve_model
-    from backprop_engine.modeling import quiet_transformers
-
-    quiet_transformers()
-    tiny = resolve_model("tiny").path
-    config = LlamaConfig(
-        vocab_size=32000, hidden_size=768, intermediate_size=2048, num_hidden_layers=8, num_attention_heads=12,
-        num_key_value_heads=4, max_position_embeddings=2048, eos_token_id=2, pad_token_id=0, bos_token_id=None,
-        tie_word_embeddings=False,
-    )
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
-    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "generation_config.json"):
-        if (tiny / name).is_file():
-            shutil.copy2(tiny / name, folder / name)
-    return folder
+    return build_random_llama(folder, vocab_size=32000, hidden_size=768, intermediate_size=2048, num_layers=8,
+                              num_heads=12, num_kv_heads=4)
 
 
 def write_long_chats(path: Path, rows: int = 48, words: int = 700) -> Path:

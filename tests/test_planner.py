@@ -85,6 +85,10 @@ def test_estimate_parts_move_the_right_way():
     checkpointed = estimate_memory(facts, gradient_checkpointing=True)
     assert checkpointed.activations_mb < lora.activations_mb / 5
     assert 14 < lora.weights_mb / 1024 < 15  # 7.6B bf16 weights
+    dora = estimate_memory(facts, method="dora")  # W + s·BA and its gradient per module: 2 × the linear weights
+    linear_mb = facts.num_layers * facts.layer_linear_params * 2 / 2**20
+    assert dora.activations_mb - lora.activations_mb == pytest.approx(2 * linear_mb)
+    assert lora.logits_mb == pytest.approx(8 * 512 * facts.vocab_size * 4 * 3 / 2**20)  # three fp32 copies
 
 
 def test_planner_halves_the_micro_batch_keeps_the_effective_batch_then_checkpoints():

@@ -1,5 +1,6 @@
 """Experiment tracking (--report-to): a real TensorBoard event file from a real tiny run, read back with
-TensorBoard's own reader; names validated; wandb (not installed here) refused with the command that installs it."""
+TensorBoard's own reader; a real offline wandb run; names validated; a missing tracker refused with the command
+that installs it."""
 
 from __future__ import annotations
 
@@ -40,6 +41,19 @@ def test_tensorboard_scalars_and_hyperparameters_match_the_run(tmp_path):
     hparams = start.session_start_info.hparams
     assert hparams["lora_rank"].number_value == 8 and hparams["model"].string_value == "tiny"
     assert hparams["lora_targets"].string_value.startswith("q_proj,")
+
+
+def test_wandb_logs_an_offline_run_under_the_run_directory(tmp_path, monkeypatch):
+    from backprop_engine import Trainer
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)  # offline is our default, not the environment's
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    result = Trainer("tiny", report_to="wandb", logging_steps=1).train("sample", steps=3, output_dir=tmp_path / "run")
+    (log,) = (result.run_dir / "wandb").glob("offline-run-*/run-*.wandb")  # offline: nothing left this machine
+    recorded = log.read_bytes()
+    losses = [json.loads(line)["loss"] for line in (result.run_dir / "events.jsonl").read_text().splitlines() if '"step"' in line]
+    assert len(losses) == 3 and b"train/loss" in recorded
+    assert all(json.dumps(loss).encode() in recorded for loss in losses)  # history values are stored as JSON text
 
 
 def test_report_to_accepts_a_list_or_a_comma_string():

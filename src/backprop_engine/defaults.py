@@ -159,7 +159,7 @@ def default_learning_rate(config: TrainConfig) -> float:
 
 
 def _memory_method(method: str) -> str:
-    return method if method in ("qlora", "full") else "lora"
+    return "lora" if method == "rslora" else method
 
 
 def _target_batch(rows: int) -> int:

@@ -8,7 +8,7 @@ The estimate is a sum of named parts so a user can see where the memory goes:
 - activations: what a decoder layer keeps per token for the backward pass (:func:`layer_activation_values`,
   in 16-bit on GPU, fp32 on CPU) without gradient checkpointing; with it, one hidden state per layer plus
   one layer's worth,
-- logits: fp32 logits over the vocabulary and their gradient,
+- logits: fp32 logits over the vocabulary, their log-softmax and its gradient (DoRA adds W + s·BA per module),
 - overhead: the framework itself (CUDA context, allocator slack).
 """
 
@@ -72,8 +72,8 @@ def estimate_memory(
     on_gpu: bool = True,
 ) -> MemoryEstimate:
     """Predicted peak memory of one training step (see the module docstring for the parts)."""
-    if method not in ("lora", "qlora", "full"):
-        raise ConfigError(f"unknown method {method!r}", "use lora, qlora or full")
+    if method not in ("lora", "qlora", "dora", "full"):
+        raise ConfigError(f"unknown method {method!r}", "use lora, qlora, dora or full")
     act_bytes = 2.0 if on_gpu else 4.0
     linear = facts.num_layers * facts.layer_linear_params
     if method == "qlora":
@@ -87,7 +87,9 @@ def estimate_memory(
         activations = tokens * (facts.num_layers * facts.hidden_size * act_bytes + per_layer)
     else:
         activations = tokens * facts.num_layers * per_layer
-    logits = tokens * facts.vocab_size * 4 * 2
+    if method == "dora":  # each module materialises W + s·BA (and its gradient) for the weight norm
+        activations += 2 * linear * act_bytes
+    logits = tokens * facts.vocab_size * 4 * 3  # fp32 logits, their log-softmax and its gradient (measured 3.1)
     return MemoryEstimate(
         weights_mb=weights / MB,
         trainable_mb=trainable * 16 / MB,
