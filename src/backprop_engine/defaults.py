@@ -88,7 +88,6 @@ def plan_training(config: TrainConfig, user_set: set[str], facts, data: DataSize
 
     planner = _Planner(config, set(user_set))
     builtin = config.model in TINY_SPECS
-    on_gpu = device == "cuda"
     planner.choose("max_seq_len", data.seq_len, "the data's 99th-percentile length rounded up to 64, capped by the model's context")
     method = planner.choose("method", config.method, "LoRA trains ~1 % of the weights and merges back losslessly")
     planner.choose("precision", *_precision(device, method))
@@ -100,17 +99,17 @@ def plan_training(config: TrainConfig, user_set: set[str], facts, data: DataSize
     target = config.batch_size * config.grad_accum if {"batch_size", "grad_accum"} & planner.user_set else _target_batch(data.rows)
     budget = 0.9 * machine.accelerator_memory_mb
     batch = plan_batch(facts, budget, target_batch=target, seq_len=data.seq_len, method=_memory_method(method),
-                       rank=rank, targets=config.lora_targets, on_gpu=on_gpu)
+                       rank=rank, targets=config.lora_targets, on_gpu=device == "cuda")
     micro = planner.choose("batch_size", batch.micro_batch, f"the largest micro-batch up to {target} that fits {budget / 1024:.1f} GB")
     ranks = f" over {processes} processes" if processes > 1 else ""
     accum = planner.choose("grad_accum", max(1, math.ceil(target / (micro * processes))), f"reaches an effective batch of {target} rows{ranks}")
     tight = "memory is tight: activations are recomputed in the backward pass (~30 % slower)"
     planner.choose("gradient_checkpointing", batch.gradient_checkpointing, tight if batch.gradient_checkpointing else "fits without it: faster")
     steps = planner.choose("steps", *_steps(data.rows, micro * accum * processes))
-    planner.choose("warmup_steps", max(1, round(0.05 * steps)), "5 % of the steps, linear, then cosine decay to 10 % of the peak")
+    after = "a constant rate" if config.lr_scheduler == "constant" else f"{config.lr_scheduler} decay to 10 % of the peak"
+    planner.choose("warmup_steps", max(1, round(0.05 * steps)), f"5 % of the steps, linear, then {after}")
     planner.choose("packing", config.packing, "several examples per row, no attention across them (checked on the model before use)")
-    plan = TrainingPlan(planner.config(), planner.choices, device, batch.estimate.describe())
-    return plan
+    return TrainingPlan(planner.config(), planner.choices, device, batch.estimate.describe())
 
 
 def _precision(device: str, method: str) -> tuple[str, str]:
