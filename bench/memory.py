@@ -109,12 +109,11 @@ def facts_of(path: Path):
 
 
 def predict(case: Case, facts, rank: int = 16, targets=None):
-    """The planner's estimate for ``case`` (DoRA has no term of its own: it is estimated as LoRA)."""
+    """The planner's estimate for ``case``."""
     from backprop_engine.planner import estimate_memory
     from backprop_engine.presets import ALL_LINEAR
 
-    method = {"dora": "lora"}.get(case.method, case.method)
-    return estimate_memory(facts, method=method, rank=rank, targets=targets or ALL_LINEAR, seq_len=case.seq_len,
+    return estimate_memory(facts, method=case.method, rank=rank, targets=targets or ALL_LINEAR, seq_len=case.seq_len,
                            micro_batch=case.batch, gradient_checkpointing=case.checkpointing, on_gpu=False)
 
 
