@@ -6,18 +6,13 @@ message to show the user.
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from .fsutil import atomic_write_text
 from .paths import APP_NAME, default_runs_dir
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from .tomlcompat import tomllib
 
 THEMES = ("textual-dark", "textual-light")
 # GPU safety thresholds (train/safety.py): the range each setting must stay in.

@@ -13,7 +13,6 @@ OUT/
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,11 +21,7 @@ import tomli_w
 from ..errors import ConfigError
 from ..fsutil import atomic_path, atomic_write_text
 from ..rundir import RunDir
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from ..tomlcompat import tomllib
 
 
 @dataclass

@@ -56,7 +56,7 @@ class Distributed:
 
     def check_resume(self, config_path: Path) -> None:
         """A run resumes on as many processes as it started on: they decide each step's rows and their order."""
-        import tomllib
+        from ..tomlcompat import tomllib
 
         started = int(tomllib.loads(config_path.read_text(encoding="utf-8")).get("resolved", {}).get("processes", "1"))
         if started != self.world_size:

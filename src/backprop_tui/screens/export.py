@@ -16,13 +16,12 @@ from textual.worker import Worker, WorkerState
 
 from backprop_engine.errors import BackpropError
 from backprop_engine.export.modelfile import check_ollama_name
+from backprop_engine.export.quantize import BITS_PER_WEIGHT, QUANTIZATIONS
 from backprop_engine.paths import safe_name
 from backprop_engine.presets import PRESETS
 
 from ..widgets.nav import NavBar
 
-# Approximate bits per weight of each file type (llama.cpp's figures for 7B-class models).
-BITS_PER_WEIGHT = {"f16": 16.0, "q8_0": 8.5, "q6_k": 6.6, "q5_k_m": 5.7, "q4_k_m": 4.9, "q4_0": 4.6, "q3_k_m": 3.9, "q2_k": 3.4}
 STAGES = ["merge", "convert", "quantize", "verify", "register"]
 STAGE_OF_EVENT = {"ollama": "register"}  # engine stage names that the screen shows under another label
 
@@ -63,7 +62,7 @@ class ExportScreen(Screen):
                 yield Static("", id="export-run", classes="choice")
                 yield Label("Quantization")
                 with RadioSet(id="quantization"):
-                    for quantization in BITS_PER_WEIGHT:
+                    for quantization in QUANTIZATIONS:
                         yield RadioButton(quantization, value=quantization == "q4_k_m", name=quantization)
                 with Horizontal(classes="form-row"):
                     yield Label("File name", classes="field-label")
