@@ -301,18 +301,14 @@ def cmd_data_check(args) -> int:
 def cmd_data_inspect(args) -> int:
     import json
 
-    from .data import DataPreview, DataSpec, load_chat_tokenizer
+    from .data import DataPreview, DataSpec
     from .data.text import format_report
-    from .presets import resolve_model
-    from .train.loop import model_context
 
     settings = {name: getattr(args, name) for name in DATA_OPTIONS if getattr(args, name, None) is not None}
     settings["format"] = settings.pop("data_format", "auto")
     spec = DataSpec(args.sources, max_seq_len=args.max_seq_len, eval_split=args.eval_split, **settings)
-    path = resolve_model(args.model).path
     warnings: list[str] = []
-    tokenizer = load_chat_tokenizer(path, warn=warnings.append)
-    report = DataPreview(tokenizer, model_context(path, tokenizer), samples=args.samples).report(spec)
+    report = DataPreview.for_model(args.model, samples=args.samples, warn=warnings.append).report(spec)
     report.warnings = warnings + report.warnings
     print(json.dumps(report.to_dict(), indent=2) if args.json else format_report(report))
     return 0

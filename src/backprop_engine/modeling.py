@@ -53,6 +53,15 @@ def load_tokenizer(path: Path, trust_remote_code: bool = False):
     return tokenizer
 
 
+def model_context(path: Path, tokenizer) -> int:
+    """The longest sequence the model supports (its position embeddings), else the tokenizer's limit."""
+    from transformers import AutoConfig
+
+    positions = getattr(AutoConfig.from_pretrained(path), "max_position_embeddings", None)
+    limit = tokenizer.model_max_length if tokenizer.model_max_length < 10**9 else None
+    return positions or limit or 2048
+
+
 def load_base_model(path: Path, device: str = "cpu", dtype=None, trust_remote_code: bool = False, four_bit: bool = False):
     """The model in ``dtype``; ``four_bit`` quantizes its linear layers to bitsandbytes nf4 with double
     quantization (QLoRA), computing in ``dtype``. bitsandbytes runs this on the CPU too."""

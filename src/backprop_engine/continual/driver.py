@@ -17,7 +17,8 @@ from ..presets import ResolvedModel, resolve_model
 from ..rundir import RunDir
 from ..train import TrainingControl, run_training
 from ..train.checkpoint import latest_checkpoint
-from ..train.loop import evaluate, model_context
+from ..modeling import model_context
+from ..train.loop import evaluate
 from .slao import check_merge_mode, initial_state, lambda_schedule, merge_state
 from .state import MultiRunDir, Progress
 

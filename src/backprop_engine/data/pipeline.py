@@ -339,6 +339,17 @@ class DataPreview:
         self._base: DataReport | None = None
         self._rows: list[tuple[Example, TokenizedExample]] = []
 
+    @classmethod
+    def for_model(cls, model: str, samples: int = 3, warn=None) -> DataPreview:
+        """A preview that renders rows with ``model``'s tokenizer and chat template, up to its context."""
+        from ..modeling import model_context
+        from ..presets import resolve_model
+        from .tokenize import load_chat_tokenizer
+
+        path = resolve_model(model).path
+        tokenizer = load_chat_tokenizer(path, warn=warn)
+        return cls(tokenizer, model_context(path, tokenizer), samples=samples)
+
     def report(self, spec: DataSpec) -> DataReport:
         key = (tuple(spec.sources), spec.format, spec.seed)
         if key != self._key:

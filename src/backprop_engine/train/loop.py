@@ -29,7 +29,7 @@ from ..events import (
     WarningEvent,
 )
 from ..fsutil import atomic_dir
-from ..modeling import pick_device
+from ..modeling import model_context, pick_device
 from ..presets import ResolvedModel
 from ..rundir import FULL_MODEL_STAMP, RunDir
 from .backend import build_trainable_model
@@ -60,15 +60,6 @@ def prepare_dataset(config: TrainConfig, model: ResolvedModel, warnings: list[st
     """Every source and format of ``config.data`` through the pipeline (filters, masks, split), cached."""
     tokenizer = load_chat_tokenizer(model.path, warn=warnings.append if warnings is not None else None)
     return prepare_data(DataSpec.from_config(config), tokenizer, model_context(model.path, tokenizer))
-
-
-def model_context(path: Path, tokenizer) -> int:
-    """The longest sequence the model supports (its position embeddings), else the tokenizer's limit."""
-    from transformers import AutoConfig
-
-    positions = getattr(AutoConfig.from_pretrained(path), "max_position_embeddings", None)
-    limit = tokenizer.model_max_length if tokenizer.model_max_length < 10**9 else None
-    return positions or limit or 2048
 
 
 def run_training(

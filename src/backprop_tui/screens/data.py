@@ -116,15 +116,11 @@ class DataScreen(Screen):
 
     @work(thread=True, exclusive=True, group="data", exit_on_error=False)
     def preview_in_background(self, spec, model: str, reload: bool):
-        from backprop_engine.data import DataPreview, load_chat_tokenizer
-        from backprop_engine.presets import resolve_model
-        from backprop_engine.train.loop import model_context
+        from backprop_engine.data import DataPreview
 
         preview = self.preview
         if reload or preview is None:
-            path = resolve_model(model).path
-            tokenizer = load_chat_tokenizer(path)
-            preview = DataPreview(tokenizer, model_context(path, tokenizer), samples=PREVIEW_SAMPLES)
+            preview = DataPreview.for_model(model, samples=PREVIEW_SAMPLES)
         return spec, preview, preview.report(spec)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
