@@ -83,15 +83,15 @@ class Trainer:
         return model, prepared
 
     def _plan(self, model, prepared) -> TrainingPlan:
-        from .data.packing import pack
-        from .data.tokenize import IGNORE_INDEX
+        from .data.packing import packed_groups
         from .hardware import probe
         from .modeling import pick_device
         from .presets import ModelFacts
 
         seq_len = prepared.report.max_seq_len
-        rows = len(pack(prepared.train, seq_len)) if self.config.packing else len(prepared.train)
-        trained = sum(sum(label != IGNORE_INDEX for label in e.labels) for e in prepared.train)
+        lengths = [len(e) for e in prepared.train]
+        rows = len(packed_groups(lengths, seq_len)) if self.config.packing else len(lengths)
+        trained = sum(e.trained_tokens for e in prepared.train)
         facts = ModelFacts.from_config(json.loads((model.path / "config.json").read_text()))
         size = DataSize(rows, trained, seq_len)
         plan = plan_training(self.config, self.user_set, facts, size, probe(), pick_device(), self.dist.world_size)

@@ -26,21 +26,33 @@ class PackedRow:
 
 
 def pack(examples: list[TokenizedExample], max_len: int) -> list[PackedRow]:
-    """Best-fit decreasing: longest examples first, each into the fullest row that still has room."""
-    rows: list[PackedRow] = []
+    """The examples packed into rows as :func:`packed_groups` places them."""
+    rows = []
+    for group in packed_groups([len(e) for e in examples], max_len):
+        row = PackedRow([], [], [])
+        for example in (examples[i] for i in group):
+            row.input_ids += example.input_ids
+            row.labels += [IGNORE_INDEX] + example.labels[1:]
+            row.position_ids += list(range(len(example)))
+        rows.append(row)
+    return rows
+
+
+def packed_groups(lengths: list[int], max_len: int) -> list[list[int]]:
+    """Best-fit decreasing: longest first, each into the fullest row that still has room; the example indices
+    of every row. Needs only the lengths, so the planner and the efficiency figure can count rows without
+    building them."""
+    groups: list[list[int]] = []
     free: list[tuple[int, int]] = []  # (room left, row index), sorted
-    for example in sorted(examples, key=len, reverse=True):
-        size = len(example.input_ids)
+    for index in sorted(range(len(lengths)), key=lengths.__getitem__, reverse=True):
+        size = lengths[index]
         slot = bisect.bisect_left(free, (size, -1))
         if slot == len(free):
-            rows.append(PackedRow([], [], []))
-            room, index = max_len, len(rows) - 1
+            groups.append([])
+            room, row = max_len, len(groups) - 1
         else:
-            room, index = free.pop(slot)
-        row = rows[index]
-        row.input_ids += example.input_ids
-        row.labels += [IGNORE_INDEX] + example.labels[1:]
-        row.position_ids += list(range(size))
+            room, row = free.pop(slot)
+        groups[row].append(index)
         if room - size > 0:
-            bisect.insort(free, (room - size, index))
-    return rows
+            bisect.insort(free, (room - size, row))
+    return groups

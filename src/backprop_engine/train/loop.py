@@ -12,7 +12,7 @@ from typing import Callable
 
 from ..config import TrainConfig
 from ..data import DataReport, DataSpec, PreparedData, load_chat_tokenizer, prepare_data
-from ..data.packing import pack
+from ..data.packing import pack, packed_groups
 from ..data.tokenize import IGNORE_INDEX, TokenizedExample
 from ..errors import TrainingError
 from ..events import (
@@ -431,7 +431,9 @@ def packing_is_exact(model, device: str) -> bool:
 
 def batch_efficiency(examples: list[TokenizedExample], batch_size: int, seed: int, pack_len: int = 0) -> float:
     """Real tokens / tokens fed (padding included) over one epoch, batched as :func:`_batch_stream` does."""
-    lengths = [len(r.input_ids) for r in pack(examples, pack_len)] if pack_len else [len(e) for e in examples]
+    lengths = [len(e) for e in examples]
+    if pack_len:
+        lengths = [sum(lengths[i] for i in group) for group in packed_groups(lengths, pack_len)]
     order = list(range(len(lengths)))
     random.Random(seed).shuffle(order)
     chunks = [[lengths[i] for i in order[s : s + batch_size]] for s in range(0, len(order), batch_size)]
