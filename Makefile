@@ -42,9 +42,11 @@ $(UNSLOTH_STAMP): pyproject.toml constraints-unsloth.txt
 test-unsloth: $(UNSLOTH_STAMP)
 	$(UNSLOTH_BIN)/python -m pytest tests/unsloth
 
-# The Ollama TEMPLATE test renders templates with Go's text/template: Debian's golang, installed once (as root).
+# The Ollama TEMPLATE test renders templates with Go's text/template (Debian's golang); the SSH-drop test runs
+# the app in tmux. Both installed once with apt when missing (as root).
 go:
 	@command -v go >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends golang-go; }
+	@command -v tmux >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends tmux; }
 
 # Regenerates screenshots/*.svg from the app itself (the snapshot tests' deterministic scenes).
 screenshots: $(STAMP)

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .channel import ACTIONS as CONTROL_ACTIONS
 from .config import METHODS
 
 DEMO_PROMPT = "What is the capital of France?"
@@ -86,7 +87,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     watch = commands.add_parser("watch", help="open the training dashboard on a run started elsewhere (read-only)")
     watch.add_argument("run_dir", type=Path, help="run directory (its events.jsonl is followed)")
-    watch.set_defaults(handler=cmd_watch)
+    watch.set_defaults(handler=cmd_watch, read_only=True)
+    attach = commands.add_parser("attach", help="open the app on a run, live or not, with pause/checkpoint/stop working")
+    attach.add_argument("run_dir", type=Path, help="run directory")
+    attach.set_defaults(handler=cmd_watch, read_only=False)
+
+    control = commands.add_parser("control", help="pause, resume, checkpoint or stop a run that trains in another process")
+    control.add_argument("run_dir", type=Path, help="run directory of a live run")
+    control.add_argument("action", choices=CONTROL_ACTIONS)
+    control.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the run to take the request (default: 60; 0: do not wait)")
+    control.set_defaults(handler=cmd_control)
+
+    runs = commands.add_parser("runs", help="list runs with their status (live ones first)")
+    runs.add_argument("--dir", type=Path, help="runs folder (default: the output_dir setting)")
+    runs.add_argument("--json", action="store_true", help="one JSON object per run")
+    runs.set_defaults(handler=cmd_runs)
 
     data = commands.add_parser("data", help="check or inspect training data").add_subparsers(dest="data_command", metavar="ACTION", required=True)
     check = data.add_parser("check", help="validate data files; list every bad row (exit 1 if any)")
@@ -142,14 +157,12 @@ def main(argv: list[str] | None = None) -> int:
             parser.print_help()
             return 0
         args.handler = cmd_tui
-    from .errors import BackpropError
+    from .errors import BackpropError, render_error
 
     try:
         return args.handler(args) or 0
     except BackpropError as error:
-        print(f"error: {error.message}", file=sys.stderr)
-        if error.hint:
-            print(f"hint: {error.hint}", file=sys.stderr)
+        print(render_error(error), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -189,7 +202,53 @@ def cmd_watch(args) -> int:
     run = RunDir.open(args.run_dir)
     from backprop_tui.app import BackpropApp
 
-    BackpropApp(watch_run=run.path).run()
+    BackpropApp(watch_run=run.path, read_only=args.read_only).run()
+    return 0
+
+
+def cmd_control(args) -> int:
+    import time
+
+    from .channel import send_control
+    from .errors import ConfigError
+    from .runs import EventFollower
+
+    follower = EventFollower(args.run_dir / "events.jsonl")
+    follower.poll()  # only what comes after the request counts
+    request_id = send_control(args.run_dir, args.action)
+    deadline = time.monotonic() + args.timeout
+    while args.timeout > 0:
+        taken = [e for e in follower.poll() if e.get("event") == "control" and e.get("request_id") == request_id]
+        if taken:
+            print(f"{args.action}: taken by the training process after {taken[0]['time'] - taken[0]['sent']:.2f} s "
+                  "(it acts between optimizer steps)")
+            return 0
+        if time.monotonic() > deadline:
+            raise ConfigError(f"{args.run_dir}: the run did not take the {args.action} request within {args.timeout:g} s",
+                              "it is still queued; see `backprop runs` for the run's status")
+        time.sleep(0.05)
+    print(f"{args.action}: requested")
+    return 0
+
+
+def cmd_runs(args) -> int:
+    import json
+
+    from .runs import list_runs
+    from .settings import load_settings
+
+    root = args.dir or load_settings()[0].runs_dir()
+    runs = list_runs(root)
+    if args.json:
+        for run in runs:
+            print(json.dumps({"path": str(run.path), "status": run.status, "step": run.step, "total_steps": run.total_steps,
+                              "final_loss": run.final_loss, "last_loss": run.last_loss, "pid": run.pid,
+                              "checkpoint_step": run.checkpoint_step, "exports": list(run.exports)}))
+        return 0
+    print(f"{len(runs)} run(s) in {root}")
+    for run in runs:
+        pid = f"pid {run.pid}" if run.pid else ""
+        print(f"{run.name:<34} {run.status_text():<44} {run.step:>6}/{run.total_steps:<6} loss {run.loss_text():<20} {pid}")
     return 0
 
 
@@ -202,7 +261,7 @@ def cmd_train(args) -> int:
     console = ConsoleSink(as_json=args.json)
     if args.resume is not None:
         trainer = Trainer.from_run(args.resume, on_event=console)
-        return _train_headless(trainer, trainer.resume)
+        return train_headless(trainer, trainer.resume)
     options = ("learning_rate", "lora_rank", "batch_size", "grad_accum", "max_seq_len", "seed", "eval_split", "eval_steps", "packing",
                "method", "gradient_checkpointing", "save_steps", "report_to", "backend", "precision", "lora_alpha", "warmup_steps",
                "lr_scheduler", "save_total_limit", "early_stopping_patience", "trust_remote_code", "allow_pickle")
@@ -214,11 +273,13 @@ def cmd_train(args) -> int:
         plan = trainer.plan(args.data, steps=args.steps)
         print(json.dumps(plan.event().to_dict()) if args.json else plan.describe())
         return 0
-    return _train_headless(trainer, lambda: trainer.train(args.data, steps=args.steps, output_dir=args.output))
+    return train_headless(trainer, lambda: trainer.train(args.data, steps=args.steps, output_dir=args.output))
 
 
-def _train_headless(trainer, start) -> int:
-    """Ctrl+C finishes the current step, saves a checkpoint and exits 130 (continue with --resume)."""
+def train_headless(trainer, start) -> int:
+    """Ctrl+C (or SIGTERM) finishes the current step, saves a checkpoint and exits 130 (continue with --resume).
+    A hang-up (the SSH link dropped) does not end the run: it trains on, events.jsonl keeps every event, and
+    `backprop control` / the app's Runs screen control it."""
     import signal
 
     interrupted = []
@@ -228,18 +289,28 @@ def _train_headless(trainer, start) -> int:
         trainer.control.request_checkpoint()
         trainer.control.stop()
 
-    previous = signal.signal(signal.SIGINT, on_interrupt)
+    handlers = {signal.SIGINT: on_interrupt, signal.SIGTERM: on_interrupt, signal.SIGHUP: signal.SIG_IGN}
+    previous = {signum: signal.signal(signum, handler) for signum, handler in handlers.items()}
     try:
         result = start()
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     if not trainer.dist.is_main:  # rank 0 speaks for a multi-process run (torchrun / accelerate launch)
         return 130 if interrupted else 0
-    print(result.run_dir)
+    _say(str(result.run_dir))
     if interrupted:
-        print(f"interrupted: checkpoint saved; continue with `backprop train --resume {result.run_dir}`", file=sys.stderr)
+        _say(f"interrupted: checkpoint saved; continue with `backprop train --resume {result.run_dir}`", sys.stderr)
         return 130
     return 0
+
+
+def _say(line: str, stream=None) -> None:
+    """Print unless the terminal is gone (after a hang-up the run's files say everything)."""
+    try:
+        print(line, file=stream or sys.stdout, flush=True)
+    except OSError:
+        pass
 
 
 def cmd_multi_run(args) -> int:

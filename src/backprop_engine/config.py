@@ -41,6 +41,7 @@ class TrainConfig:
     logging_steps: int = 5
     save_steps: int = 0  # 0: a checkpoint at the midpoint; one is also saved whenever a run stops early
     save_total_limit: int = 3  # keep the newest K checkpoints (0: keep all)
+    checkpoint_every_s: int = 0  # also every N seconds of training; 0: the checkpoint_minutes setting (default 20)
     early_stopping_patience: int = 0  # stop after this many evals without improvement (0: off; needs eval_steps)
     early_stopping_min_delta: float = 0.0  # the eval loss must fall by more than this to count as improvement
     seed: int = 42
@@ -89,8 +90,8 @@ class TrainConfig:
             raise ConfigError(f"learning_rate must be in (0, 1), got {self.learning_rate!r}")
         if not 0 <= self.lora_dropout < 1:
             raise ConfigError(f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
-        if self.warmup_steps < 0 or self.save_steps < 0 or self.eval_steps < 0 or self.max_seq_len < 0:
-            raise ConfigError("warmup_steps, save_steps, eval_steps and max_seq_len must not be negative")
+        if min(self.warmup_steps, self.save_steps, self.eval_steps, self.max_seq_len, self.checkpoint_every_s) < 0:
+            raise ConfigError("warmup_steps, save_steps, eval_steps, max_seq_len and checkpoint_every_s must not be negative")
         from .data.pipeline import DataSpec  # light module; validates every data setting
 
         DataSpec.from_config(self)

@@ -33,3 +33,8 @@ class ExportError(BackpropError):
 
 class TrainingError(BackpropError):
     """Training cannot go on (out of memory even at micro-batch 1, ...)."""
+
+
+def render_error(error: BackpropError) -> str:
+    """How every front end shows a user error: ``error: …`` and, when there is one, ``hint: …`` below it."""
+    return f"error: {error.message}" + (f"\nhint: {error.hint}" if error.hint else "")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -115,6 +116,17 @@ class RunResumed(Event):
 
 
 @dataclass
+class ControlApplied(Event):
+    """A control request (pause, resume, checkpoint, stop) taken from the run's channel (channel.py)."""
+
+    kind: ClassVar[str] = "control"
+    action: str
+    request_id: str
+    sender_pid: int
+    sent: float  # when the request was written: ``time - sent`` is the channel's latency
+
+
+@dataclass
 class RunFinished(Event):
     kind: ClassVar[str] = "finished"
     steps: int
@@ -214,6 +226,7 @@ class EventBus:
 
     def __init__(self, sinks: list[Sink] | None = None) -> None:
         self.sinks: list[Sink] = list(sinks or [])
+        self._lock = threading.RLock()  # the control channel's thread emits beside the training loop
 
     def add(self, sink: Sink) -> None:
         self.sinks.append(sink)
@@ -222,8 +235,9 @@ class EventBus:
         self.sinks.remove(sink)
 
     def emit(self, event: Event) -> None:
-        for sink in self.sinks:
-            sink(event)
+        with self._lock:
+            for sink in self.sinks:
+                sink(event)
 
 
 class JsonlSink:
@@ -245,13 +259,16 @@ class ConsoleSink:
     """One human-readable line per event (or the JSON object with ``as_json``)."""
 
     def __init__(self, stream: TextIO | None = None, as_json: bool = False) -> None:
-        self.stream = stream or sys.stdout
+        self.stream: TextIO | None = stream or sys.stdout
         self.as_json = as_json
 
     def __call__(self, event: Event) -> None:
         line = json.dumps(event.to_dict()) if self.as_json else format_event(event)
-        if line:
-            print(line, file=self.stream, flush=True)
+        if line and self.stream is not None:
+            try:
+                print(line, file=self.stream, flush=True)
+            except OSError:  # the terminal went away (SSH drop: EIO): events.jsonl still has every event
+                self.stream = None
 
 
 def format_event(event: Event) -> str:
@@ -259,7 +276,7 @@ def format_event(event: Event) -> str:
         return (
             f"step {event.step:>5}/{event.total_steps}  loss {event.loss:.4f}  lr {event.learning_rate:.2e}  "
             f"grad {event.grad_norm:.3f}  {event.tokens_per_second:,.0f} tok/s  "
-            f"eta {_duration(event.eta_seconds)}  mem {event.memory_mb:,.0f} MB"
+            f"eta {format_duration(event.eta_seconds)}  mem {event.memory_mb:,.0f} MB"
         )
     if isinstance(event, RunStarted):
         return (
@@ -269,12 +286,14 @@ def format_event(event: Event) -> str:
         )
     if isinstance(event, RunPlanned):
         return _format_plan(event)
+    if isinstance(event, ControlApplied):
+        return f"control: {event.action} requested by pid {event.sender_pid}"
     if isinstance(event, (RunPaused, RunResumed)):
         return f"{event.kind} at step {event.step}"
     if isinstance(event, RunFinished):
         return (
             f"{'stopped' if event.stopped_early else 'finished'}: {event.steps} steps, final loss {event.final_loss:.4f}, {event.tokens:,} tokens "
-            f"in {_duration(event.seconds)}"
+            f"in {format_duration(event.seconds)}"
         )
     if isinstance(event, RanksFinished):
         return f"{len(event.steps)} processes ({event.backend}): steps per rank {event.steps}, tokens per rank {event.tokens}"
@@ -322,7 +341,7 @@ def _format_plan(event: RunPlanned) -> str:
     return "\n".join(lines)
 
 
-def _duration(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
     seconds = max(0, int(round(seconds)))
     minutes, secs = divmod(seconds, 60)
     hours, minutes = divmod(minutes, 60)

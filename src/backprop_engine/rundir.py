@@ -7,6 +7,7 @@ from pathlib import Path
 
 import tomli_w
 
+from .channel import make_private
 from .config import TrainConfig
 from .errors import ConfigError
 from .fsutil import atomic_write_text
@@ -57,7 +58,7 @@ class RunDir:
             )
         if path.exists() and not path.is_dir():
             raise ConfigError(f"{path} exists and is not a directory", "choose a directory for --output")
-        return cls(ensure_writable_dir(path))
+        return cls(make_private(ensure_writable_dir(path)))  # 0700: the run is its user's alone
 
     @classmethod
     def open(cls, path: Path) -> RunDir:

@@ -3,27 +3,48 @@
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-# A run whose events.jsonl has not grown for this long and has no end event was probably killed.
-STALE_AFTER_SECONDS = 15 * 60
+LIVE = ("starting", "running", "paused")
 
 
 @dataclass(frozen=True)
 class RunSummary:
     path: Path
     model: str
-    status: str  # running, finished, stopped, failed, interrupted, created
+    status: str  # starting, running, paused (a process holds the run), finished, stopped, failed, interrupted
     step: int
     total_steps: int
-    final_loss: float | None
+    final_loss: float | None  # the run's final loss once it ended; else None
+    last_loss: float | None  # the newest logged step loss
     exports: tuple[str, ...]
+    pid: int | None = None  # the training process, while one holds the run
+    eta_seconds: float | None = None
+    checkpoint_step: int | None = None  # the newest checkpoint a resume would start from
 
     @property
     def name(self) -> str:
         return self.path.name
+
+    @property
+    def live(self) -> bool:
+        return self.status in LIVE
+
+    def status_text(self, compact: bool = False) -> str:
+        """"interrupted at step 12 (checkpoint at step 10)" and the like; ``compact`` for a table with a step
+        column: "interrupted (ckpt 10)"."""
+        if self.status != "interrupted":
+            return self.status
+        if compact:
+            return f"interrupted ({'ckpt ' + str(self.checkpoint_step) if self.checkpoint_step is not None else 'no ckpt'})"
+        saved = f"checkpoint at step {self.checkpoint_step}" if self.checkpoint_step is not None else "no checkpoint"
+        return f"interrupted at step {self.step} ({saved})"
+
+    def loss_text(self) -> str:
+        if self.final_loss is not None:
+            return f"{self.final_loss:.4f}"
+        return f"{self.last_loss:.4f} (last logged)" if self.last_loss is not None else "—"
 
 
 def read_events(path: Path) -> list[dict]:
@@ -32,18 +53,16 @@ def read_events(path: Path) -> list[dict]:
 
 
 def summarize_run(path: Path) -> RunSummary:
+    """The run's state as its files and its lock say it (see channel.py): exact, never guessed from file ages."""
+    from .channel import live_owner
+
     events = read_events(path / "events.jsonl")
     started = next((e for e in events if e.get("event") == "run_started"), {})
     steps = [e for e in events if e.get("event") == "step"]
+    owner = live_owner(path)
+    status = _status(events, owner is not None)
     last = events[-1] if events else {}
-    ends = {"finished": "finished", "multirun_finished": "finished", "failed": "failed"}
-    status = ends.get(last.get("event"), "running" if events else "created")
-    if status == "running" and time.time() - (path / "events.jsonl").stat().st_mtime > STALE_AFTER_SECONDS:
-        status = "interrupted"
-    if status == "finished" and last.get("stopped_early"):
-        status = "stopped"
-    final_loss = last.get("final_loss") if status in ("finished", "stopped") else (steps[-1]["loss"] if steps else None)
-    exports = tuple(sorted(p.name for p in (path / "export").glob("*.gguf")))
+    final_loss = last.get("final_loss") if status in ("finished", "stopped") else None
     return RunSummary(
         path=path,
         model=started.get("model", "?"),
@@ -51,16 +70,41 @@ def summarize_run(path: Path) -> RunSummary:
         step=last.get("steps") or (steps[-1]["step"] if steps else 0),
         total_steps=started.get("total_steps", 0),
         final_loss=final_loss,
-        exports=exports,
+        last_loss=steps[-1]["loss"] if steps else None,
+        exports=tuple(sorted(p.name for p in (path / "export").glob("*.gguf"))),
+        pid=owner.pid if owner else None,
+        eta_seconds=steps[-1].get("eta_seconds") if steps and owner else None,
+        checkpoint_step=_newest_checkpoint_step(path / "checkpoints"),
     )
 
 
+def _status(events: list[dict], held: bool) -> str:
+    ends = {"finished": "finished", "multirun_finished": "finished", "failed": "failed"}
+    last = events[-1] if events else {}
+    if last.get("event") in ends:
+        return "stopped" if last.get("stopped_early") else ends[last["event"]]
+    if not held:
+        return "interrupted"
+    if not events:
+        return "starting"
+    pauses = [e["event"] for e in events if e.get("event") in ("paused", "resumed")]
+    return "paused" if pauses and pauses[-1] == "paused" else "running"
+
+
+def _newest_checkpoint_step(folder: Path) -> int | None:
+    from .train.checkpoint import STATE_JSON
+
+    steps = [int(p.name.split("-")[-1]) for p in folder.glob("step-*") if (p / STATE_JSON).is_file() and p.name.split("-")[-1].isdigit()]
+    return max(steps, default=None)
+
+
 def list_runs(root: Path) -> list[RunSummary]:
-    """Run directories directly under ``root``, newest first."""
+    """Run directories directly under ``root``: live ones first, then newest first."""
     if not root.is_dir():
         return []
     runs = [p for p in root.iterdir() if (p / "config.toml").is_file()]
-    return [summarize_run(p) for p in sorted(runs, key=lambda p: p.stat().st_mtime, reverse=True)]
+    newest = [summarize_run(p) for p in sorted(runs, key=lambda p: p.stat().st_mtime, reverse=True)]
+    return sorted(newest, key=lambda run: not run.live)  # stable: newest first within each group
 
 
 class EventFollower:

@@ -23,6 +23,7 @@ GPU_SAFETY_RANGES = {
     "gpu_memory_warn_pct": (50, 100),
     "gpu_cool_timeout_s": (10, 86_400),
 }
+CHECKPOINT_MINUTES_RANGE = (0, 24 * 60)
 
 
 @dataclass
@@ -35,6 +36,7 @@ class Settings:
     gpu_temperature_emergency_c: int = 95  # a checkpoint is saved and training stops
     gpu_memory_warn_pct: int = 95  # GPU memory in use (NVML, every process): a warning event
     gpu_cool_timeout_s: int = 900  # a pause that lasts longer saves a checkpoint and stops
+    checkpoint_minutes: int = 20  # a checkpoint every N minutes of training, so a crash loses minutes (0: off)
 
     def runs_dir(self) -> Path:
         return Path(self.output_dir).expanduser() if self.output_dir else default_runs_dir()
@@ -47,6 +49,9 @@ class Settings:
         for name, (low, high) in GPU_SAFETY_RANGES.items():
             if not low <= getattr(self, name) <= high:
                 raise ValueError(f"{name} must be between {low} and {high}")
+        low, high = CHECKPOINT_MINUTES_RANGE
+        if not low <= self.checkpoint_minutes <= high:
+            raise ValueError(f"checkpoint_minutes must be between {low} and {high}")
         if not self.gpu_temperature_warn_c < self.gpu_temperature_limit_c < self.gpu_temperature_emergency_c:
             raise ValueError(
                 f"GPU temperatures must rise: gpu_temperature_warn_c ({self.gpu_temperature_warn_c}) < gpu_temperature_limit_c "

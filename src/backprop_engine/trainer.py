@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Callable
 
+from .channel import ControlServer, RunClaim, live_owner
 from .config import TrainConfig
 from .continual import MultiRunPlan, MultiRunResult, run_multi
 from .defaults import Choice, DataSize, TrainingPlan, default_learning_rate, plan_training
@@ -103,6 +106,9 @@ class Trainer:
         """Continue a run reopened with :meth:`from_run` from its newest checkpoint up to its configured steps
         (the same data order, optimizer state and learning-rate schedule as if it had never stopped)."""
         run = self._require_run()
+        owner = live_owner(run.path)
+        if owner is not None:
+            raise ConfigError(f"{run.path} is being trained already ({owner.describe()})", f"attach to it instead: backprop attach {run.path}")
         checkpoint = latest_checkpoint(run.checkpoints)
         check_method_available(self.config)  # before transformers loads: Unsloth, when chosen, is imported first
         self.dist.check_resume(run.config_path)
@@ -115,12 +121,13 @@ class Trainer:
         for sink in sinks:  # trackers: --report-to
             self.bus.add(sink)
         try:
-            if planned is not None:
-                bus.emit(planned)
-            self.result = run_training(
-                self.config, model, data.train, self.run, bus, self.control,
-                eval_examples=data.eval, report=data.report, resume_from=resume_from, dist=self.dist,
-            )
+            with self._controlled(self.run.path, bus):
+                if planned is not None:
+                    bus.emit(planned)
+                self.result = run_training(
+                    self.config, model, data.train, self.run, bus, self.control,
+                    eval_examples=data.eval, report=data.report, resume_from=resume_from, dist=self.dist,
+                )
         except BaseException as exc:
             bus.emit(RunFailed(f"{type(exc).__name__}: {exc}"))
             raise
@@ -129,6 +136,16 @@ class Trainer:
                 self.bus.remove(sink)
                 sink.close()
         return self.result
+
+    @contextlib.contextmanager
+    def _controlled(self, path: Path, bus: EventBus) -> Iterator[None]:
+        """This process holds the run (lock + owner record) and serves its control channel while it trains;
+        under a launcher, rank 0 does, and the ranks agree on its requests."""
+        if not self.dist.is_main:
+            yield
+            return
+        with RunClaim(path), ControlServer(path, self.control, bus):
+            yield
 
     def multi_run(
         self,

@@ -9,12 +9,15 @@ from textual.app import App
 from textual.binding import Binding
 from textual.widgets import Input
 
+from backprop_engine.channel import live_owner, send_control
+from backprop_engine.detach import Launched
+from backprop_engine.errors import BackpropError
 from backprop_engine.hardware import HardwareReading, probe
 from backprop_engine.settings import load_settings
 
 from .screens.data import DataScreen
 from .screens.export import ExportScreen
-from .screens.modals import HelpScreen
+from .screens.modals import HelpScreen, QuitScreen
 from .screens.model import ModelScreen
 from .screens.runs import RunsScreen
 from .screens.settings import SettingsScreen
@@ -53,6 +56,7 @@ class BackpropApp(App[None]):
         watch_run: Path | None = None,
         settings_file: Path | None = None,
         hardware_probe: Callable[[], HardwareReading] = probe,
+        read_only: bool = True,
     ) -> None:
         super().__init__()
         settings, self.settings_notice = load_settings(settings_file)
@@ -60,7 +64,9 @@ class BackpropApp(App[None]):
         self.session = Session(settings=settings)
         self.hardware_probe = hardware_probe
         self.watch_run = watch_run
+        self.watch_read_only = read_only  # `backprop watch` (True) or `backprop attach` (False)
         self.resume_run: Path | None = None  # set by the Runs screen; the Train screen picks it up
+        self.launched: dict[Path, Launched] = {}  # runs this app started (each trains in its own process)
 
     def on_mount(self) -> None:
         self.theme = self.session.settings.theme
@@ -69,6 +75,28 @@ class BackpropApp(App[None]):
         if self.watch_run is not None:
             self.session.run_dir = self.watch_run
             self.switch_mode("train")
+
+    async def action_quit(self) -> None:
+        """Runs this app started keep training unless the user says stop; nothing is stopped without asking."""
+        live = [run for run in self.launched if live_owner(run) is not None]
+        if not live:
+            self.exit()
+            return
+        self.push_screen(QuitScreen(live), lambda answer: self._quit_answered(live, answer))
+
+    def _quit_answered(self, runs: list[Path], answer: str | None) -> None:
+        if answer is None:
+            return
+        if answer == "leave":
+            names = ", ".join(str(run) for run in runs)
+            self.exit(message=f"still training in the background: {names}\nattach again with: backprop attach {runs[0]}")
+            return
+        for run in runs:
+            try:
+                send_control(run, "stop")
+            except BackpropError as error:  # it ended meanwhile
+                self.log(error.message)
+        self.exit(message=f"stop requested: {', '.join(str(r) for r in runs)} saves a checkpoint and its adapter after the current step")
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())

@@ -7,6 +7,7 @@ import shutil
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from ..channel import ControlServer, RunClaim
 from ..config import TrainConfig
 from ..data import DataSpec, load_chat_tokenizer, prepare_data
 from ..data.tokenize import TokenizedExample
@@ -92,7 +93,8 @@ def run_multi(config: TrainConfig, plan: MultiRunPlan, output: Path, bus: EventB
     sink = JsonlSink(state.run.events_path)
     bus.add(sink)
     try:
-        return _train_runs(config, plan, model, tasks, runs, state, progress, bus, control)
+        with RunClaim(state.run.path), ControlServer(state.run.path, control, bus):  # see channel.py
+            return _train_runs(config, plan, model, tasks, runs, state, progress, bus, control)
     except BaseException as exc:
         sink(RunFailed(f"{type(exc).__name__}: {exc}"))  # for `backprop watch` and the Runs screen; callers hear it from Trainer
         raise

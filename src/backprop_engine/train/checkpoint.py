@@ -15,6 +15,26 @@ STATE_JSON = "trainer_state.json"
 
 
 @dataclass
+class CheckpointClock:
+    """Time-based checkpoints: due once every ``interval`` seconds of training (pauses excluded); 0 is off."""
+
+    interval: float
+    last: float = 0.0
+
+    @classmethod
+    def for_config(cls, config) -> CheckpointClock:
+        from ..settings import load_settings
+
+        return cls(config.checkpoint_every_s or load_settings()[0].checkpoint_minutes * 60)
+
+    def due(self, trained_seconds: float) -> bool:
+        if self.interval <= 0 or trained_seconds - self.last < self.interval:
+            return False
+        self.last = trained_seconds
+        return True
+
+
+@dataclass
 class LoopState:
     step: int
     tokens: int

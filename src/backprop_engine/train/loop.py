@@ -33,7 +33,7 @@ from ..modeling import model_context, pick_device
 from ..presets import ResolvedModel
 from ..rundir import FULL_MODEL_STAMP, RunDir
 from .backend import build_trainable_model
-from .checkpoint import LoopState, restore_checkpoint, save_checkpoint
+from .checkpoint import CheckpointClock, LoopState, restore_checkpoint, save_checkpoint
 from .control import TrainingControl
 from .distributed import ONE_PROCESS, Distributed
 from .safety import ThermalGuard
@@ -114,6 +114,7 @@ def run_training(
     micro = MicroBatching()
     control = dist.agreeing(control or TrainingControl())
     thermal = thermal or ThermalGuard.for_config(config)
+    clock = CheckpointClock.for_config(config)
     started = time.perf_counter()
     paused_seconds = 0.0
     tokens = step = 0
@@ -127,6 +128,8 @@ def run_training(
         bus.emit(RunResumed(step))
     while step < config.steps and not control.stop_requested:
         paused_seconds += _wait_while_paused(control, step, bus) + thermal.check(step, bus, control)
+        if dist.is_main and step + 1 < config.steps and clock.due(time.perf_counter() - started - paused_seconds):
+            control.request_checkpoint()  # saved after this step, like a request from the app
         dist.agree(control)  # every rank stops (or saves) at the same step
         if control.stop_requested:
             break

@@ -1,7 +1,8 @@
 """Train screen: settings with the reason for each default, then the live dashboard.
 
-The engine runs in a thread worker; its events arrive here as ``EngineEvent`` messages. The same
-dashboard follows a run started elsewhere by tailing its events.jsonl (``backprop watch``).
+A run started here trains in a detached process of its own (backprop_engine.detach), so an SSH drop or
+closing the app never ends it. The dashboard follows the run's events.jsonl, whoever started it, and its
+keys control the run through the run's channel (backprop_engine.channel); `backprop watch` is read-only.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from rich.markup import escape
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -16,12 +18,14 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Button, ContentSwitcher, Footer, Input, Label, ProgressBar, RichLog, Static
-from textual.worker import Worker, WorkerState
 
+from backprop_engine.channel import live_owner, send_control
 from backprop_engine.defaults import suggested_settings
+from backprop_engine.detach import Launched, LaunchSpec, launch
 from backprop_engine.errors import BackpropError
-from backprop_engine.events import Event, format_event
-from backprop_engine.runs import EventFollower
+from backprop_engine.events import Event, format_duration, format_event
+from backprop_engine.rundir import RunDir
+from backprop_engine.runs import EventFollower, summarize_run
 
 from ..widgets.chart import LineChart
 from ..widgets.gauge import Gauge
@@ -51,9 +55,11 @@ class TrainScreen(Screen):
 
     def __init__(self) -> None:
         super().__init__()
-        self.trainer = None
+        self.run_dir: Path | None = None  # the run on the dashboard
+        self.read_only = False
         self.follower: EventFollower | None = None
-        self.following: Path | None = None
+        self.launched: Launched | None = None  # started by this screen, until its process ends
+        self.paused = False
         self.total_steps = 0
 
     def compose(self) -> ComposeResult:
@@ -82,29 +88,24 @@ class TrainScreen(Screen):
         self._fill_form()
         self.sample_hardware()
         self.set_interval(2.0, self.sample_hardware)
-        self.set_interval(0.5, self._poll_events)
+        self.set_interval(0.25, self._poll_events)
         self._follow_requested_run()
 
     def on_screen_resume(self) -> None:
-        if self.trainer is None and self.follower is None:
+        if self.run_dir is None:
             self._fill_form()
         self._follow_requested_run()
 
     def _follow_requested_run(self) -> None:
-        """The app's ``resume_run`` is continued here; its ``watch_run`` (set by `backprop watch` or the Runs
-        screen) is shown read-only."""
+        """The app's ``resume_run`` is continued here; its ``watch_run`` (set by `backprop watch` / `attach` or
+        the Runs screen) is shown, with control unless it was asked for read-only."""
         if self.app.resume_run is not None:
             run, self.app.resume_run = self.app.resume_run, None
-            if self.trainer is not None:
-                self.notify("a run is training already", severity="warning")
-                return
-            self.follower = None
-            self._show_dashboard(f"continuing {run}")
-            self.resume_in_background(run)
+            self.continue_run(run)
             return
         requested = self.app.watch_run
-        if requested is not None and requested != self.following and self.trainer is None:
-            self.follow_run(requested)
+        if requested is not None and requested != self.run_dir:
+            self.follow_run(requested, read_only=self.app.watch_read_only)
 
     def _fill_form(self) -> None:
         session = self.app.session
@@ -116,15 +117,15 @@ class TrainScreen(Screen):
             self.query_one(f"#field-{name}", Input).value = "auto" if auto else str(suggestion.value)
             self.query_one(f"#reason-{name}", Static).update(suggestion.reason)
 
-    # ----- starting and controlling a run
+    # ----- starting and controlling a run (it trains in a process of its own: backprop_engine.detach)
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "start":
             self.action_start()
 
     def action_start(self) -> None:
-        if self.trainer is not None or self.follower is not None:
-            self.notify("a run is already shown; open another from Runs or restart the app", severity="warning")
+        if self._live_owner() is not None:
+            self.notify(f"{self.run_dir.name} is training; stop it (x) or open another run from Runs", severity="warning")
             return
         try:
             overrides = self._read_form()
@@ -134,8 +135,9 @@ class TrainScreen(Screen):
         self.query_one("#train-error", Static).update("")
         stamp = time.strftime("%Y%m%d-%H%M%S")
         output = self.app.session.settings.runs_dir() / f"{stamp}-{Path(self.app.session.model).name}"
-        self._show_dashboard(f"training {self.app.session.model} → {output}")
-        self.train_in_background(overrides, output)
+        steps = overrides.pop("steps")
+        spec = LaunchSpec("train", str(output), self.app.session.model, self.app.session.data, steps, overrides)
+        self._launch(spec, f"training {self.app.session.model} → {output}")
 
     def _read_form(self) -> dict:
         values = {}
@@ -154,77 +156,106 @@ class TrainScreen(Screen):
         values["method"] = self.app.session.method
         return values | self.app.session.data_options  # the filters chosen on the Data screen
 
-    @work(thread=True, exclusive=True, group="train", exit_on_error=False)
-    def train_in_background(self, overrides: dict, output: Path) -> None:
-        from backprop_engine import Trainer
+    def continue_run(self, run: Path) -> None:
+        """Resume ``run`` from its newest checkpoint; a live run is attached instead, and a run without a
+        checkpoint offers to start again (as a new run with the same settings)."""
+        if live_owner(run) is not None:
+            self.notify(f"{run.name} is training already: attached to it", timeout=4)
+            self.follow_run(run, read_only=False)
+        elif summarize_run(run).checkpoint_step is None:
+            question = f"{run.name} has no checkpoint to continue from. Start it again from step 0 as a new run?"
+            self.app.push_screen(ConfirmScreen(question), lambda yes: yes and self._start_again(run))
+        else:
+            self._launch(LaunchSpec("resume", str(run)), f"continuing {run}")
 
-        steps = overrides.pop("steps")
-        self.trainer = Trainer(self.app.session.model, on_event=self._relay_engine_event, **overrides)
-        self.trainer.train(self.app.session.data, steps=steps, output_dir=output)
+    def _start_again(self, run: Path) -> None:
+        settings = RunDir.open(run).read_config().to_dict()
+        model, data, steps = settings.pop("model"), settings.pop("data"), settings.pop("steps")
+        output = run.with_name(f"{time.strftime('%Y%m%d-%H%M%S')}-{Path(model).name}-again")
+        self._launch(LaunchSpec("train", str(output), model, data, steps, settings), f"training {model} again → {output}")
 
-    @work(thread=True, exclusive=True, group="train", exit_on_error=False)
-    def resume_in_background(self, run: Path) -> None:
-        from backprop_engine import Trainer
-
-        self.trainer = Trainer.from_run(run, on_event=self._relay_engine_event)
-        self.trainer.resume()
-
-    def _relay_engine_event(self, event) -> None:
-        self.post_message(self.EngineEvent(event.to_dict()))
-
-    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        if event.worker.group != "train":
+    def _launch(self, spec: LaunchSpec, title: str) -> None:
+        try:
+            self.launched = launch(spec)
+        except (BackpropError, OSError) as exc:
+            self._show_error(str(exc))
             return
-        if event.state == WorkerState.ERROR:
-            error = event.worker.error
-            message = str(error) if isinstance(error, BackpropError) else f"{type(error).__name__}: {error}"
-            self._log(f"[red]error: {message}[/red]")
-            self.query_one("#train-error", Static).update(message)
-            self.notify(message, title="Training failed", severity="error", timeout=10)
-        if event.state in (WorkerState.ERROR, WorkerState.SUCCESS, WorkerState.CANCELLED):
-            if self.trainer is not None and self.trainer.run is not None:
-                self.app.session.run_dir = self.trainer.run.path
-            self.trainer = None
+        self.app.launched[self.launched.run_dir] = self.launched
+        self.follow_run(self.launched.run_dir, read_only=False, title=title)
+
+    def _show_error(self, message: str) -> None:
+        self._log(f"[red]error: {escape(message)}[/red]")
+        self.query_one("#train-error", Static).update(message)
+        self.notify(message, title="Training failed", severity="error", timeout=10)
+
+    def _check_launch(self) -> None:
+        """A launched process that exits before its run exists (bad data, unknown model) left an error."""
+        if self.launched is None:
+            return
+        message = self.launched.failed_before_start()
+        if message is not None:
+            self.app.launched.pop(self.launched.run_dir, None)
+            self.launched = self.run_dir = self.follower = None
+            self.query_one("#train-views", ContentSwitcher).current = "setup"
+            self._show_error(message)
+        elif self.launched.process.poll() is not None:
+            self.launched = None  # it ran and ended: its events say how
 
     def action_toggle_pause(self) -> None:
-        if self._require_control():
-            control = self.trainer.control
-            control.resume() if control.paused else control.pause()
+        self._control("resume" if self.paused else "pause")
 
     def action_checkpoint(self) -> None:
-        if self._require_control():
-            self.trainer.control.request_checkpoint()
+        if self._control("checkpoint"):
             self.notify("a checkpoint is saved after the current step", timeout=3)
 
     def action_stop(self) -> None:
-        if self._require_control():
+        if self._controllable():
             self.app.push_screen(ConfirmScreen("Stop training? The adapter is saved at the current step."), self._stop_confirmed)
 
     def _stop_confirmed(self, confirmed: bool | None) -> None:
-        if confirmed and self.trainer is not None:
-            self.trainer.control.stop()
+        if confirmed:
+            self._control("stop")
 
-    def _require_control(self) -> bool:
-        if self.trainer is None:
-            reason = "watching read-only: control the run where it was started" if self.follower else "no run in progress"
-            self.notify(reason, severity="warning", timeout=4)
+    def _control(self, action: str) -> bool:
+        """Send ``action`` through the run's channel; any app or command of this user can."""
+        if not self._controllable():
+            return False
+        try:
+            send_control(self.run_dir, action)
+        except BackpropError as error:
+            self.notify(error.message, severity="warning", timeout=5)
             return False
         return True
+
+    def _controllable(self) -> bool:
+        if self.run_dir is None:
+            self.notify("no run in progress", severity="warning", timeout=4)
+            return False
+        if self.read_only:
+            self.notify(f"watching read-only: control it with `backprop attach {self.run_dir}` or Runs → enter", severity="warning", timeout=5)
+            return False
+        return True
+
+    def _live_owner(self):
+        return live_owner(self.run_dir) if self.run_dir is not None else None
 
     def action_toggle_view(self) -> None:
         switcher = self.query_one("#train-views", ContentSwitcher)
         switcher.current = "dashboard" if switcher.current == "setup" else "setup"
 
-    # ----- following a run written by another process
+    # ----- following a run's events.jsonl (every run trains in a process of its own)
 
-    def follow_run(self, run_dir: Path) -> None:
-        self.following = Path(run_dir)
-        self.follower = EventFollower(self.following / "events.jsonl")
+    def follow_run(self, run_dir: Path, read_only: bool, title: str | None = None) -> None:
+        self.run_dir = Path(run_dir)
+        self.read_only = read_only
+        self.paused = False
+        self.follower = EventFollower(self.run_dir / "events.jsonl")
         self.query_one("#event-log", RichLog).clear()
-        self._show_dashboard(f"watching {run_dir} (read-only)")
+        self._show_dashboard(title or f"{'watching' if read_only else 'attached to'} {run_dir}{' (read-only)' if read_only else ''}")
         self._poll_events()
 
     def _poll_events(self) -> None:
+        self._check_launch()
         if self.follower is not None:
             for event in self.follower.poll():
                 self.post_message(self.EngineEvent(event))
@@ -247,20 +278,23 @@ class TrainScreen(Screen):
             self._show_step(event)
         elif kind == "eval":
             self.query_one("#loss-chart", LineChart).add_point("eval", self._chart_x(event["step"]), event["loss"])
+        elif kind in ("paused", "resumed"):
+            self.paused = kind == "paused"
         elif kind == "finished":
             self.query_one("#progress", ProgressBar).update(progress=event["steps"])
         elif kind in MULTI_RUN_EVENTS:
             self.query_one(MultiRunPanel).show(event)
+        if kind in ("finished", "failed", "multirun_finished"):
+            self.app.session.run_dir = self.run_dir  # the Export screen's run
         self._log(self._styled(kind, self._describe(event)))
 
     def _show_step(self, event: dict) -> None:
         self.query_one("#loss-chart", LineChart).add_point("train", self._chart_x(event["step"]), event["loss"])
         self.query_one("#progress", ProgressBar).update(total=event["total_steps"], progress=event["step"])
-        eta = int(event["eta_seconds"])
         self.query_one("#stats", Static).update(
             f"step [b]{event['step']}[/b]/{event['total_steps']}  loss [b]{event['loss']:.4f}[/b]  "
             f"lr {event['learning_rate']:.2e}  grad {event['grad_norm']:.3f}  "
-            f"{event['tokens_per_second']:,.0f} tok/s  ETA {eta // 60}:{eta % 60:02d}"
+            f"{event['tokens_per_second']:,.0f} tok/s  ETA {format_duration(event['eta_seconds'])}"
         )
 
     def _chart_x(self, step: int) -> int:
@@ -274,8 +308,6 @@ class TrainScreen(Screen):
 
     @staticmethod
     def _styled(kind: str | None, line: str) -> str:
-        from rich.markup import escape
-
         style = {"warning": "yellow", "gpu_safety": "bold yellow", "failed": "bold red", "finished": "bold green", "checkpoint": "cyan"}.get(kind or "")
         return f"[{style}]{escape(line)}[/{style}]" if style else escape(line)
 

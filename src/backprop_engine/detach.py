@@ -1,0 +1,127 @@
+"""Runs started from the app train in a process of their own, so that no terminal owns them.
+
+The app writes a :class:`LaunchSpec` into the run directory and starts ``python -m backprop_engine.detach
+RUN/launch.json`` in a new session (``setsid``), with stdin from /dev/null and stdout/stderr appended to
+``RUN/train.log``. When the app's terminal goes away (an SSH drop sends SIGHUP to the terminal's session;
+writes then fail with EIO), the training process is in another session, has no terminal to lose, and goes on;
+the app (or any later one) follows its events.jsonl and controls it through the run's channel (channel.py).
+A separate process rather than the app's own: an app that "exits but keeps training" would have to outlive
+its shell's foreground job, and training in another process also keeps the app's event loop free.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .channel import make_private
+from .errors import ConfigError, render_error
+from .fsutil import atomic_write_text
+
+LAUNCH_FILE = "launch.json"
+LOG_FILE = "train.log"
+ACTIONS = ("train", "resume")
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """What the detached process does: ``train`` a new run into ``run_dir``, or ``resume`` the run there."""
+
+    action: str
+    run_dir: str
+    model: str = ""
+    data: str = ""
+    steps: int | None = None
+    overrides: dict = field(default_factory=dict)  # TrainConfig fields
+
+    def __post_init__(self) -> None:
+        if self.action not in ACTIONS:
+            raise ConfigError(f"unknown launch action {self.action!r}", f"one of: {', '.join(ACTIONS)}")
+
+
+@dataclass
+class Launched:
+    """A detached run as the process that started it sees it."""
+
+    run_dir: Path
+    process: subprocess.Popen
+
+    @property
+    def log(self) -> Path:
+        return self.run_dir / LOG_FILE
+
+    def failed_before_start(self) -> str | None:
+        """The error a process that exited before creating its run printed (None while it runs or once the run
+        exists: then events.jsonl tells the rest). Cleans up what the launch alone wrote."""
+        code = self.process.poll()
+        if code is None or code == 0 or (self.run_dir / "config.toml").exists():
+            return None
+        message = last_error(self.log) or f"the training process exited with status {code} (see {self.log})"
+        for name in (LAUNCH_FILE, LOG_FILE):
+            (self.run_dir / name).unlink(missing_ok=True)
+        try:
+            self.run_dir.rmdir()  # only when the launch created it and nothing else is there
+        except OSError:
+            pass
+        return message
+
+
+def launch(spec: LaunchSpec) -> Launched:
+    """Start ``spec`` in a detached process; returns at once (follow ``RUN/events.jsonl`` for progress)."""
+    run = make_private(Path(spec.run_dir).expanduser().resolve())
+    atomic_write_text(run / LAUNCH_FILE, json.dumps(asdict(spec) | {"run_dir": str(run)}))
+    log_fd = os.open(run / LOG_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "backprop_engine.detach", str(run / LAUNCH_FILE)],
+            stdin=subprocess.DEVNULL, stdout=log_fd, stderr=subprocess.STDOUT,
+            start_new_session=True, close_fds=True, cwd=run,
+        )
+    finally:
+        os.close(log_fd)
+    return Launched(run, process)
+
+
+def last_error(log: Path) -> str | None:
+    """The last "error: …" line (with its "hint: …") a process wrote to ``log``."""
+    try:
+        lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    for index in range(len(lines) - 1, -1, -1):
+        if lines[index].startswith("error: "):
+            hint = lines[index + 1] if index + 1 < len(lines) and lines[index + 1].startswith("hint: ") else ""
+            return lines[index][len("error: "):] + (f" ({hint})" if hint else "")
+    return None
+
+
+def run_spec(spec: LaunchSpec) -> int:
+    from .cli import train_headless
+    from .events import ConsoleSink
+    from .trainer import Trainer
+
+    console = ConsoleSink()  # into train.log
+    if spec.action == "resume":
+        trainer = Trainer.from_run(spec.run_dir, on_event=console)
+        return train_headless(trainer, trainer.resume)
+    trainer = Trainer(spec.model, on_event=console, **spec.overrides)
+    return train_headless(trainer, lambda: trainer.train(spec.data, steps=spec.steps, output_dir=spec.run_dir))
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .errors import BackpropError
+
+    path = Path((argv if argv is not None else sys.argv[1:])[0])
+    try:
+        return run_spec(LaunchSpec(**json.loads(path.read_text(encoding="utf-8"))))
+    except BackpropError as error:
+        print(render_error(error), file=sys.stderr, flush=True)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
