@@ -181,3 +181,42 @@ async def test_a_bad_start_shows_the_error_and_leaves_nothing(tmp_path):
         await wait_for(pilot, lambda: "missing.jsonl" in text_of(screen.query_one("#train-error")), what="the error")
     runs = tmp_path / "home" / "runs"
     assert not runs.exists() or not any(runs.iterdir())
+
+
+async def test_an_export_started_in_the_app_finishes_after_the_app_quits(trained_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run("tiny").run.path, run, ignore=shutil.ignore_patterns("export", "merged"))
+    app = make_app(write_settings(tmp_path / "home"))
+    async with app.run_test(size=(100, 32)) as pilot:
+        app.session.run_dir = run
+        await pilot.press("4")
+        await pilot.press("e")
+        await wait_for(pilot, lambda: app.screen.exporting is not None, what="the export process")
+        exporting = app.screen.exporting
+        await pilot.press("ctrl+q")  # no training run: the app quits at once, the export goes on
+    assert exporting.process.wait(timeout=600) == 0
+    assert (run / "export" / "run.q4_k_m.gguf").is_file()
+    finished = [e for e in read_events(run / "export.jsonl") if e["event"] == "export_finished"]
+    assert finished and finished[0]["paths"] == [str(run / "export" / "run.q4_k_m.gguf")]
+
+
+async def test_continuing_a_run_without_a_checkpoint_offers_to_start_it_again(tmp_path):
+    from backprop_tui.screens.modals import ConfirmScreen
+    from textual.widgets import DataTable
+
+    from .tui_helpers import write_fixed_run
+
+    runs = tmp_path / "home" / "runs"
+    write_fixed_run(runs, "killed-early", steps=12, finished=False)  # no lock holder, no checkpoint
+    app = make_app(write_settings(tmp_path / "home"))
+    async with app.run_test(size=(120, 32)) as pilot:
+        await pilot.press("5")
+        row = [str(cell) for cell in app.screen.query_one("#runs", DataTable).get_row_at(0)]
+        assert "interrupted (no ckpt)" in row[2] and "(last logged)" in row[4]
+        await pilot.press("c")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the offer to start again")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: any(p.name.endswith("-again") for p in runs.iterdir()), what="the new run")
+        again = next(p for p in runs.iterdir() if p.name.endswith("-again"))
+        await wait_for(pilot, lambda: summarize_run(again).status == "finished", timeout=600, what="the new run to finish")
+    assert (runs / "killed-early" / "events.jsonl").is_file()  # the old run is left as it was

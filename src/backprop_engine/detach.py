@@ -1,8 +1,8 @@
 """Runs started from the app train in a process of their own, so that no terminal owns them.
 
 The app writes a :class:`LaunchSpec` into the run directory and starts ``python -m backprop_engine.detach
-RUN/launch.json`` in a new session (``setsid``), with stdin from /dev/null and stdout/stderr appended to
-``RUN/train.log``. When the app's terminal goes away (an SSH drop sends SIGHUP to the terminal's session;
+RUN/launch-<action>.json`` in a new session (``setsid``), with stdin from /dev/null and stdout/stderr appended
+to ``RUN/train.log`` (``RUN/export.log`` for an export, whose events go to ``RUN/export.jsonl``). When the app's terminal goes away (an SSH drop sends SIGHUP to the terminal's session;
 writes then fail with EIO), the training process is in another session, has no terminal to lose, and goes on;
 the app (or any later one) follows its events.jsonl and controls it through the run's channel (channel.py).
 A separate process rather than the app's own: an app that "exits but keeps training" would have to outlive
@@ -22,14 +22,15 @@ from .channel import make_private
 from .errors import ConfigError, render_error
 from .fsutil import atomic_write_text
 
-LAUNCH_FILE = "launch.json"
-LOG_FILE = "train.log"
-ACTIONS = ("train", "resume")
+ACTIONS = ("train", "resume", "export")
+LOG_FILES = {"train": "train.log", "resume": "train.log", "export": "export.log"}
+EXPORT_EVENTS = "export.jsonl"  # an export's events, apart from the training's events.jsonl
 
 
 @dataclass(frozen=True)
 class LaunchSpec:
-    """What the detached process does: ``train`` a new run into ``run_dir``, or ``resume`` the run there."""
+    """What the detached process does: ``train`` a new run into ``run_dir``, ``resume`` the run there, or
+    ``export`` it (``export`` holds Trainer.export's keyword arguments)."""
 
     action: str
     run_dir: str
@@ -37,10 +38,15 @@ class LaunchSpec:
     data: str = ""
     steps: int | None = None
     overrides: dict = field(default_factory=dict)  # TrainConfig fields
+    export: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.action not in ACTIONS:
             raise ConfigError(f"unknown launch action {self.action!r}", f"one of: {', '.join(ACTIONS)}")
+
+    @property
+    def launch_file(self) -> str:
+        return f"launch-{self.action}.json"
 
 
 @dataclass
@@ -49,19 +55,26 @@ class Launched:
 
     run_dir: Path
     process: subprocess.Popen
+    spec: LaunchSpec
 
     @property
     def log(self) -> Path:
-        return self.run_dir / LOG_FILE
+        return self.run_dir / LOG_FILES[self.spec.action]
+
+    def error(self) -> str | None:
+        """What the process printed when it exited with an error; None while it runs or after success."""
+        code = self.process.poll()
+        if code is None or code == 0:
+            return None
+        return last_error(self.log) or f"the {self.spec.action} process exited with status {code} (see {self.log})"
 
     def failed_before_start(self) -> str | None:
-        """The error a process that exited before creating its run printed (None while it runs or once the run
-        exists: then events.jsonl tells the rest). Cleans up what the launch alone wrote."""
-        code = self.process.poll()
-        if code is None or code == 0 or (self.run_dir / "config.toml").exists():
+        """The error of a training process that exited before creating its run (None while it runs or once the
+        run exists: then events.jsonl tells the rest). Removes what the launch alone wrote."""
+        message = self.error()
+        if message is None or (self.run_dir / "config.toml").exists():
             return None
-        message = last_error(self.log) or f"the training process exited with status {code} (see {self.log})"
-        for name in (LAUNCH_FILE, LOG_FILE):
+        for name in (self.spec.launch_file, LOG_FILES[self.spec.action]):
             (self.run_dir / name).unlink(missing_ok=True)
         try:
             self.run_dir.rmdir()  # only when the launch created it and nothing else is there
@@ -73,17 +86,17 @@ class Launched:
 def launch(spec: LaunchSpec) -> Launched:
     """Start ``spec`` in a detached process; returns at once (follow ``RUN/events.jsonl`` for progress)."""
     run = make_private(Path(spec.run_dir).expanduser().resolve())
-    atomic_write_text(run / LAUNCH_FILE, json.dumps(asdict(spec) | {"run_dir": str(run)}))
-    log_fd = os.open(run / LOG_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    atomic_write_text(run / spec.launch_file, json.dumps(asdict(spec) | {"run_dir": str(run)}))
+    log_fd = os.open(run / LOG_FILES[spec.action], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
         process = subprocess.Popen(
-            [sys.executable, "-m", "backprop_engine.detach", str(run / LAUNCH_FILE)],
+            [sys.executable, "-m", "backprop_engine.detach", str(run / spec.launch_file)],
             stdin=subprocess.DEVNULL, stdout=log_fd, stderr=subprocess.STDOUT,
             start_new_session=True, close_fds=True, cwd=run,
         )
     finally:
         os.close(log_fd)
-    return Launched(run, process)
+    return Launched(run, process, spec)
 
 
 def last_error(log: Path) -> str | None:
@@ -104,12 +117,31 @@ def run_spec(spec: LaunchSpec) -> int:
     from .events import ConsoleSink
     from .trainer import Trainer
 
-    console = ConsoleSink()  # into train.log
+    console = ConsoleSink()  # into the log
+    if spec.action == "export":
+        return _export(spec, console)
     if spec.action == "resume":
         trainer = Trainer.from_run(spec.run_dir, on_event=console)
         return train_headless(trainer, trainer.resume)
     trainer = Trainer(spec.model, on_event=console, **spec.overrides)
     return train_headless(trainer, lambda: trainer.train(spec.data, steps=spec.steps, output_dir=spec.run_dir))
+
+
+def _export(spec: LaunchSpec, console) -> int:
+    import signal
+
+    from .events import EventBus, ExportFinished, JsonlSink
+    from .trainer import Trainer
+
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    events = JsonlSink(Path(spec.run_dir) / EXPORT_EVENTS)
+    try:
+        trainer = Trainer.from_run(spec.run_dir, on_event=EventBus([console, events]).emit)
+        paths = trainer.export("gguf", **spec.export)
+        events(ExportFinished([str(path) for path in (paths if isinstance(paths, list) else [paths])]))
+    finally:
+        events.close()
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -161,6 +161,14 @@ class ExportProgress(Event):
 
 
 @dataclass
+class ExportFinished(Event):
+    """A detached export (started from the app) wrote these GGUF files."""
+
+    kind: ClassVar[str] = "export_finished"
+    paths: list[str]
+
+
+@dataclass
 class DataPrepared(Event):
     kind: ClassVar[str] = "data"
     rows_read: int

@@ -67,6 +67,7 @@ class BackpropApp(App[None]):
         self.watch_read_only = read_only  # `backprop watch` (True) or `backprop attach` (False)
         self.resume_run: Path | None = None  # set by the Runs screen; the Train screen picks it up
         self.launched: dict[Path, Launched] = {}  # runs this app started (each trains in its own process)
+        self.exporting: dict[Path, Launched] = {}  # exports this app started (each in its own process)
 
     def on_mount(self) -> None:
         self.theme = self.session.settings.theme
@@ -80,7 +81,7 @@ class BackpropApp(App[None]):
         """Runs this app started keep training unless the user says stop; nothing is stopped without asking."""
         live = [run for run in self.launched if live_owner(run) is not None]
         if not live:
-            self.exit()
+            self.exit(message=self._exports_going_on().lstrip() or None)
             return
         self.push_screen(QuitScreen(live), lambda answer: self._quit_answered(live, answer))
 
@@ -89,14 +90,21 @@ class BackpropApp(App[None]):
             return
         if answer == "leave":
             names = ", ".join(str(run) for run in runs)
-            self.exit(message=f"still training in the background: {names}\nattach again with: backprop attach {runs[0]}")
+            self.exit(message=f"still training in the background: {names}\nattach again with: backprop attach {runs[0]}"
+                      + self._exports_going_on())
             return
         for run in runs:
             try:
                 send_control(run, "stop")
             except BackpropError as error:  # it ended meanwhile
                 self.log(error.message)
-        self.exit(message=f"stop requested: {', '.join(str(r) for r in runs)} saves a checkpoint and its adapter after the current step")
+        self.exit(message=f"stop requested: {', '.join(str(r) for r in runs)} saves a checkpoint and its adapter after the current step"
+                  + self._exports_going_on())
+
+    def _exports_going_on(self) -> str:
+        """A line for the exit message when exports started here still run (they finish on their own)."""
+        going = [launched for launched in self.exporting.values() if launched.process.poll() is None]
+        return "\nexports go on in the background: " + ", ".join(str(launched.log) for launched in going) if going else ""
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())

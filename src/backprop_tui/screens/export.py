@@ -14,11 +14,13 @@ from textual.screen import Screen
 from textual.widgets import Checkbox, Footer, Input, Label, RadioButton, RadioSet, RichLog, Static
 from textual.worker import Worker, WorkerState
 
+from backprop_engine.detach import EXPORT_EVENTS, Launched, LaunchSpec, launch
 from backprop_engine.errors import BackpropError
 from backprop_engine.export.modelfile import check_ollama_name
 from backprop_engine.export.quantize import BITS_PER_WEIGHT, QUANTIZATIONS
 from backprop_engine.paths import safe_name
 from backprop_engine.presets import PRESETS
+from backprop_engine.runs import EventFollower
 
 from ..widgets.nav import NavBar
 
@@ -54,6 +56,8 @@ class ExportScreen(Screen):
         self.registering = False
         self.llm = None
         self.history: list[dict[str, str]] = []
+        self.exporting: Launched | None = None  # the export process this screen started
+        self.follower: EventFollower | None = None
 
     def compose(self) -> ComposeResult:
         yield NavBar("export")
@@ -81,6 +85,7 @@ class ExportScreen(Screen):
 
     def on_mount(self) -> None:
         self._refresh_run()
+        self.set_interval(0.25, self._poll_export)
 
     def on_screen_resume(self) -> None:
         self._refresh_run()
@@ -129,20 +134,42 @@ class ExportScreen(Screen):
         except BackpropError as exc:
             error.update(f"{exc.message} — {exc.hint}")
             return
+        if self.exporting is not None and self.exporting.process.poll() is None:
+            error.update("an export is running; it goes on even if you leave the app")
+            return
         error.update("")
         self.registering = register
         self._show_stages("merge")
-        self.export_in_background(run, self._quantization(), name, ollama_name)
+        options = {"quantization": self._quantization(), "name": name, "register_ollama": register, "model_name": ollama_name}
+        self._launch_export(run, options)
 
-    @work(thread=True, exclusive=True, group="export", exit_on_error=False)
-    def export_in_background(self, run: Path, quantization: str, name: str, ollama_name: str | None) -> Path:
-        from backprop_engine import Trainer
+    def _launch_export(self, run: Path, options: dict) -> None:
+        """The export runs in a process of its own (backprop_engine.detach), like training: an SSH drop or
+        quitting the app does not end it. Its events are followed from RUN/export.jsonl."""
+        events = run / EXPORT_EVENTS
+        self.follower = EventFollower(events)
+        self.follower.poll()  # earlier exports of this run are not this one's
+        try:
+            self.exporting = launch(LaunchSpec("export", str(run), export=options))
+        except (BackpropError, OSError) as exc:
+            self.query_one("#export-error", Static).update(str(exc))
+            self.exporting = None
+            return
+        self.app.exporting[run] = self.exporting
 
-        trainer = Trainer.from_run(run, on_event=self._relay_engine_event)
-        return trainer.export("gguf", quantization=quantization, name=name, register_ollama=ollama_name is not None, model_name=ollama_name)
-
-    def _relay_engine_event(self, event) -> None:
-        self.post_message(self.Progress(getattr(event, "stage", event.kind), getattr(event, "detail", "")))
+    def _poll_export(self) -> None:
+        if self.follower is None:
+            return
+        for event in self.follower.poll():
+            if event.get("event") == "export_finished":
+                self._show_stages("finished", event["paths"][0])
+                self._open_chat(Path(event["paths"][0]))
+            elif event.get("event") == "export":
+                self.post_message(self.Progress(event["stage"], event["detail"]))
+        message = self.exporting.error() if self.exporting is not None else None
+        if message is not None:
+            self.query_one("#export-error", Static).update(message)
+            self.exporting = self.follower = None
 
     def on_export_screen_progress(self, message: Progress) -> None:
         stage = STAGE_OF_EVENT.get(message.stage, message.stage)
@@ -164,10 +191,7 @@ class ExportScreen(Screen):
         self.query_one("#export-stages", Static).update("\n".join(lines) if current else "")
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        if event.worker.group == "export" and event.state == WorkerState.SUCCESS:
-            self._show_stages("finished", str(event.worker.result))
-            self._open_chat(event.worker.result)
-        elif event.worker.group in ("export", "chat") and event.state == WorkerState.ERROR:
+        if event.worker.group == "chat" and event.state == WorkerState.ERROR:
             error = event.worker.error
             text = error.message if isinstance(error, BackpropError) else f"{type(error).__name__}: {error}"
             self.query_one("#export-error", Static).update(text)
