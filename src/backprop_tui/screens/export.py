@@ -39,11 +39,6 @@ class ExportScreen(Screen):
     AUTO_FOCUS = "#quantization"
     BINDINGS = [Binding("e", "export", "Export")]
 
-    class Progress(Message):
-        def __init__(self, stage: str, detail: str) -> None:
-            super().__init__()
-            self.stage, self.detail = stage, detail
-
     class Reply(Message):
         def __init__(self, text: str) -> None:
             super().__init__()
@@ -165,15 +160,15 @@ class ExportScreen(Screen):
                 self._show_stages("finished", event["paths"][0])
                 self._open_chat(Path(event["paths"][0]))
             elif event.get("event") == "export":
-                self.post_message(self.Progress(event["stage"], event["detail"]))
+                self._show_progress(event["stage"], event["detail"])
         message = self.exporting.error() if self.exporting is not None else None
         if message is not None:
             self.query_one("#export-error", Static).update(message)
             self.exporting = self.follower = None
 
-    def on_export_screen_progress(self, message: Progress) -> None:
-        stage = STAGE_OF_EVENT.get(message.stage, message.stage)
-        self._show_stages(stage if stage in STAGES else self.stage, message.detail)
+    def _show_progress(self, engine_stage: str, detail: str) -> None:
+        stage = STAGE_OF_EVENT.get(engine_stage, engine_stage)
+        self._show_stages(stage if stage in STAGES else self.stage, detail)
 
     def _show_stages(self, current: str | None, detail: str = "") -> None:
         """One line per stage: ✓ done, … running, · to come, – skipped (no Ollama registration)."""
