@@ -49,6 +49,27 @@ CHATML_TOOLS = (
     "{%- endfor %}"
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- endif %}"
 )
+# Qwen3 style, written for these tests: ChatML; a reply after the last user turn shows its reasoning in
+# <think> tags (the final reply always, with an empty block), earlier replies lose theirs; tool schemas in the
+# system turn, tool calls in <tool_call> tags, results as user turns in <tool_response> tags.
+QWEN3_THINKING = (
+    "{%- set ns = namespace(last_user=-1) %}"
+    "{%- for m in messages %}{%- if m['role'] == 'user' %}{%- set ns.last_user = loop.index0 %}{%- endif %}{%- endfor %}"
+    "{%- if tools %}{{- '<|im_start|>system\n' }}{%- if messages[0]['role'] == 'system' %}{{- messages[0]['content'] + '\n\n' }}{%- endif %}"
+    "{{- '# Tools\n<tools>' }}{%- for t in tools %}{{- '\n' + t | tojson }}{%- endfor %}{{- '\n</tools><|im_end|>\n' }}"
+    "{%- elif messages[0]['role'] == 'system' %}{{- '<|im_start|>system\n' + messages[0]['content'] + '<|im_end|>\n' }}{%- endif %}"
+    "{%- for m in messages %}"
+    "{%- if m['role'] == 'user' %}{{- '<|im_start|>user\n' + m['content'] + '<|im_end|>\n' }}"
+    "{%- elif m['role'] == 'assistant' %}{{- '<|im_start|>assistant\n' }}"
+    "{%- if loop.index0 > ns.last_user and (loop.last or m.get('reasoning_content')) %}"
+    "{{- '<think>\n' + (m.get('reasoning_content') or '') + '\n</think>\n\n' }}{%- endif %}"
+    "{{- m['content'] }}"
+    "{%- for call in m.get('tool_calls', []) %}{{- '\n<tool_call>\n' + call['function'] | tojson + '\n</tool_call>' }}{%- endfor %}"
+    "{{- '<|im_end|>\n' }}"
+    "{%- elif m['role'] == 'tool' %}{{- '<|im_start|>user\n<tool_response>\n' + m['content'] + '\n</tool_response><|im_end|>\n' }}"
+    "{%- endif %}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- endif %}"
+)
 
 STYLES = {
     # style: (template, bos, eos, what each assistant turn trains: reply + end of turn)

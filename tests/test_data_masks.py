@@ -30,7 +30,7 @@ def trained_texts(tokenizer, example) -> list[str]:
 @pytest.mark.parametrize("style", ["chatml", "llama3", "mistral", "gemma", "none"])
 def test_exactly_the_assistant_turns_and_their_end_of_turn_are_trained(tokenizers, style):
     tokenizer = tokenizers[style]
-    example = tokenize_example(tokenizer, Example("x", "messages", CONVERSATION))
+    [example] = tokenize_example(tokenizer, Example("x", "messages", CONVERSATION))
     replies = [m["content"] for m in CONVERSATION if m["role"] == "assistant"]
     assert trained_texts(tokenizer, example) == [STYLES[style][3].format(reply=r) for r in replies]
     # The masked and trained runs together are exactly the template's rendering: nothing lost or added.
@@ -45,7 +45,7 @@ def test_a_model_without_chat_template_gets_the_plain_format_with_a_warning(toke
 
 def test_raw_text_trains_every_token(tokenizers):
     tokenizer = tokenizers["llama3"]
-    example = tokenize_example(tokenizer, Example("x", "text", text="Once upon a time"))
+    [example] = tokenize_example(tokenizer, Example("x", "text", text="Once upon a time"))
     assert example.labels == example.input_ids and example.input_ids[-1] == tokenizer.eos_token_id
 
 
@@ -57,37 +57,58 @@ TOOL_ROW = [
 ]
 
 
-def test_tool_calls_are_kept_when_the_template_renders_them(tokenizers):
+def test_tool_calls_are_kept_when_the_template_renders_them_and_written_plainly_when_not(tokenizers):
     examples = [Example("t.jsonl:1", "messages", TOOL_ROW), Example("t.jsonl:2", "messages", CONVERSATION)]
     spec = DataSpec(["t.jsonl"])
     report = DataReport(spec.sources)
-    [(_, tools)] = _tokenize(examples[:1], tokenizers["chatml-tools"], _RowCollector(spec, report))
+    [(_, [tools])] = _tokenize(examples[:1], tokenizers["chatml-tools"], _RowCollector(spec, report))
     assert trained_texts(tokenizers["chatml-tools"], tools) == [
         '<tool_call>{"name": "weather", "arguments": {"city": "Oslo"}}</tool_call><|im_end|>\n',
         "It rains.<|im_end|>\n",
     ]
+    assert report.warnings == []
     kept = _tokenize(examples, tokenizers["chatml"], _RowCollector(spec, report))
-    assert [e.origin for e, _ in kept] == ["t.jsonl:2"]
-    assert [str(b) for b in report.bad_rows] == ["t.jsonl:1: tool-call messages, and the model's chat template cannot render them"]
+    assert [e.origin for e, _ in kept] == ["t.jsonl:1", "t.jsonl:2"] and report.bad_rows == []
+    [plain] = kept[0][1]
+    assert trained_texts(tokenizers["chatml"], plain) == [
+        '<tool_call>\n{"name": "weather", "arguments": {"city": "Oslo"}}\n</tool_call><|im_end|>\n',
+        "It rains.<|im_end|>\n",
+    ]
+    assert "<|im_start|>user\n<tool_response>\nrain\n</tool_response><|im_end|>" in tokenizers["chatml"].decode(plain.input_ids)
+    assert report.warnings[0].startswith("1 rows have tool calls or tool schemas that the model's chat template cannot render: written in the plain form")
 
 
-def test_a_template_that_moves_earlier_turns_is_reported_not_guessed(tokenizers, monkeypatch):
+# In the style of some Mistral templates: the system text goes into the *last* user turn.
+SYSTEM_IN_LAST_USER_TURN = (
+    "{%- set system = messages[0]['content'] if messages[0]['role'] == 'system' else '' %}"
+    "{%- set turns = messages[1:] if system else messages %}"
+    "{%- set last_user = turns | selectattr('role', 'equalto', 'user') | list | last %}"
+    "{%- for m in turns %}{%- if m['role'] == 'user' %}"
+    "{{- '[INST] ' + (system + '\\n\\n' if m is sameas last_user and system else '') + m['content'] + ' [/INST]' }}"
+    "{%- else %}{{- m['content'] + eos_token }}{%- endif %}{%- endfor %}"
+)
+
+
+def test_a_template_that_moves_earlier_turns_trains_each_reply_after_its_inference_prompt(tokenizers, monkeypatch):
     tokenizer = tokenizers["mistral"]
-    # In the style of some Mistral templates: the system text goes into the *last* user turn.
-    monkeypatch.setattr(tokenizer, "chat_template", (
-        "{%- set system = messages[0]['content'] if messages[0]['role'] == 'system' else '' %}"
-        "{%- set turns = messages[1:] if system else messages %}"
-        "{%- set last_user = turns | selectattr('role', 'equalto', 'user') | list | last %}"
-        "{%- for m in turns %}{%- if m['role'] == 'user' %}"
-        "{{- '[INST] ' + (system + '\\n\\n' if m is sameas last_user and system else '') + m['content'] + ' [/INST]' }}"
-        "{%- else %}{{- m['content'] + eos_token }}{%- endif %}{%- endfor %}"
-    ))
+    monkeypatch.setattr(tokenizer, "chat_template", SYSTEM_IN_LAST_USER_TURN)
+    spec = DataSpec(["m.jsonl"])
+    report = DataReport(spec.sources)
+    [(_, examples)] = _tokenize([Example("m.jsonl:1", "messages", CONVERSATION)], tokenizer, _RowCollector(spec, report))
+    assert [marked_spans(tokenizer, e) for e in examples] == [
+        [("[INST] Be brief.\n\nHi there [/INST]", False), ("Arr, hello!</s>", True)],
+        [("[INST] Hi there [/INST]Arr, hello!</s>[INST] Be brief.\n\nBye, señor [/INST]", False), ("Yo ho, adiós!</s>", True)],
+    ]
+    assert report.mask_schemes == {"as one example per reply": 1}
+
+
+def test_a_template_whose_replies_never_continue_their_prompt_is_refused_not_guessed(tokenizers, monkeypatch):
+    tokenizer = tokenizers["chatml"]
+    monkeypatch.setattr(tokenizer, "chat_template", "{{ messages | length }} turns\n" + tokenizer.chat_template)
     spec = DataSpec(["m.jsonl"])
     report = DataReport(spec.sources)
     assert _tokenize([Example("m.jsonl:1", "messages", CONVERSATION)], tokenizer, _RowCollector(spec, report)) == []
-    assert "does not render assistant turn 2 as a prefix of the conversation" in str(report.bad_rows[0])
-    single = _tokenize([Example("m.jsonl:2", "messages", CONVERSATION[:3])], tokenizer, _RowCollector(spec, report))
-    assert trained_texts(tokenizer, single[0][1]) == ["Arr, hello!</s>"]
+    assert str(report.bad_rows[0]) == "m.jsonl:1: the chat template does not render assistant turn 2 as a continuation of its prompt"
 
 
 def test_a_template_error_is_a_bad_row(tokenizers):

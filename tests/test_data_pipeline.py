@@ -111,7 +111,7 @@ def test_bad_rows_are_skipped_and_counted_or_stop_the_run(tmp_path, tokenizer):
 def test_settings_are_validated():
     with pytest.raises(ConfigError, match="on_bad_row must be one of error, skip"):
         DataSpec(["sample"], on_bad_row="ignore")
-    with pytest.raises(ConfigError, match="format must be one of auto, messages, sharegpt, alpaca, prompt_completion, text, got 'yaml'"):
+    with pytest.raises(ConfigError, match="format must be one of auto, preference, messages, sharegpt, alpaca, prompt_completion, text, got 'yaml'"):
         DataSpec(["sample"], format="yaml")
     with pytest.raises(ConfigError, match="overlong must be one of truncate, drop"):
         TrainConfig(overlong="cut")
@@ -156,7 +156,7 @@ def test_data_inspect_cli(rows_file, capsys):
     out = capsys.readouterr().out
     assert out.startswith("44 rows read (messages 44); 0 bad")
     assert "filters removed: exact duplicates: 2, over 200 tokens: 1" in out
-    assert "tokens per row: p50 " in out and "max_seq_len 64 from the data" in out
+    assert "tokens per example: p50 " in out and "max_seq_len 64 from the data" in out
     assert "⟦Arr, answer" in out and "<|im_end|>\n⟧" in out
     assert main(["data", "inspect", str(rows_file), "--json", "--model", "tiny-qwen2"]) == 0
     report = json.loads(capsys.readouterr().out)

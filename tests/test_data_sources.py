@@ -127,7 +127,7 @@ BAD_INPUTS = {
     "trailing-comma": ("d.json", b'[\n {"text": "a"},\n {"text": "b"},\n]\n', ":4: not valid JSON (trailing comma"),
     "missing-fields": ("d.jsonl", b'{"title": "x"}\n', ":1: row has no 'messages' field"),
     "content-number": ("d.jsonl", b'{"messages": [{"role": "user", "content": 5}]}\n', ":1: message 0 'content' is a number, expected a string"),
-    "content-list": ("d.jsonl", b'{"messages": [{"role": "user", "content": ["a"]}]}\n', ":1: message 0 'content' is a list, expected a string"),
+    "content-object": ("d.jsonl", b'{"messages": [{"role": "user", "content": {"a": 1}}]}\n', ":1: message 0 'content' is an object, expected a string or a list of parts"),
     "empty-conversation": ("d.jsonl", b'{"messages": []}\n', ":1: the conversation is empty"),
     "unknown-role": ("d.jsonl", b'{"messages": [{"role": "bot", "content": "x"}]}\n', ":1: message 0 has unknown role 'bot'"),
     "no-assistant": ("d.jsonl", b'{"messages": [{"role": "user", "content": "x"}]}\n', ":1: the conversation has no assistant turn"),

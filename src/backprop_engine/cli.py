@@ -106,9 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     data = commands.add_parser("data", help="check or inspect training data").add_subparsers(dest="data_command", metavar="ACTION", required=True)
     check = data.add_parser("check", help="validate data files; list every bad row (exit 1 if any)")
     check.add_argument("sources", nargs="+", help="data files, folders, saved datasets or hub ids")
-    check.add_argument("--format", dest="data_format", default="auto", help="auto, messages, sharegpt, alpaca, prompt_completion, text")
+    check.add_argument("--format", dest="data_format", default="auto", help="auto, preference, messages, sharegpt, alpaca, prompt_completion, text")
     check.add_argument("--on-bad-row", choices=("error", "skip"), default="error", help="error (default): exit 1 if any row is bad; skip: list them, exit 0")
     check.add_argument("--json", action="store_true", help="print the report as JSON")
+    _add_text_split(check)
     check.set_defaults(handler=cmd_data_check)
     inspect = data.add_parser("inspect", help="formats, token-length stats, histogram and rendered samples")
     inspect.add_argument("sources", nargs="+", metavar="source", help="data file, folder, saved dataset or hub id")
@@ -342,7 +343,8 @@ def _add_gpu_safety_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gpu-cool-timeout", type=int, dest="gpu_cool_timeout_s", metavar="S", help="a longer pause saves a checkpoint and stops (setting default: 900)")
 
 
-DATA_OPTIONS = ("data_format", "on_bad_row", "min_tokens", "max_tokens", "dedupe", "near_dedupe", "max_samples", "shuffle", "overlong")
+DATA_OPTIONS = ("data_format", "on_bad_row", "min_tokens", "max_tokens", "dedupe", "near_dedupe", "max_samples", "shuffle", "overlong",
+                "text_split", "chosen_only")
 
 
 def _add_data_options(parser: argparse.ArgumentParser, on_bad_row_default: str | None) -> None:
@@ -356,6 +358,13 @@ def _add_data_options(parser: argparse.ArgumentParser, on_bad_row_default: str |
     parser.add_argument("--max-samples", type=int, help="use at most this many rows")
     parser.add_argument("--no-shuffle", dest="shuffle", action="store_false", default=None, help="keep the file order")
     parser.add_argument("--overlong", choices=("truncate", "drop"), help="rows over max_seq_len (default: truncate)")
+    _add_text_split(parser)
+    parser.add_argument("--chosen-only", action="store_true", default=None, help="preference pairs (chosen/rejected): train on the prompt + chosen reply")
+
+
+def _add_text_split(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--text-split", choices=("auto", "blank", "line", "none"),
+                        help=".txt/.md documents end at blank lines, at every line, or with the file (default: auto, from the file)")
 
 
 def cmd_data_check(args) -> int:
@@ -364,7 +373,7 @@ def cmd_data_check(args) -> int:
     from .data import DataSpec, check_data
     from .data.text import format_check
 
-    report = check_data(DataSpec(args.sources, format=args.data_format))
+    report = check_data(DataSpec(args.sources, format=args.data_format, text_split=args.text_split or "auto"))
     print(json.dumps(report.to_dict(), indent=2) if args.json else format_check(report))
     return 1 if report.bad_row_count and args.on_bad_row == "error" else 0
 

@@ -54,7 +54,7 @@ class TrainConfig:
     gpu_cool_timeout_s: int = 0  # a longer pause saves a checkpoint and stops
     report_to: list[str] = field(default_factory=list)  # experiment trackers: tensorboard, wandb (tracking.py)
     # Data pipeline (see backprop_engine.data.DataSpec, which validates these).
-    data_format: str = "auto"  # auto, messages, sharegpt, alpaca, prompt_completion, text
+    data_format: str = "auto"  # auto, preference, messages, sharegpt, alpaca, prompt_completion, text
     on_bad_row: str = "skip"  # skip (counted and reported in events) or error
     min_tokens: int = 0
     max_tokens: int = 0
@@ -65,6 +65,8 @@ class TrainConfig:
     eval_split: float = 0.0  # below 1: fraction of rows, 1 or more: number of rows
     eval_steps: int = 0  # 0: evaluate at the end only (when there is an eval split)
     overlong: str = "truncate"  # rows longer than max_seq_len: truncate or drop
+    text_split: str = "auto"  # .txt/.md documents: auto, blank (blank lines), line (one per line), none (whole file)
+    chosen_only: bool = False  # preference rows (chosen/rejected): train prompt + chosen reply as a chat
     packing: bool = True  # used when a probe on the model shows it is exact; else padding
 
     def __post_init__(self) -> None:

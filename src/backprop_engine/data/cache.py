@@ -17,7 +17,7 @@ from .pipeline import DataReport, DataSpec, PreparedData
 from .sources import HubId, data_files, resolve_source
 from .tokenize import TokenizedExample
 
-PIPELINE_VERSION = 1  # bump when rendering, masking or filtering changes what a fingerprint stands for
+PIPELINE_VERSION = 2  # bump when rendering, masking or filtering changes what a fingerprint stands for
 
 
 def cache_folder() -> Path:

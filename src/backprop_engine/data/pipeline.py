@@ -20,9 +20,19 @@ from dataclasses import asdict, dataclass, field, fields, replace
 
 from ..errors import ConfigError, DataError
 from .filters import drop_exact_duplicates, drop_near_duplicates, shuffled, split_eval
-from .formats import FORMATS, Example, FormatTracker, RowProblem
-from .sources import BadRow, data_files, read_rows, resolve_source
-from .tokenize import TokenizedExample, marked_spans, template_supports_tools, tokenize_example
+from .formats import FORMATS, Example, FormatTracker
+from .sources import TEXT_SPLITS, BadRow, RowProblem, choose_text_split, data_files, read_rows, resolve_source
+from .tokenize import (
+    PER_TURN,
+    PLAIN_TOOLS,
+    REASONING_DROPPED,
+    TemplateSupport,
+    TokenizedExample,
+    marked_spans,
+    render_for_training,
+    tokenize_rendered,
+    tokenize_text,
+)
 
 MAX_REPORTED_BAD_ROWS = 200
 SEQ_LEN_MULTIPLE = 64
@@ -34,7 +44,7 @@ class DataSpec:
     """Which rows to use and how to shape them. Zero means "off" (or "from the data" for max_seq_len)."""
 
     sources: list[str]
-    format: str = "auto"  # auto | messages | sharegpt | alpaca | prompt_completion | text
+    format: str = "auto"  # auto | preference | messages | sharegpt | alpaca | prompt_completion | text
     on_bad_row: str = "skip"  # error | skip
     min_tokens: int = 0
     max_tokens: int = 0
@@ -46,12 +56,14 @@ class DataSpec:
     eval_split: float = 0.0  # below 1: a fraction, 1 or more: a number of rows
     max_seq_len: int = 0
     overlong: str = "truncate"  # truncate | drop
+    text_split: str = "auto"  # .txt/.md documents: auto | blank (lines) | line (one per line) | none (the whole file)
+    chosen_only: bool = False  # preference pairs: train prompt + chosen as a chat
 
     def __post_init__(self) -> None:
         self.sources = [str(s) for s in ([self.sources] if isinstance(self.sources, str) else self.sources)]
         if not self.sources:
             raise ConfigError("no data given", "pass at least one data file, folder or hub id")
-        choices = {"format": ("auto", *FORMATS), "on_bad_row": ("error", "skip"), "overlong": ("truncate", "drop")}
+        choices = {"format": ("auto", *FORMATS), "on_bad_row": ("error", "skip"), "overlong": ("truncate", "drop"), "text_split": ("auto", *TEXT_SPLITS)}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
@@ -121,6 +133,8 @@ class DataReport:
     samples: list[Sample] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     cached: bool = False
+    mask_schemes: dict[str, int] = field(default_factory=dict)  # conversations per scheme (tokenize.WHOLE / PER_TURN)
+    text_split: dict[str, str] = field(default_factory=dict)  # text file → the rule its documents were read by, and why
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -143,12 +157,14 @@ class PreparedData:
     report: DataReport
 
 
-def iter_rows(spec: DataSpec, keep_going: bool = False) -> Iterator[Example | BadRow]:
+def iter_rows(spec: DataSpec, keep_going: bool = False, report: DataReport | None = None) -> Iterator[Example | BadRow]:
     """Every row of every source as an Example or a BadRow (streaming; empty files are bad rows).
 
-    A file that cannot be read at all raises DataError, or with ``keep_going`` becomes one BadRow.
+    A file that cannot be read at all raises DataError, or with ``keep_going`` becomes one BadRow. The rule
+    each text file was split into documents by goes into ``report.text_split``.
     """
     tracker = FormatTracker(spec.format)
+    splits = report.text_split if report is not None else {}
     for source in spec.sources:
         try:
             paths = data_files(resolve_source(source))
@@ -159,7 +175,7 @@ def iter_rows(spec: DataSpec, keep_going: bool = False) -> Iterator[Example | Ba
             continue
         for path in paths:
             try:
-                yield from _file_rows(path, tracker)
+                yield from _file_rows(path, tracker, spec.text_split, splits)
             except DataError as error:
                 if not keep_going:
                     raise
@@ -172,9 +188,12 @@ def _file_problem(error: DataError) -> BadRow:
     return BadRow(origin, reason or "cannot be read", error.hint or "")
 
 
-def _file_rows(path, tracker: FormatTracker) -> Iterator[Example | BadRow]:
+def _file_rows(path, tracker: FormatTracker, text_split: str, splits: dict[str, str]) -> Iterator[Example | BadRow]:
     empty = True
-    for row in read_rows(path):
+    rule = choose_text_split(path, text_split)
+    if rule:
+        splits[str(path)] = f"{rule[0]}: {rule[1]}"
+    for row in read_rows(path, rule[0] if rule else "blank"):
         empty = False
         yield row if isinstance(row, BadRow) else tracker.normalize(row)
     if empty:
@@ -208,14 +227,14 @@ def check_data(spec: DataSpec) -> DataReport:
     spec = DataSpec(**{**asdict(spec), "on_bad_row": "skip"})
     report = DataReport(spec.sources)
     collector = _RowCollector(spec, report)
-    for row in iter_rows(spec, keep_going=True):
+    for row in iter_rows(spec, keep_going=True, report=report):
         collector.accept(row)
     return report
 
 
 def load_examples(spec: DataSpec, report: DataReport) -> list[Example]:
     collector = _RowCollector(spec, report)
-    examples = [row for row in iter_rows(spec) if collector.accept(row)]
+    examples = [row for row in iter_rows(spec, report=report) if collector.accept(row)]
     _require_rows(examples, report)
     return examples
 
@@ -241,32 +260,75 @@ def prepare_data(spec: DataSpec, tokenizer, model_context: int, use_cache: bool 
         return hit
     report = DataReport(spec.sources)
     examples = load_examples(spec, report)
+    _refuse_pairs(examples, spec)
     tokenized = _tokenize(examples, tokenizer, _RowCollector(spec, report))
     train, evaluation = shape(tokenized, spec, model_context, report, tokenizer)
-    prepared = PreparedData([t for _, t in train], [t for _, t in evaluation], report)
+    prepared = PreparedData([t for _, ts in train for t in ts], [t for _, ts in evaluation for t in ts], report)
     if key:
         cache.store(key, prepared)
     return prepared
 
 
-def _tokenize(examples: list[Example], tokenizer, collector: _RowCollector) -> list[tuple[Example, TokenizedExample]]:
-    tools = None  # probed once, only when a row has tool calls
-    tokenized = []
+def _refuse_pairs(examples: list[Example], spec: DataSpec) -> None:
+    pairs = [e for e in examples if e.pair is not None]
+    if pairs and not spec.chosen_only:
+        raise DataError(
+            f"{pairs[0].origin}: preference pairs (chosen/rejected): use --chosen-only to train on the chosen replies",
+            f"{len(pairs)} of {len(examples)} rows are pairs; training on both sides (DPO/ORPO) is not available yet",
+        )
+
+
+Row = tuple[Example, list[TokenizedExample]]  # a row and its examples: one, or one per trained turn
+
+
+def _tokenize(examples: list[Example], tokenizer, collector: _RowCollector) -> list[Row]:
+    """Render and mask every row; counts the mask schemes and what had to change for the template."""
+    support = TemplateSupport(tokenizer)
+    schemes: Counter[str] = Counter()
+    changes: Counter[str] = Counter()
+    rows = []
     for example in examples:
-        if example.has_tool_calls:
-            tools = template_supports_tools(tokenizer) if tools is None else tools
-            if not tools:
-                collector.bad(BadRow(example.origin, "tool-call messages, and the model's chat template cannot render them", "use a model whose template supports tools, or drop these rows"))
-                continue
+        if example.text is not None:
+            rows.append((example, [tokenize_text(tokenizer, example.text)]))
+            continue
         try:
-            tokenized.append((example, tokenize_example(tokenizer, example)))
+            messages, tools, changed = support.adapt(example)
+            scheme, rendered = render_for_training(tokenizer, messages, tools)
         except RowProblem as problem:
             collector.bad(BadRow(example.origin, problem.reason, problem.hint))
-    return tokenized
+            continue
+        schemes[scheme] += 1
+        changes.update(changed)
+        rows.append((example, [tokenize_rendered(tokenizer, r) for r in rendered]))
+    report = collector.report
+    report.mask_schemes = dict(schemes)
+    report.warnings += _template_warnings(changes, schemes, sum(len(ts) for e, ts in rows if e.text is None))
+    return rows
 
 
-def shape(rows: list[tuple[Example, TokenizedExample]], spec: DataSpec, model_context: int, report: DataReport, tokenizer=None, samples: int = 3):
-    """Filters, the length policy, shuffle, sample cap and the eval split, each counted in ``report``."""
+def _template_warnings(changes: Counter, schemes: Counter, examples: int) -> list[str]:
+    warnings = []
+    if changes[PLAIN_TOOLS]:
+        warnings.append(
+            f"{changes[PLAIN_TOOLS]} rows have tool calls or tool schemas that the model's chat template cannot render: "
+            "written in the plain form (<tool_call>/<tool_response> blocks, schemas in the system prompt; README, Data)"
+        )
+    if changes[REASONING_DROPPED]:
+        warnings.append(f"{changes[REASONING_DROPPED]} rows have reasoning that the model's chat template does not render: dropped, the replies are trained without it")
+    if schemes[PER_TURN]:
+        warnings.append(
+            f"{schemes[PER_TURN]} conversations are trained {PER_TURN} ({examples} examples from {sum(schemes.values())} conversations): "
+            "the chat template renders earlier turns differently as a conversation goes on (e.g. it moves the system prompt), "
+            "so each reply is trained after its prompt as inference renders it"
+        )
+    return warnings
+
+
+def shape(rows: list[Row], spec: DataSpec, model_context: int, report: DataReport, tokenizer=None, samples: int = 3):
+    """Filters, the length policy, shuffle, sample cap and the eval split, each counted in ``report``.
+
+    Filters count rows; a per-turn row keeps its examples together (one side of the eval split).
+    """
     report.filters = []
     _require_rows(rows, report)
 
@@ -280,35 +342,45 @@ def shape(rows: list[tuple[Example, TokenizedExample]], spec: DataSpec, model_co
     if spec.near_dedupe:
         current = step(f"near duplicates (>= {spec.near_dedupe:g})", _by_example(current, lambda e: drop_near_duplicates(e, spec.near_dedupe, spec.seed)))
     if spec.min_tokens:
-        current = step(f"under {spec.min_tokens} tokens", [r for r in current if len(r[1]) >= spec.min_tokens])
+        current = step(f"under {spec.min_tokens} tokens", [r for r in current if _longest(r) >= spec.min_tokens])
     if spec.max_tokens:
-        current = step(f"over {spec.max_tokens} tokens", [r for r in current if len(r[1]) <= spec.max_tokens])
-    report.lengths = LengthStats.of([len(t) for _, t in current])
+        current = step(f"over {spec.max_tokens} tokens", [r for r in current if _longest(r) <= spec.max_tokens])
+    report.lengths = LengthStats.of([len(t) for _, ts in current for t in ts])
     report.max_seq_len, report.max_seq_len_from_data = choose_max_seq_len(spec, report.lengths, model_context)
     limit = report.max_seq_len
     if spec.overlong == "drop":
-        current = step(f"over max_seq_len {limit}", [r for r in current if r[0].text is not None or len(r[1]) <= limit])
-    report.truncated = sum(len(t) > limit for e, t in current if e.text is None)
-    current = [piece for e, t in current for piece in _fit(e, t, limit)]
-    current = step("nothing left to train", [r for r in current if r[1].trained_tokens > 0])
+        current = step(f"over max_seq_len {limit}", [r for r in current if r[0].text is not None or _longest(r) <= limit])
+    report.truncated = sum(_longest(r) > limit for r in current if r[0].text is None)
+    current = [piece for row in current for piece in _fit(row, limit)]
+    trainable = [(e, [t for t in ts if t.trained_tokens > 0]) for e, ts in current]
+    current = step("nothing left to train", [r for r in trainable if r[1]])
     if spec.shuffle:
         current = shuffled(current, spec.seed)
     if spec.max_samples:
         current = step(f"beyond max_samples {spec.max_samples}", current[: spec.max_samples])
     _require_rows(current, report, after_filters=True)
     train, evaluation = split_eval(current, spec.eval_split)
-    report.train_examples, report.eval_examples = len(train), len(evaluation)
-    tokens = sum(len(t) for _, t in current)
-    report.trained_fraction = sum(t.trained_tokens for _, t in current) / tokens if tokens else 0.0
+    report.train_examples, report.eval_examples = sum(len(ts) for _, ts in train), sum(len(ts) for _, ts in evaluation)
+    examples = [(e, t) for e, ts in current for t in ts]
+    tokens = sum(len(t) for _, t in examples)
+    report.trained_fraction = sum(t.trained_tokens for _, t in examples) / tokens if tokens else 0.0
     if tokenizer is not None:
-        report.samples = [Sample(e.origin, e.format, marked_spans(tokenizer, t)) for e, t in current[:samples]]
+        report.samples = [Sample(e.origin, e.format, marked_spans(tokenizer, t)) for e, t in examples[:samples]]
     return train, evaluation
 
 
-def _fit(example: Example, tokens: TokenizedExample, limit: int) -> list[tuple[Example, TokenizedExample]]:
-    """A conversation is truncated to ``limit`` tokens; a raw-text document is cut into ``limit``-token pieces."""
-    starts = range(0, len(tokens), limit) if example.text is not None else [0]
-    return [(example, TokenizedExample(tokens.input_ids[s : s + limit], tokens.labels[s : s + limit])) for s in starts]
+def _longest(row: Row) -> int:
+    return max(len(t) for t in row[1])
+
+
+def _fit(row: Row, limit: int) -> list[Row]:
+    """A conversation's examples are truncated to ``limit`` tokens; a raw-text document is cut into
+    ``limit``-token pieces, each a row of its own."""
+    example, [tokens, *_] = row
+    if example.text is None:
+        return [(example, [TokenizedExample(t.input_ids[:limit], t.labels[:limit]) for t in row[1]])]
+    starts = range(0, len(tokens), limit)
+    return [(example, [TokenizedExample(tokens.input_ids[s : s + limit], tokens.labels[s : s + limit])]) for s in starts]
 
 
 def _by_example(rows, keep):
@@ -351,11 +423,16 @@ class DataPreview:
         return cls(tokenizer, model_context(path, tokenizer), samples=samples)
 
     def report(self, spec: DataSpec) -> DataReport:
-        key = (tuple(spec.sources), spec.format, spec.seed)
+        key = (tuple(spec.sources), spec.format, spec.text_split, spec.seed)
         if key != self._key:
             self._load(spec)
             self._key = key
         report = replace(self._base, bad_rows=list(self._base.bad_rows), warnings=list(self._base.warnings))
+        if report.formats.get("preference") and not spec.chosen_only:
+            report.warnings.append(
+                f"{report.formats['preference']} rows are preference pairs (chosen/rejected), shown with their chosen replies: "
+                "`train` needs --chosen-only to train on the chosen replies"
+            )
         try:
             shape(self._rows, spec, self.model_context, report, self.tokenizer, self.samples)
         except DataError as error:  # e.g. every row filtered out: the UI shows it, the user changes a filter
@@ -368,7 +445,7 @@ class DataPreview:
         reservoir: list[Example] = []
         rng = random.Random(spec.seed)
         seen = 0
-        for row in iter_rows(spec):
+        for row in iter_rows(spec, report=base):
             if not collector.accept(row):
                 continue
             seen += 1

@@ -21,9 +21,14 @@ from ..errors import DataError
 
 BUILTIN_DATASETS = {"sample": "sample.jsonl"}
 DATA_SUFFIXES = {".jsonl", ".json", ".csv", ".parquet", ".txt", ".md"}
+TEXT_SUFFIXES = {".txt", ".md"}
+TEXT_SPLITS = ("blank", "line", "none")  # documents end at blank lines, at every line, or with the file
+TEXT_SNIFF_LINES = 2000
+SENTENCE_ENDS = tuple('.!?"\')»”。！？…')
 MAX_ROW_BYTES = 10 * 2**20  # one row beyond this is reported, never decoded (a runaway line, not a chat)
 # The fields that identify each row format (the first match wins, in this order).
 FORMAT_FIELDS = {
+    "preference": ("chosen", "rejected"),  # before the chat formats: preference rows also hold conversations/prompt
     "messages": ("messages",),
     "sharegpt": ("conversations",),
     "alpaca": ("instruction", "output"),
@@ -48,6 +53,20 @@ class BadRow:
 
     def __str__(self) -> str:
         return f"{self.origin}: {self.reason}"
+
+
+class RowProblem(Exception):
+    """Why one row cannot be used; the pipeline turns it into a :class:`BadRow` with the row's origin."""
+
+    def __init__(self, reason: str, hint: str = "") -> None:
+        super().__init__(reason)
+        self.reason, self.hint = reason, hint
+
+
+def type_name(value: object) -> str:
+    """A JSON value's type in the words of the JSON spec, for messages about rows."""
+    names = {str: "string", int: "number", float: "number", bool: "boolean", list: "list", dict: "object"}
+    return names.get(type(value), "null" if value is None else type(value).__name__)
 
 
 @dataclass(frozen=True)
@@ -97,12 +116,14 @@ def is_saved_dataset(path: Path) -> bool:
     return path.is_dir() and ((path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file())
 
 
-def read_rows(source: Source) -> Iterator[RawRow | BadRow]:
-    """Stream the rows of one file, saved dataset or hub dataset."""
+def read_rows(source: Source, text_split: str = "blank") -> Iterator[RawRow | BadRow]:
+    """Stream the rows of one file, saved dataset or hub dataset (``text_split``: see :data:`TEXT_SPLITS`)."""
     if isinstance(source, HubId):
         yield from _read_hub(source)
     elif source.is_dir():
         yield from _read_saved(source)
+    elif source.suffix.lower() in TEXT_SUFFIXES:
+        yield from _read_text(source, text_split)
     else:
         reader = _READERS.get(source.suffix.lower())
         if reader is None:
@@ -304,15 +325,46 @@ def _drain(problems: list[BadRow]) -> Iterator[BadRow]:
         yield problems.pop(0)
 
 
-def _read_text(path: Path) -> Iterator[RawRow | BadRow]:
-    """Documents separated by blank lines, each one raw-text row (continued pre-training)."""
+def choose_text_split(source: Source, requested: str = "auto") -> tuple[str, str] | None:
+    """How a text file splits into documents, and why: ``requested``, or from its first lines (None: not text).
+
+    Blank lines between text mean documents separated by blank lines. A file without any, whose lines mostly
+    end a sentence (or are paragraph-long), holds one document per line; else it is one wrapped document.
+    """
+    if isinstance(source, HubId) or source.suffix.lower() not in TEXT_SUFFIXES:
+        return None
+    if requested != "auto":
+        return requested, "set by --text-split"
+    lines, blank_between = [], False
+    for _, line in _lines(source):
+        if isinstance(line, BadRow):
+            continue
+        text = line.strip()
+        blank_between = blank_between or (not text and bool(lines))
+        if text:
+            if blank_between:
+                return "blank", "documents separated by blank lines"
+            lines.append(text)
+        if len(lines) >= TEXT_SNIFF_LINES:
+            break
+    ending = sum(line.endswith(SENTENCE_ENDS) or len(line) > 200 for line in lines)
+    if len(lines) >= 2 and ending >= len(lines) / 2:
+        return "line", f"no blank lines, {ending} of {len(lines)} lines end a sentence: one document per line"
+    return "blank", "no blank lines between documents: the file is one document"
+
+
+def _read_text(path: Path, split: str = "blank") -> Iterator[RawRow | BadRow]:
+    """Raw-text rows (continued pre-training): documents end at blank lines, at every line, or with the file."""
     paragraph: list[str] = []
     start = 0
     for number, line in _lines(path):
         if isinstance(line, BadRow):
             yield line
             continue
-        if line.strip():
+        if split == "line":
+            if line.strip():
+                yield RawRow(f"{path}:{number}", {"text": line.rstrip("\r\n")}, str(path))
+        elif line.strip() or (split == "none" and paragraph):
             start = start or number
             paragraph.append(line)
         elif paragraph:
@@ -365,6 +417,4 @@ _READERS = {
     ".json": _read_json,
     ".csv": _read_csv,
     ".parquet": _read_parquet,
-    ".txt": _read_text,
-    ".md": _read_text,
 }
