@@ -1,7 +1,8 @@
-"""Data pipeline benchmark: packing vs padding, validation/tokenization speed, and memory while inspecting a
-big JSONL. Every figure is printed next to its baseline measured in the same run.
+"""Data pipeline benchmark: packing vs padding, validation/tokenization speed, tool-calling rows vs plain
+chats, the token cost of per-reply examples, and memory while inspecting a big JSONL. Every figure is
+printed next to its baseline measured in the same run.
 
-    .venv/bin/python bench/data_pipeline.py [--rows 100000] [--inspect-gb 1.0] [--steps 20]
+    .venv/bin/python bench/data_pipeline.py [--rows 100000] [--inspect-gb 1.0] [--steps 20] [--parts tools,per-turn]
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import time
 from pathlib import Path
 
 from backprop_engine.data import DataSpec, cache, check_data, load_chat_tokenizer, prepare_data
+from backprop_engine.data.formats import Example
+from backprop_engine.data.tokenize import TemplateSupport, render, render_for_training, tokenize_rendered
 from backprop_engine.events import EventBus
 from backprop_engine.presets import resolve_model
 from backprop_engine.train.backend import lora_model
@@ -41,6 +44,75 @@ def write_rows(path: Path, rows: int, skewed: bool, seed: int = 0, min_bytes: in
             written += out.write(json.dumps(synthetic_chat(rng, words)) + "\n")
             count += 1
     return path
+
+
+def synthetic_tool_chat(rng: random.Random) -> dict:
+    """A ShareGPT row with a tools field and a function_call / observation round trip (two replies)."""
+    port = rng.choice(WORDS)
+    tool = {"name": "get_weather", "description": "weather at a port", "parameters": {"type": "object", "properties": {"port": {"type": "string"}}}}
+    call = json.dumps({"name": "get_weather", "arguments": {"port": port}})
+    return {"conversations": [
+        {"from": "human", "value": " ".join(rng.choices(WORDS, k=rng.randint(4, 12))) + "?"},
+        {"from": "function_call", "value": call},
+        {"from": "observation", "value": json.dumps({"sky": rng.choice(WORDS), "wind": rng.randint(1, 40)})},
+        {"from": "gpt", "value": " ".join(rng.choices(WORDS, k=rng.randint(5, 30))) + "."},
+    ], "tools": json.dumps([tool])}
+
+
+def tools_vs_plain(rows: int, tokenizer, folder: Path) -> None:
+    """`data check` and prepare rows/s on tool-calling ShareGPT rows against plain two-turn chats."""
+    rng = random.Random(0)
+    plain = write_rows(folder / "plain.jsonl", rows, skewed=False)
+    tools = folder / "tools.jsonl"
+    with tools.open("w", encoding="utf-8") as out:
+        out.writelines(json.dumps(synthetic_tool_chat(rng)) + "\n" for _ in range(rows))
+    rates = {}
+    for label, path in (("plain chats", plain), ("tool-calling", tools)):
+        started = time.perf_counter()
+        report = check_data(DataSpec([str(path)]))
+        check_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        prepared = prepare_data(DataSpec([str(path)]), tokenizer, 2048, use_cache=False)
+        prepare_seconds = time.perf_counter() - started
+        assert report.rows_read == rows and report.bad_row_count == 0
+        rates[label] = (rows / check_seconds, rows / prepare_seconds, path.stat().st_size / 2**20, prepared.report.warnings)
+    print(f"[{rows:,} rows each; the tiny model's ChatML template has no tool support: tool rows go through the plain form]")
+    for label, (check, prepare, size, _) in rates.items():
+        print(f"  {label:<13} {size:5.0f} MB   data check {check:9,.0f} rows/s   prepare {prepare:7,.0f} rows/s")
+    (check_p, prepare_p, _, _), (check_t, prepare_t, _, warnings) = rates["plain chats"], rates["tool-calling"]
+    print(f"  tool-calling / plain   data check {check_t / check_p:.2f}x   prepare {prepare_t / prepare_p:.2f}x")
+    print(f"  warning: {warnings[0]}")
+
+
+def per_turn_cost(rows: int) -> None:
+    """Tokens of one example per reply (Mistral: the system prompt moves to the last user turn) against one
+    render of each whole conversation; the same rows without a system prompt are one render each."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.families import build_tokenizer
+
+    tokenizer = build_tokenizer("mistral")
+    support = TemplateSupport(tokenizer)
+    rng = random.Random(0)
+    totals = {"system": [0, 0, 0, 0], "no system": [0, 0, 0, 0]}  # examples, tokens, trained tokens, full-render tokens
+    for _ in range(rows):
+        turns = []
+        for _ in range(rng.randint(2, 6)):
+            turns.append({"role": "user", "content": " ".join(rng.choices(WORDS, k=rng.randint(4, 12))) + "?"})
+            turns.append({"role": "assistant", "content": " ".join(rng.choices(WORDS, k=rng.randint(5, 30))) + "."})
+        system = {"role": "system", "content": "You are a pirate. " + " ".join(rng.choices(WORDS, k=20))}
+        for label, messages in (("system", [system, *turns]), ("no system", turns)):
+            adapted, tools, _ = support.adapt(Example("bench", "messages", messages))
+            _, rendered = render_for_training(tokenizer, adapted, tools)
+            examples = [tokenize_rendered(tokenizer, r) for r in rendered]
+            total = totals[label]
+            total[0] += len(examples)
+            total[1] += sum(len(e) for e in examples)
+            total[2] += sum(e.trained_tokens for e in examples)
+            total[3] += len(tokenizer(render(tokenizer, messages), add_special_tokens=False)["input_ids"])
+    print(f"[{rows:,} multi-turn conversations (2-6 replies), Mistral-style template of tests/families.py]")
+    for label, (examples, tokens, trained, full) in totals.items():
+        print(f"  {label:<9}  {examples:6,} examples  {tokens:10,} tokens ({tokens / full:.2f}x one full render: {full:,})  "
+              f"{trained:9,} trained ({trained / tokens:.1%} of tokens)")
 
 
 def packing_vs_padding(name: str, data: str, model_path: Path, tokenizer, steps: int) -> None:
@@ -146,17 +218,26 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--inspect-gb", type=float, default=1.0)
     parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--parts", default="packing,speed,tools,per-turn,inspect", help="comma-separated parts to run")
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
     model_path = resolve_model("tiny").path
     tokenizer = load_chat_tokenizer(model_path)
     with tempfile.TemporaryDirectory(prefix="backprop-bench-data-") as tmp:
         folder = Path(tmp)
         cache.cache_folder = lambda: folder / "cache"  # keep the user's cache free of bench data
-        packing_vs_padding("sample", "sample", model_path, tokenizer, args.steps)
-        skewed = write_rows(folder / "skewed.jsonl", 2000, skewed=True)
-        packing_vs_padding("length-skewed synthetic", str(skewed), model_path, tokenizer, args.steps)
-        validate_and_tokenize(args.rows, tokenizer, folder)
-        inspect_memory(args.inspect_gb, folder)
+        if "packing" in parts:
+            packing_vs_padding("sample", "sample", model_path, tokenizer, args.steps)
+            skewed = write_rows(folder / "skewed.jsonl", 2000, skewed=True)
+            packing_vs_padding("length-skewed synthetic", str(skewed), model_path, tokenizer, args.steps)
+        if "speed" in parts:
+            validate_and_tokenize(args.rows, tokenizer, folder)
+        if "tools" in parts:
+            tools_vs_plain(args.rows, tokenizer, folder)
+        if "per-turn" in parts:
+            per_turn_cost(min(args.rows, 2000))
+        if "inspect" in parts:
+            inspect_memory(args.inspect_gb, folder)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,9 @@ SHINGLE_WORDS = 3
 
 
 def example_key(example: Example) -> str:
-    return example.text if example.text is not None else json.dumps(example.messages, sort_keys=True, ensure_ascii=False)
+    if example.text is not None:
+        return example.text
+    return json.dumps([example.messages, example.tools], sort_keys=True, ensure_ascii=False)
 
 
 def drop_exact_duplicates(examples: list[Example]) -> list[Example]:
