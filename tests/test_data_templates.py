@@ -175,3 +175,22 @@ def test_tools_render_natively_where_the_template_can_and_plainly_where_not(fami
     assert plain[0]["content"].startswith("You can look things up.\n\n# Tools\n")
     assert plain[2]["content"] == '<tool_call>\n{"name": "find_treasure", "arguments": {"island": "Skull Rock"}}\n</tool_call>'
     assert plain[3]["content"] == "<tool_response>\nunder the crooked palm\n</tool_response>"
+
+
+def test_a_mistral_model_trains_on_per_reply_examples_end_to_end(tmp_path):
+    import json
+
+    from backprop_engine import Trainer
+
+    from .families import build_model
+
+    model = build_model("mistral", tmp_path / "mistral")
+    rows = [{"messages": CONVERSATIONS["system, two turns"]}, {"messages": CONVERSATIONS["three turns"]}]
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    events = []
+    result = Trainer(str(model), on_event=events.append, batch_size=2).train(data, steps=2, output_dir=tmp_path / "run")
+    [prepared] = [e for e in events if e.kind == "data"]
+    assert result.steps == 2 and prepared.train_examples == 3, "two replies of the system row + one render of the other"
+    assert any("1 conversations are trained as one example per reply (3 examples from 2 conversations)" in e.message
+               for e in events if e.kind == "warning")

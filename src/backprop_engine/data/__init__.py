@@ -3,7 +3,7 @@
 UI-free: ``data check``/``data inspect``, the trainer and the TUI call the same functions.
 """
 
-from .formats import FORMATS, Example
+from .formats import FORMATS, Example, PreferencePair
 from .messages import load_conversations
 from .pipeline import (
     DataPreview,
@@ -28,6 +28,7 @@ __all__ = [
     "Example",
     "FilterStep",
     "LengthStats",
+    "PreferencePair",
     "PreparedData",
     "Sample",
     "TokenizedExample",

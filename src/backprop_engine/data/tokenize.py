@@ -107,7 +107,7 @@ class TemplateSupport:
         """The row's messages and tools as this template can render them, and what had to change."""
         messages, tools, changes = example.messages, example.tools, []
         if example.has_tool_calls:
-            calls = self.tool_calls or not any(m["role"] == "tool" or m.get("tool_calls") for m in messages)
+            calls = not any(m["role"] == "tool" or m.get("tool_calls") for m in messages) or self.tool_calls
             schemas = not tools or self.tool_schemas
             if not (calls and schemas):
                 messages, changes = plain_form(messages, tools, calls, schemas), [PLAIN_TOOLS]
