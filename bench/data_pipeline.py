@@ -3,6 +3,7 @@ chats, the token cost of per-reply examples, and memory while inspecting a big J
 printed next to its baseline measured in the same run.
 
     .venv/bin/python bench/data_pipeline.py [--rows 100000] [--inspect-gb 1.0] [--steps 20] [--parts tools,per-turn]
+    .venv/bin/python bench/data_pipeline.py --parts versus --baseline-src OLD_CHECKOUT/src   # another version's pipeline
 """
 
 from __future__ import annotations
@@ -82,6 +83,38 @@ def tools_vs_plain(rows: int, tokenizer, folder: Path) -> None:
     (check_p, prepare_p, _, _), (check_t, prepare_t, _, warnings) = rates["plain chats"], rates["tool-calling"]
     print(f"  tool-calling / plain   data check {check_t / check_p:.2f}x   prepare {prepare_t / prepare_p:.2f}x")
     print(f"  warning: {warnings[0]}")
+
+
+VERSUS_CHILD = """
+import sys, time
+from backprop_engine.data import DataSpec, check_data, load_chat_tokenizer, prepare_data
+from backprop_engine.presets import resolve_model
+tokenizer = load_chat_tokenizer(resolve_model("tiny").path)
+started = time.perf_counter(); check_data(DataSpec([sys.argv[1]])); checked = time.perf_counter() - started
+started = time.perf_counter(); prepare_data(DataSpec([sys.argv[1]]), tokenizer, 2048, use_cache=False)
+print(checked, time.perf_counter() - started)
+"""
+
+
+def versus(rows: int, baseline_src: str, folder: Path) -> None:
+    """`data check` and prepare on plain chats with another checkout's pipeline (e.g. before a change) and this
+    one, in alternating subprocess runs over 10 chunks so load from neighbours falls on both alike."""
+    import os
+
+    chunks = [write_rows(folder / f"chunk{i}.jsonl", rows // 10, skewed=False, seed=i) for i in range(10)]
+    sources = {"baseline": baseline_src, "this": str(Path(__file__).resolve().parents[1] / "src")}
+    seconds = {label: [0.0, 0.0] for label in sources}
+    for chunk in chunks:
+        for label, src in sources.items():
+            env = dict(os.environ, PYTHONPATH=src)
+            out = subprocess.run([sys.executable, "-c", VERSUS_CHILD, str(chunk)], capture_output=True, text=True, env=env, check=True)
+            for index, value in enumerate(map(float, out.stdout.split())):
+                seconds[label][index] += value
+    print(f"[{rows:,} plain chats in 10 chunks, baseline pipeline from {baseline_src}]")
+    for label, (checked, prepared) in seconds.items():
+        print(f"  {label:<8}  data check {rows / checked:9,.0f} rows/s   prepare {rows / prepared:7,.0f} rows/s")
+    (check_old, prepare_old), (check_new, prepare_new) = seconds["baseline"], seconds["this"]
+    print(f"  this / baseline   data check {check_old / check_new:.2f}x   prepare {prepare_old / prepare_new:.2f}x")
 
 
 def per_turn_cost(rows: int) -> None:
@@ -218,7 +251,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--inspect-gb", type=float, default=1.0)
     parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--parts", default="packing,speed,tools,per-turn,inspect", help="comma-separated parts to run")
+    parser.add_argument("--parts", default="packing,speed,tools,per-turn,inspect", help="comma-separated parts to run (and: versus)")
+    parser.add_argument("--baseline-src", help="for --parts versus: the src/ folder of the pipeline to compare with")
     args = parser.parse_args()
     parts = set(args.parts.split(","))
     model_path = resolve_model("tiny").path
@@ -234,6 +268,8 @@ def main() -> None:
             validate_and_tokenize(args.rows, tokenizer, folder)
         if "tools" in parts:
             tools_vs_plain(args.rows, tokenizer, folder)
+        if "versus" in parts:
+            versus(args.rows, args.baseline_src, folder)
         if "per-turn" in parts:
             per_turn_cost(min(args.rows, 2000))
         if "inspect" in parts:
