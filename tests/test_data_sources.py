@@ -131,6 +131,7 @@ BAD_INPUTS = {
     "empty-conversation": ("d.jsonl", b'{"messages": []}\n', ":1: the conversation is empty"),
     "unknown-role": ("d.jsonl", b'{"messages": [{"role": "bot", "content": "x"}]}\n', ":1: message 0 has unknown role 'bot'"),
     "no-assistant": ("d.jsonl", b'{"messages": [{"role": "user", "content": "x"}]}\n', ":1: the conversation has no assistant turn"),
+    "sharegpt-empty": ("d.jsonl", b'{"conversations": [], "system": "S"}\n', ":1: the conversation has no assistant turn"),
     "sharegpt-unknown": ("d.jsonl", b'{"conversations": [{"from": "narrator", "value": "x"}]}\n', ":1: turn 0 has unknown speaker 'narrator'"),
     "empty-file": ("d.jsonl", b"", ": the file is empty"),
     "csv-columns": ("d.csv", b"question,answer\nhi,yo\n", ":1: the CSV has columns question, answer but none of the needed ones"),

@@ -235,7 +235,7 @@ def _check_conversation(messages: list[Message]) -> list[Message]:
 
 def _sharegpt(value: object) -> dict:
     messages = _sharegpt_turns(value["conversations"], "'conversations'")
-    if isinstance(value.get("system"), str) and value["system"] and messages[0]["role"] != "system":
+    if isinstance(value.get("system"), str) and value["system"] and not (messages and messages[0]["role"] == "system"):
         messages.insert(0, {"role": "system", "content": value["system"]})
     return {"messages": _check_conversation(messages)}
 
