@@ -185,7 +185,7 @@ async def test_a_bad_start_shows_the_error_and_leaves_nothing(tmp_path):
 
 async def test_an_export_started_in_the_app_finishes_after_the_app_quits(trained_run, tmp_path):
     run = tmp_path / "run"
-    shutil.copytree(trained_run("tiny").run.path, run, ignore=shutil.ignore_patterns("export", "merged"))
+    shutil.copytree(trained_run("tiny").run.path, run, ignore=shutil.ignore_patterns("export", "merged", "export.jsonl", "export.log"))
     app = make_app(write_settings(tmp_path / "home"))
     async with app.run_test(size=(100, 32)) as pilot:
         app.session.run_dir = run
