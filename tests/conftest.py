@@ -55,3 +55,19 @@ def merged_model(trained_run):
     from backprop_engine.export.pipeline import ensure_merged
 
     return lambda name: ensure_merged(trained_run(name).run)
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """SmolLM2-135M-Instruct dequantized from the registry's GGUF (tests/realweights.py)."""
+    from .realweights import smollm2_dir
+
+    return smollm2_dir()
+
+
+@pytest.fixture(scope="session")
+def gemma3_dir() -> Path:
+    """Gemma-3-270M (base) dequantized from the registry's GGUF (tests/realweights.py)."""
+    from .realweights import gemma3_dir
+
+    return gemma3_dir()
