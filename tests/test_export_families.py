@@ -121,8 +121,9 @@ def test_quantization_fallbacks_name_each_tensor(family_models, tmp_path):
     assert "blk.0.attn_q.weight: q5_0 instead of q4_K (64 columns, not a multiple of 256)" in result.fallbacks
     assert len(result.fallbacks) == 8
     assert json.loads(result.report.read_text())["fallbacks"] == result.fallbacks
+    assert "blk.0.ffn_down.weight: q8_0 instead of q6_K (128 columns, not a multiple of 256)" in result.fallbacks
     warnings = [e.message for e in events if isinstance(e, WarningEvent)]
-    assert "q4_k_m: blk.0.ffn_down.weight: q8_0 instead of q6_K (128 columns, not a multiple of 256)" in warnings
+    assert warnings == ["q4_k_m: 8 of 9 tensors used q5_0/q8_0: rows of 64, 128 are not a multiple of 256; quality is close to q5_0"]
 
 
 # Sources and the CLI ---------------------------------------------------------------------------------------
@@ -146,6 +147,25 @@ def test_model_folder_exports_without_verification(family_models, tmp_path, caps
     assert "verified" not in capsys.readouterr().err
 
 
+def test_num_ctx_is_the_models_context_capped_by_the_option_or_the_setting(family_models, tmp_path, monkeypatch, capsys):
+    """Ollama cuts every prompt to num_ctx: it comes from the model (2048 here), capped, never the training length."""
+    from backprop_engine.settings import Settings, save_settings
+
+    def num_ctx(*extra: str) -> str:
+        out = tmp_path / f"out{len(list(tmp_path.iterdir()))}"
+        assert main(["export", str(family_models["qwen2.5"]), "-q", "f16", "--no-verify", "--output", str(out), *extra]) == 0
+        return next(line for line in (out / "qwen2.5.f16.Modelfile").read_text().splitlines() if "num_ctx" in line)
+
+    assert num_ctx() == "PARAMETER num_ctx 2048"
+    assert num_ctx("--num-ctx", "512") == "PARAMETER num_ctx 512"
+    path = save_settings(Settings(ollama_num_ctx=1024), tmp_path / "settings.toml")
+    monkeypatch.setattr("backprop_engine.settings.settings_path", lambda: path)
+    assert num_ctx() == "PARAMETER num_ctx 1024"
+    assert main(["export", str(family_models["qwen2.5"]), "--num-ctx", "12", "--output", str(tmp_path / "bad")]) == 2
+    assert "num_ctx must be an integer of at least 256" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
 def test_cli_registers_several_quantizations_with_ollama(trained_run, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))  # no `ollama` executable: the HTTP API is used
     run = trained_run("tiny-qwen2").run
@@ -157,7 +177,8 @@ def test_cli_registers_several_quantizations_with_ollama(trained_run, tmp_path, 
         assert sorted(server.models) == ["parrot:q4_k_m", "parrot:q8_0"]
         created = server.models["parrot:q8_0"]
         assert created["system"] == system and created["parameters"]["stop"] == ["<|im_end|>", "<|endoftext|>"]
-        assert created["parameters"]["num_ctx"] == run.read_config().max_seq_len
+        assert created["parameters"]["num_ctx"] == 2048, "the model's own context (not the training length)"
+    assert "PARAMETER num_ctx 2048\n" in (tmp_path / "out" / "parrot.q8_0.Modelfile").read_text()
     report = json.loads((tmp_path / "out" / "parrot.q8_0.report.json").read_text())
     assert report["ollama"] == {"model": "parrot:q8_0", "via": server.url}
     assert "registered parrot:q8_0" in capsys.readouterr().err

@@ -72,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--ollama-host", help="Ollama server (default: $OLLAMA_HOST, else the ollama_host setting)")
     export.add_argument("--system", help="SYSTEM prompt written into the Ollama Modelfile")
     export.add_argument("--lora-gguf", action="store_true", help="also write the adapter as a LoRA GGUF over an f16 base (Ollama ADAPTER)")
+    export.add_argument("--num-ctx", type=int, help="cap on Ollama's context window (default: the ollama_num_ctx setting, 8192)")
     export.set_defaults(handler=cmd_export)
 
     chat = commands.add_parser("chat", help="talk to a GGUF (or a run's newest export) through llama.cpp")
@@ -401,7 +402,7 @@ def cmd_export(args) -> int:
     options = ExportOptions(
         quantizations=tuple(args.quantizations or ["q4_k_m"]), name=args.name, output=args.output,
         verify=not args.no_verify, ollama=args.ollama or bool(args.ollama_name), ollama_name=args.ollama_name,
-        ollama_host=args.ollama_host, system=args.system, lora_gguf=args.lora_gguf,
+        ollama_host=args.ollama_host, system=args.system, lora_gguf=args.lora_gguf, num_ctx=args.num_ctx,
     ).checked()
     for result in export(resolve_source(args.run_dir), options, EventBus([ConsoleSink(stream=sys.stderr)])):
         print(result.path)

@@ -30,6 +30,7 @@ CHECKPOINT_MINUTES_RANGE = (0, 24 * 60)
 class Settings:
     output_dir: str = ""  # empty: the platform's user data dir (see default_runs_dir)
     ollama_host: str = "http://127.0.0.1:11434"
+    ollama_num_ctx: int = 8192  # cap on an export's Ollama context (its own context if smaller); --num-ctx per export
     theme: str = "textual-dark"
     gpu_temperature_warn_c: int = 75  # a warning event
     gpu_temperature_limit_c: int = 85  # critical: training pauses until the GPU cools
@@ -46,6 +47,8 @@ class Settings:
             raise ValueError(f"theme must be one of {', '.join(THEMES)}")
         if not self.ollama_host.startswith(("http://", "https://")):
             raise ValueError("ollama_host must start with http:// or https://")
+        if self.ollama_num_ctx < 256:
+            raise ValueError("ollama_num_ctx must be at least 256")
         for name, (low, high) in GPU_SAFETY_RANGES.items():
             if not low <= getattr(self, name) <= high:
                 raise ValueError(f"{name} must be between {low} and {high}")

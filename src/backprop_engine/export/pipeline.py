@@ -22,15 +22,16 @@ from ..rundir import RunDir
 from .gguf_writer import convert_hf_to_gguf, model_parameter_count
 from .merge import merge_adapter
 from .modelfile import Modelfile, check_ollama_name, quote
-from .quantize import DIRECT_TYPES, check_quantization, quantize_gguf
+from .quantize import DIRECT_TYPES, check_quantization, fallback_summary, quantize_gguf
 from .verify import Reference, Verification, verify_gguf
+
+MIN_NUM_CTX = 256
 
 # Approximate bits per weight of each type, to check the free disk space before writing anything.
 BITS_PER_WEIGHT = {
     "f32": 32, "f16": 16, "bf16": 16, "q8_0": 8.5, "q6_k": 6.6, "q5_k_m": 5.7, "q5_0": 5.5,
     "q4_k_m": 4.9, "q4_0": 4.5, "q3_k_m": 3.9, "q2_k": 3.4,
 }
-DEFAULT_NUM_CTX = 4096
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class ExportOptions:
     ollama_host: str | None = None  # default: $OLLAMA_HOST, else the ollama_host setting
     system: str | None = None  # SYSTEM line of the Modelfile
     lora_gguf: bool = False  # also write the adapter as a llama.cpp LoRA GGUF + the base as f16 (Ollama ADAPTER)
+    num_ctx: int | None = None  # Ollama's context cap (PARAMETER num_ctx); default: the ollama_num_ctx setting
 
     def checked(self) -> ExportOptions:
         """Validate everything a user can get wrong before any work starts."""
@@ -61,6 +63,8 @@ class ExportOptions:
                 )
         if self.system is not None:
             quote(self.system, "SYSTEM prompt")
+        if self.num_ctx is not None and not (isinstance(self.num_ctx, int) and self.num_ctx >= MIN_NUM_CTX):
+            raise ConfigError(f"num_ctx must be an integer of at least {MIN_NUM_CTX}, got {self.num_ctx!r}", "e.g. --num-ctx 8192")
         return replace(self, quantizations=quants)
 
 
@@ -82,7 +86,6 @@ class ExportSource:
 
     label: str
     out_dir: Path
-    num_ctx: int
     prepare: Callable[[EventBus], Path]
     base_and_adapter: Callable[[], tuple[Path, Path]] | None = None  # None for a plain model
 
@@ -166,9 +169,10 @@ def _write_gguf(hf_dir: Path, target: Path, quantization: str, intermediate: _In
         fallbacks = quantize_gguf(source, target, quantization)
     except OSError as error:
         raise _disk_error(error, target) from None
-    for note in fallbacks:
-        bus.emit(WarningEvent(f"{quantization}: {note}"))
-    return fallbacks
+    summary = fallback_summary(quantization, fallbacks, target)
+    if summary:
+        bus.emit(WarningEvent(summary))
+    return [str(f) for f in fallbacks]
 
 
 def _convert(hf_dir: Path, target: Path, out_type: str, name: str) -> None:
@@ -257,7 +261,16 @@ def _modelfile_base(hf_dir: Path, source: ExportSource, options: ExportOptions, 
     generation = json.loads((hf_dir / "generation_config.json").read_text()) if (hf_dir / "generation_config.json").is_file() else {}
     eos = generation.get("eos_token_id")
     stops = end_of_turn_tokens(tokenizer, fmt, eos if isinstance(eos, list) else [eos] if eos is not None else [])
-    return Modelfile("", fmt.go_template(), stops, source.num_ctx, options.system)
+    return Modelfile("", fmt.go_template(), stops, ollama_context(hf_dir, tokenizer, options.num_ctx), options.system)
+
+
+def ollama_context(hf_dir: Path, tokenizer, cap: int | None = None) -> int:
+    """The model's own context, capped (``cap``, else the ``ollama_num_ctx`` setting): Ollama truncates every
+    prompt to num_ctx, and its KV cache grows with it, so neither the training length nor 128k is right."""
+    from ..modeling import model_context
+    from ..settings import load_settings
+
+    return min(model_context(hf_dir, tokenizer), cap or load_settings()[0].ollama_num_ctx)
 
 
 def _ollama_name(name: str, quantization: str, options: ExportOptions) -> str:
@@ -305,7 +318,7 @@ def _preset_names() -> set[str]:
 def run_source(run: RunDir) -> ExportSource:
     config = run.read_config()
     base_and_adapter = None if run.full_fine_tuned else (lambda: (resolve_model(config.model).path, run.adapter))
-    return ExportSource(run.path.name, run.export, config.max_seq_len, lambda bus: ensure_merged(run, bus), base_and_adapter)
+    return ExportSource(run.path.name, run.export, lambda bus: ensure_merged(run, bus), base_and_adapter)
 
 
 def adapter_source(adapter: Path) -> ExportSource:
@@ -320,16 +333,14 @@ def adapter_source(adapter: Path) -> ExportSource:
         base = resolve_model(base_name).path
         return _merge_once(base, adapter, out_dir / "merged", bus)
 
-    return ExportSource(adapter.name, out_dir, DEFAULT_NUM_CTX, prepare, lambda: (resolve_model(base_name).path, adapter))
+    return ExportSource(adapter.name, out_dir, prepare, lambda: (resolve_model(base_name).path, adapter))
 
 
 def model_source(name: str) -> ExportSource:
     model = resolve_model(name)
     local = Path(name).expanduser()
     out_dir = local.resolve() / "export" if local.is_dir() else default_runs_dir().parent / "exports" / Path(name).name
-    config = json.loads((model.path / "config.json").read_text())
-    num_ctx = min(config.get("max_position_embeddings") or DEFAULT_NUM_CTX, DEFAULT_NUM_CTX)
-    return ExportSource(Path(name).name, out_dir, num_ctx, lambda bus: model.path)
+    return ExportSource(Path(name).name, out_dir, lambda bus: model.path)
 
 
 def ensure_merged(run: RunDir, bus: EventBus | None = None) -> Path:

@@ -9,7 +9,9 @@ import os
 import re
 import sys
 import tempfile
+from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError, ExportError
@@ -55,11 +57,40 @@ def file_type_id(name: str) -> int:
     return int(getattr(llama_cpp, QUANTIZATIONS[check_quantization(name)]))
 
 
-def quantize_gguf(source: Path, target: Path, quantization: str, threads: int = 0) -> list[str]:
-    """Quantize an f16/f32 GGUF into ``target`` (written atomically).
+@dataclass(frozen=True)
+class Fallback:
+    """A tensor llama.cpp quantized to another type than asked for."""
 
-    Returns one note per tensor llama.cpp had to quantize to another type than asked for.
-    """
+    tensor: str
+    wanted: str
+    used: str
+    columns: int
+    block: int
+
+    def __str__(self) -> str:
+        return f"{self.tensor}: {self.used} instead of {self.wanted} ({self.columns} columns, not a multiple of {self.block})"
+
+
+def fallback_summary(quantization: str, fallbacks: list[Fallback], target: Path) -> str | None:
+    """One line for the user, e.g. ``q4_k_m: 180 of 211 tensors used q5_0/q8_0: rows of 576 are not a multiple
+    of 256; quality is close to q5_0`` (each tensor is in the report)."""
+    if not fallbacks:
+        return None
+    from gguf import GGUFReader
+
+    matrices = sum(len(t.shape) > 1 for t in GGUFReader(target).tensors)
+    used = Counter(f.used for f in fallbacks)
+    widths = ", ".join(str(c) for c in sorted({f.columns for f in fallbacks}))
+    blocks = "/".join(str(b) for b in sorted({f.block for f in fallbacks}))
+    return (
+        f"{quantization}: {len(fallbacks)} of {matrices} tensors used {'/'.join(sorted(used))}: rows of {widths} "
+        f"are not a multiple of {blocks}; quality is close to {used.most_common(1)[0][0]}"
+    )
+
+
+def quantize_gguf(source: Path, target: Path, quantization: str, threads: int = 0) -> list[Fallback]:
+    """Quantize an f16/f32 GGUF into ``target`` (written atomically); returns the tensors that llama.cpp had to
+    quantize to another type than asked for."""
     import llama_cpp
 
     params = llama_cpp.llama_model_quantize_default_params()
@@ -73,8 +104,7 @@ def quantize_gguf(source: Path, target: Path, quantization: str, threads: int = 
                 "; ".join(log.read().splitlines()[-3:]) or None,
             )
         return [
-            f"{m['tensor']}: {m['used']} instead of {m['wanted']} ({m['cols']} columns, not a multiple of {m['block']})"
-            for m in _FALLBACK.finditer(log.read())
+            Fallback(m["tensor"], m["wanted"], m["used"], int(m["cols"]), int(m["block"])) for m in _FALLBACK.finditer(log.read())
         ]
 
 
