@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="fine-tune a model with LoRA (headless)")
     train.add_argument("--no-tui", action="store_true", help="headless (train always runs headless; the app is `backprop`)")
-    train.add_argument("--model", default="tiny", help="preset name, local folder or hub id (default: tiny)")
+    train.add_argument("--model", default="tiny", help="preset name, local folder, hub id, a .gguf file or ollama:NAME[:TAG] (default: tiny)")
     train.add_argument("--data", default="sample", help="data file, folder, saved dataset, hub id org/name[:config][@split] or built-in (default: sample)")
     train.add_argument("--steps", type=int, help="optimizer steps (default: planned from the data size)")
     train.add_argument("--output", type=Path, help="run directory to create (default: under the user data dir)")
@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.set_defaults(handler=cmd_data_inspect)
 
     multi = commands.add_parser("multi-run", help="several LoRA runs in a row, merged by SLAO (continual training, headless)")
-    multi.add_argument("--model", default="tiny", help="preset name, local folder or hub id (default: tiny)")
+    multi.add_argument("--model", default="tiny", help="preset name, local folder, hub id, a .gguf file or ollama:NAME[:TAG] (default: tiny)")
     multi.add_argument("--data", action="append", required=True, metavar="SOURCE",
                        help="one dataset cut into --runs chunks, or repeat for a sequence of tasks (one run each)")
     multi.add_argument("--runs", type=int, help="number of runs (one dataset); default: one per --data")

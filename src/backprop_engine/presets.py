@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ModelError
+from .gguf_source import dequantized_folder, is_gguf_model, locate
 from .paths import cache_dir
 from .tiny import TINY_SPECS, ensure_tiny_model
 
@@ -27,18 +28,24 @@ class ModelFacts:
     vocab_size: int
     context_length: int
     tied_embeddings: bool
+    attention_head_dim: int = 0  # 0: hidden_size // num_heads (Gemma 3 and Qwen3 set their own)
 
     @property
     def head_dim(self) -> int:
-        return self.hidden_size // self.num_heads
+        return self.attention_head_dim or self.hidden_size // self.num_heads
 
     @property
     def linear_shapes(self) -> dict[str, tuple[int, int]]:
         """(in, out) of each linear module of one decoder layer, by its usual HF name."""
-        h, kv = self.hidden_size, self.num_kv_heads * self.head_dim
+        h, q, kv = self.hidden_size, self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
         i = self.intermediate_size
-        return {"q_proj": (h, h), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (h, h),
+        return {"q_proj": (h, q), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (q, h),
                 "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
+
+    @property
+    def kquant_width_ok(self) -> bool:
+        """k-quants (q4_k_m, q6_k, ...) pack rows in blocks of 256: other widths fall back to q5_0/q8_0."""
+        return self.hidden_size % 256 == 0
 
     @property
     def layer_linear_params(self) -> int:
@@ -65,6 +72,7 @@ class ModelFacts:
             vocab_size=config["vocab_size"],
             context_length=config.get("max_position_embeddings", 2048),
             tied_embeddings=bool(config.get("tie_word_embeddings", False)),
+            attention_head_dim=config.get("head_dim") or 0,
         )
 
 
@@ -73,7 +81,7 @@ class Preset:
     name: str
     source: str  # hub id, or "builtin" for the tiny models built locally
     architecture: str  # HF model_type
-    chat_family: str  # chatml, llama3, mistral
+    chat_family: str  # chatml, llama3, mistral, gemma, qwen3 (ChatML with a thinking mode)
     facts: ModelFacts
     quantized_source: str | None = None  # a pre-quantized 4-bit (bitsandbytes nf4) checkpoint for QLoRA
     lora_targets: tuple[str, ...] = ALL_LINEAR
@@ -87,8 +95,8 @@ class Preset:
         return self.facts.context_length
 
 
-def _facts(hidden, intermediate, layers, heads, kv_heads, vocab, context, tied) -> ModelFacts:
-    return ModelFacts(hidden, intermediate, layers, heads, kv_heads, vocab, context, tied)
+def _facts(hidden, intermediate, layers, heads, kv_heads, vocab, context, tied, head_dim=0) -> ModelFacts:
+    return ModelFacts(hidden, intermediate, layers, heads, kv_heads, vocab, context, tied, head_dim)
 
 
 PRESETS: dict[str, Preset] = {
@@ -110,14 +118,35 @@ PRESETS: dict[str, Preset] = {
                _facts(3072, 8192, 28, 24, 8, 128256, 131072, True), "unsloth/Llama-3.2-3B-Instruct-bnb-4bit"),
         Preset("mistral-7b", "mistralai/Mistral-7B-Instruct-v0.3", "mistral", "mistral",
                _facts(4096, 14336, 32, 32, 8, 32768, 32768, False), "unsloth/mistral-7b-instruct-v0.3-bnb-4bit"),
+        Preset("smollm2-135m", "HuggingFaceTB/SmolLM2-135M-Instruct", "llama", "chatml",
+               _facts(576, 1536, 30, 9, 3, 49152, 8192, True)),
+        Preset("smollm2-360m", "HuggingFaceTB/SmolLM2-360M-Instruct", "llama", "chatml",
+               _facts(960, 2560, 32, 15, 5, 49152, 8192, True)),
+        Preset("smollm2-1.7b", "HuggingFaceTB/SmolLM2-1.7B-Instruct", "llama", "chatml",
+               _facts(2048, 8192, 24, 32, 32, 49152, 8192, True)),
+        Preset("qwen3-0.6b", "Qwen/Qwen3-0.6B", "qwen3", "qwen3",
+               _facts(1024, 3072, 28, 16, 8, 151936, 40960, True, head_dim=128)),
+        Preset("qwen3-1.7b", "Qwen/Qwen3-1.7B", "qwen3", "qwen3",
+               _facts(2048, 6144, 28, 16, 8, 151936, 40960, True, head_dim=128)),
+        Preset("qwen3-4b", "Qwen/Qwen3-4B", "qwen3", "qwen3",
+               _facts(2560, 9728, 36, 32, 8, 151936, 40960, True, head_dim=128)),
+        Preset("qwen3-8b", "Qwen/Qwen3-8B", "qwen3", "qwen3",
+               _facts(4096, 12288, 36, 32, 8, 151936, 40960, False, head_dim=128)),
+        Preset("gemma-3-270m", "google/gemma-3-270m-it", "gemma3_text", "gemma",
+               _facts(640, 2048, 18, 4, 1, 262144, 32768, True, head_dim=256)),
+        Preset("gemma-3-1b", "google/gemma-3-1b-it", "gemma3_text", "gemma",
+               _facts(1152, 6912, 26, 4, 1, 262144, 32768, True, head_dim=256)),
+        Preset("gemma-3-4b", "google/gemma-3-4b-it", "gemma3", "gemma",
+               _facts(2560, 10240, 34, 8, 4, 262208, 131072, True, head_dim=256)),
     ]
 }
 
 
 @dataclass(frozen=True)
 class ResolvedModel:
-    name: str  # what the user asked for (preset name, path or hub id)
+    name: str  # what the user asked for (preset name, path, hub id, GGUF file or ollama:NAME)
     path: Path  # local folder with config.json, tokenizer and safetensors weights
+    quantized_from: str | None = None  # a GGUF's quantization (e.g. Q4_1) when the folder was dequantized from it
 
 
 def check_model_name(name: str) -> str:
@@ -126,6 +155,9 @@ def check_model_name(name: str) -> str:
         return "builtin"
     if name in PRESETS:
         return "preset"
+    if is_gguf_model(name):
+        locate(name)
+        return "gguf"
     local = Path(name).expanduser()
     if local.exists():
         if not (local / "config.json").is_file():
@@ -135,13 +167,17 @@ def check_model_name(name: str) -> str:
         return "hub"
     raise ModelError(
         f"unknown model {name!r}: not a preset, an existing folder or a hub id",
-        f"presets: {', '.join(PRESETS)}; or pass a folder with config.json, or an id like Qwen/Qwen2.5-0.5B-Instruct",
+        f"presets: {', '.join(PRESETS)}; or pass a folder with config.json, a .gguf file, ollama:NAME, "
+        "or an id like Qwen/Qwen2.5-0.5B-Instruct",
     )
 
 
 def resolve_model(name: str, rebuild: bool = False, allow_pickle: bool = False, trust_remote_code: bool = False) -> ResolvedModel:
     if name in TINY_SPECS:
         return ResolvedModel(name, ensure_tiny_model(name, cache_dir(), rebuild=rebuild))
+    if is_gguf_model(name):
+        gguf = locate(name)
+        return ResolvedModel(name, dequantized_folder(gguf)[0], gguf.file_type)
     source = PRESETS[name].source if name in PRESETS else name
     local = Path(source).expanduser()
     if local.exists():

@@ -15,7 +15,7 @@ from .config import TrainConfig
 from .continual import MultiRunPlan, MultiRunResult, run_multi
 from .defaults import Choice, DataSize, TrainingPlan, default_learning_rate, plan_training
 from .errors import ConfigError
-from .events import Event, EventBus, JsonlSink, RunFailed
+from .events import Event, EventBus, JsonlSink, RunFailed, WarningEvent
 from .fsutil import atomic_dir
 from .paths import default_runs_dir
 from .presets import resolve_model
@@ -233,7 +233,13 @@ class Trainer:
 
     def _resolve_model(self):
         config = self.config
-        return resolve_model(config.model, allow_pickle=config.allow_pickle, trust_remote_code=config.trust_remote_code)
+        model = resolve_model(config.model, allow_pickle=config.allow_pickle, trust_remote_code=config.trust_remote_code)
+        if model.quantized_from:
+            self.bus.emit(WarningEvent(
+                f"{config.model}: the base model comes from a {model.quantized_from} GGUF, dequantized into {model.path}; "
+                "it keeps that file's quantization error"
+            ))
+        return model
 
     def _require_run(self) -> RunDir:
         if self.run is None:
