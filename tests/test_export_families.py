@@ -135,7 +135,7 @@ def test_adapter_folder_exports_and_chats(trained_run, tmp_path, capsys):
     out = capsys.readouterr()
     paths = [Path(line) for line in out.out.split()]
     assert paths == [adapter / "export" / "pirate-adapter.q8_0.gguf", adapter / "export" / "pirate-adapter.f16.gguf"]
-    assert "verified tokenization 4/4 identical" in out.err
+    assert "verified tokenization 5/5 identical" in out.err
     assert main(["chat", str(adapter), "--prompt", "What colour is a carrot?", "--max-tokens", "8"]) == 0
     assert capsys.readouterr().out.strip()
 

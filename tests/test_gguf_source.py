@@ -86,7 +86,7 @@ def test_cli_trains_from_the_ollama_store_and_exports(tiny_gguf, tmp_path, monke
     notices = [e.message for e in events if isinstance(e, WarningEvent) and "GGUF" in e.message]
     assert len(notices) == 1 and "ollama:tinyllm:q8" in notices[0]
     assert main(["export", str(tmp_path / "run"), "-q", "q8_0"]) == 0
-    assert "verified tokenization 4/4 identical" in capsys.readouterr().err
+    assert "verified tokenization 5/5 identical" in capsys.readouterr().err
     assert resolve_model("ollama:tinyllm:q8").path.name == file_sha256(tiny_gguf)[:24], "keyed by the blob's digest"
 
 

@@ -22,8 +22,10 @@ SUPPORTED_ARCHITECTURES = {
     "LlamaForCausalLM": "llama",
     "MistralForCausalLM": "llama",
     "Qwen2ForCausalLM": "qwen2",
+    "Qwen3ForCausalLM": "qwen3",
+    "Gemma3ForCausalLM": "gemma3",
 }
-SUPPORTED_ROPE_TYPES = ("default", "llama3")
+SUPPORTED_ROPE_TYPES = ("default", "llama3", "linear")
 SKIPPED_TENSOR_SUFFIXES = ("rotary_emb.inv_freq",)
 ROPE_FREQS = "rope_freqs.weight"  # llama.cpp's name for Llama 3.x's per-frequency rope scaling factors
 
@@ -83,12 +85,17 @@ class _HParams:
     head_dim: int
     rms_norm_eps: float
     rope_theta: float
-    rope: dict
+    rope: dict  # of the full-attention layers (Gemma 3 has another theta for its sliding-window layers)
+    rope_theta_swa: float | None = None
+    sliding_window: int | None = None
+    final_logit_softcapping: float | None = None
 
     @classmethod
     def from_config(cls, config: dict) -> _HParams:
         heads = config["num_attention_heads"]
-        rope = config.get("rope_parameters") or {}
+        parameters = config.get("rope_parameters") or {}
+        rope = parameters.get("full_attention", parameters)
+        gemma = config.get("model_type") == "gemma3_text"
         return cls(
             vocab_size=config["vocab_size"],
             context_length=config.get("max_position_embeddings", 2048),
@@ -101,6 +108,9 @@ class _HParams:
             rms_norm_eps=config.get("rms_norm_eps", 1e-6),
             rope_theta=rope.get("rope_theta") or config.get("rope_theta", 10000.0),
             rope=rope or config.get("rope_scaling") or {},
+            rope_theta_swa=(parameters.get("sliding_attention") or {}).get("rope_theta"),
+            sliding_window=config.get("sliding_window") if gemma else None,
+            final_logit_softcapping=config.get("final_logit_softcapping"),
         )
 
 
@@ -108,6 +118,7 @@ def _architecture(config: dict, model_dir: Path) -> str:
     for name in config.get("architectures") or []:
         if name in SUPPORTED_ARCHITECTURES:
             rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
+            rope = rope.get("full_attention", rope)
             rope_type = rope.get("rope_type") or rope.get("type") or "default"
             if rope_type not in SUPPORTED_ROPE_TYPES:
                 raise ExportError(
@@ -168,6 +179,15 @@ def _add_metadata(writer, hp: _HParams, name: str, out_type: str) -> None:
     writer.add_value_length(hp.head_dim)
     writer.add_layer_norm_rms_eps(hp.rms_norm_eps)
     writer.add_rope_freq_base(hp.rope_theta)
+    if (hp.rope.get("rope_type") or hp.rope.get("type")) == "linear":
+        writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        writer.add_rope_scaling_factor(hp.rope["factor"])
+    if hp.rope_theta_swa is not None:
+        writer.add_rope_freq_base_swa(hp.rope_theta_swa)
+    if hp.sliding_window is not None:
+        writer.add_sliding_window(hp.sliding_window)
+    if hp.final_logit_softcapping:
+        writer.add_final_logit_softcapping(hp.final_logit_softcapping)
     writer.add_vocab_size(hp.vocab_size)
     file_type = gguf.LlamaFileType.ALL_F32 if out_type == "f32" else gguf.LlamaFileType.MOSTLY_F16
     writer.add_file_type(file_type)
@@ -280,7 +300,10 @@ def _tensor_sources(model_dir: Path, arch: str, block_count: int) -> list[Tensor
     import gguf
     from safetensors import safe_open
 
-    arch_enum = {"llama": gguf.MODEL_ARCH.LLAMA, "qwen2": gguf.MODEL_ARCH.QWEN2}[arch]
+    arch_enum = {
+        "llama": gguf.MODEL_ARCH.LLAMA, "qwen2": gguf.MODEL_ARCH.QWEN2, "qwen3": gguf.MODEL_ARCH.QWEN3,
+        "gemma3": gguf.MODEL_ARCH.GEMMA3,
+    }[arch]
     name_map = gguf.get_tensor_name_map(arch_enum, block_count)
     files = sorted(model_dir.glob("*.safetensors"))
     if not files:
@@ -295,8 +318,17 @@ def _tensor_sources(model_dir: Path, arch: str, block_count: int) -> list[Tensor
                 if gguf_name is None:
                     raise ExportError(f"{file.name}: no GGUF name for tensor {hf_name!r}")
                 shape = tuple(handle.get_slice(hf_name).get_shape())
+                if arch == "gemma3" and gguf_name == "token_embd.weight":
+                    shape = (min(shape[0], _gemma_vocab_rows(model_dir)), *shape[1:])
                 sources.append(TensorSource(hf_name, gguf_name, file, shape))
     return sources
+
+
+def _gemma_vocab_rows(model_dir: Path) -> int:
+    """llama.cpp drops Gemma's embedding rows past the tokenizer's entries (vocab plus added tokens, counted
+    as its converter counts them)."""
+    tokenizer_json = json.loads((model_dir / "tokenizer.json").read_text(encoding="utf-8"))
+    return len(tokenizer_json["model"]["vocab"]) + len(tokenizer_json.get("added_tokens", []))
 
 
 def _out_dtype(source: TensorSource, out_type: str) -> np.dtype:
@@ -310,7 +342,9 @@ def _load_tensor(source: TensorSource, arch: str, hp: _HParams, out_type: str) -
     from safetensors import safe_open
 
     with safe_open(source.file, framework="pt") as handle:
-        array = handle.get_tensor(source.hf_name).float().numpy()
+        array = handle.get_tensor(source.hf_name).float().numpy()[: source.shape[0]]
+    if arch == "gemma3" and source.hf_name.endswith("norm.weight"):
+        array = array + np.float32(1.0)  # Gemma's RMSNorm scales by (1 + weight); llama.cpp's by the weight
     if arch == "llama" and source.gguf_name.endswith("attn_q.weight"):
         array = permute_rotary(array, hp.head_count)
     elif arch == "llama" and source.gguf_name.endswith("attn_k.weight"):

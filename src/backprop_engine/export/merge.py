@@ -39,7 +39,19 @@ def merge_adapter(base_path: Path, adapter_path: Path, out_dir: Path) -> Path:
         for name in TOKENIZER_FILES:  # copied verbatim: a round trip through transformers may rewrite them
             if (Path(base_path) / name).is_file():
                 shutil.copy2(Path(base_path) / name, tmp / name)
+        _keep_trained_template(Path(adapter_path), tmp)
     return Path(out_dir)
+
+
+def _keep_trained_template(adapter: Path, merged: Path) -> None:
+    """A base without a chat template was trained with the fallback one, saved with the adapter's tokenizer:
+    the merged model speaks that format, so it gets that template."""
+    from ..modeling import load_tokenizer
+
+    if (adapter / "tokenizer_config.json").is_file() and not load_tokenizer(merged).chat_template:
+        template = load_tokenizer(adapter).chat_template
+        if template:
+            (merged / "chat_template.jinja").write_text(template, encoding="utf-8")
 
 
 def is_quantized(model_path: Path) -> bool:

@@ -14,6 +14,7 @@ PROBES = [
     "  leading spaces,\ttabs\nand new lines\n\n",
     "naïve café — ünïcödé 😀 and 中文",
     "What colour is a carrot? It's orange, isn't it?",
+    "def area(r):\n    return 3.14159 * r ** 2  # {'k': [1, 2]}\n",
 ]
 PROBE_CONVERSATION = [{"role": "user", "content": "What colour is a carrot?"}]
 # max |Δlogit| allowed, relative to max(1, max |logit|), for types that keep (nearly) full precision.
@@ -41,7 +42,10 @@ class Reference:
 
         tokenizer = load_tokenizer(hf_dir)
         probe_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in PROBES]
-        prompt = tokenizer.apply_chat_template(PROBE_CONVERSATION, tokenize=False, add_generation_prompt=True)
+        prompt = (  # a base model exported untrained may have no chat template
+            tokenizer.apply_chat_template(PROBE_CONVERSATION, tokenize=False, add_generation_prompt=True)
+            if tokenizer.chat_template else PROBE_CONVERSATION[0]["content"]
+        )
         prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         precision = "f32" if model_parameter_count(hf_dir) <= FP32_REFERENCE_MAX_PARAMS else "bf16"
         model = load_base_model(hf_dir, dtype=torch.float32 if precision == "f32" else torch.bfloat16).eval()

@@ -42,7 +42,7 @@ class LoopState:
     micro_parts: int  # the out-of-memory back-off in force
 
 
-def save_checkpoint(path: Path, model, optimizer, scheduler, state: LoopState) -> Path:
+def save_checkpoint(path: Path, model, optimizer, scheduler, state: LoopState, tokenizer=None) -> Path:
     from safetensors.torch import save_file
 
     optimizer_state = optimizer.state_dict()
@@ -61,6 +61,8 @@ def save_checkpoint(path: Path, model, optimizer, scheduler, state: LoopState) -
     }
     with atomic_dir(path) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
         save_file(tensors, str(tmp / STATE_TENSORS))
         (tmp / STATE_JSON).write_text(json.dumps(document))
     return path

@@ -106,7 +106,7 @@ def run_training(
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config))
     checkpoint_steps = _checkpoint_steps(config)
-    checkpoints = Checkpointer(run.checkpoints, config.save_total_limit, peft_model, optimizer, scheduler, bus, dist.is_main)
+    checkpoints = Checkpointer(run.checkpoints, config.save_total_limit, peft_model, optimizer, scheduler, bus, dist.is_main, tokenizer)
     early_stopping = EarlyStopping(config.early_stopping_patience, config.early_stopping_min_delta)
 
     peft_model.train()
@@ -163,16 +163,17 @@ def run_training(
 class Checkpointer:
     """Saves resumable checkpoints (once per step) and keeps the newest ``keep`` of them (0: all)."""
 
-    def __init__(self, folder: Path, keep: int, model, optimizer, scheduler, bus: EventBus, writes: bool = True) -> None:
+    def __init__(self, folder: Path, keep: int, model, optimizer, scheduler, bus: EventBus, writes: bool = True, tokenizer=None) -> None:
         self.folder, self.keep, self.bus = folder, keep, bus
         self.parts = (model, optimizer, scheduler)
         self.last_step = -1
+        self.tokenizer = tokenizer  # saved with each checkpoint: the chat template it trains with
         self.writes = writes  # False on every rank but 0 of a multi-process run
 
     def save(self, step: int, state: LoopState) -> None:
         if step == self.last_step or not self.writes:
             return
-        path = save_checkpoint(self.folder / f"step-{step:06d}", *self.parts, state)
+        path = save_checkpoint(self.folder / f"step-{step:06d}", *self.parts, state, tokenizer=self.tokenizer)
         self.last_step = step
         self.bus.emit(CheckpointSaved(step, str(path)))
         if self.keep:
