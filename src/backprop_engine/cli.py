@@ -193,8 +193,9 @@ def cmd_presets(args) -> int:
             estimate, verdict = fit_verdict(preset.facts, machine.accelerator_memory_mb, on_gpu, method, args.seq_len)
             cells.append(f"{estimate.total_mb / 1024:5.1f} GB {verdict:>5}")
         params = f"{preset.params_billion:.2f}B" if preset.params_billion >= 0.1 else f"{preset.params_billion * 1e3:.1f}M"
+        note = f"  ({preset.facts.kquant_warning})" if preset.facts.kquant_warning else ""
         print(f"{preset.name:<14}{params:>8}  {preset.architecture:<8}{preset.chat_family:<9}{preset.context_length:>8}  "
-              f"{cells[0]:>14}  {cells[1]:>14}  {preset.source}")
+              f"{cells[0]:>14}  {cells[1]:>14}  {preset.source}{note}")
     return 0
 
 

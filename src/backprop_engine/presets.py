@@ -43,9 +43,11 @@ class ModelFacts:
                 "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
 
     @property
-    def kquant_width_ok(self) -> bool:
-        """k-quants (q4_k_m, q6_k, ...) pack rows in blocks of 256: other widths fall back to q5_0/q8_0."""
-        return self.hidden_size % 256 == 0
+    def kquant_warning(self) -> str | None:
+        """k-quants (q4_k_m, q6_k, ...) pack rows in blocks of 256: llama.cpp gives other widths q5_0/q8_0."""
+        if self.hidden_size % 256 == 0:
+            return None
+        return f"width {self.hidden_size} is not a multiple of 256: k-quants fall back to q5_0/q8_0 for most tensors"
 
     @property
     def layer_linear_params(self) -> int:
@@ -72,7 +74,7 @@ class ModelFacts:
             vocab_size=config["vocab_size"],
             context_length=config.get("max_position_embeddings", 2048),
             tied_embeddings=bool(config.get("tie_word_embeddings", False)),
-            attention_head_dim=config.get("head_dim") or 0,
+            attention_head_dim=0 if config.get("head_dim") in (None, config["hidden_size"] // heads) else config["head_dim"],
         )
 
 
@@ -132,9 +134,9 @@ PRESETS: dict[str, Preset] = {
                _facts(2560, 9728, 36, 32, 8, 151936, 40960, True, head_dim=128)),
         Preset("qwen3-8b", "Qwen/Qwen3-8B", "qwen3", "qwen3",
                _facts(4096, 12288, 36, 32, 8, 151936, 40960, False, head_dim=128)),
-        Preset("gemma-3-270m", "google/gemma-3-270m-it", "gemma3_text", "gemma",
+        Preset("gemma-3-270m", "google/gemma-3-270m-it", "gemma3", "gemma",
                _facts(640, 2048, 18, 4, 1, 262144, 32768, True, head_dim=256)),
-        Preset("gemma-3-1b", "google/gemma-3-1b-it", "gemma3_text", "gemma",
+        Preset("gemma-3-1b", "google/gemma-3-1b-it", "gemma3", "gemma",
                _facts(1152, 6912, 26, 4, 1, 262144, 32768, True, head_dim=256)),
         Preset("gemma-3-4b", "google/gemma-3-4b-it", "gemma3", "gemma",
                _facts(2560, 10240, 34, 8, 4, 262208, 131072, True, head_dim=256)),
@@ -147,6 +149,17 @@ class ResolvedModel:
     name: str  # what the user asked for (preset name, path, hub id, GGUF file or ollama:NAME)
     path: Path  # local folder with config.json, tokenizer and safetensors weights
     quantized_from: str | None = None  # a GGUF's quantization (e.g. Q4_1) when the folder was dequantized from it
+
+
+def model_facts(name: str) -> ModelFacts | None:
+    """The facts of a preset or of a model folder (its config.json); None when they are not known locally."""
+    if name in PRESETS:
+        return PRESETS[name].facts
+    config = Path(name).expanduser() / "config.json"
+    try:
+        return ModelFacts.from_config(json.loads(config.read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def check_model_name(name: str) -> str:

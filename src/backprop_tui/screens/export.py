@@ -19,7 +19,7 @@ from backprop_engine.errors import BackpropError
 from backprop_engine.export.modelfile import check_ollama_name
 from backprop_engine.export.quantize import BITS_PER_WEIGHT, QUANTIZATIONS
 from backprop_engine.paths import safe_name
-from backprop_engine.presets import PRESETS
+from backprop_engine.presets import PRESETS, model_facts
 from backprop_engine.runs import EventFollower
 
 from ..widgets.nav import NavBar
@@ -88,6 +88,9 @@ class ExportScreen(Screen):
     def _refresh_run(self) -> None:
         run = self.app.session.run_dir
         label = f"Run [b]{run.name}[/b]" if run else "No run yet: train one (3) or open one from Runs (5)"
+        facts = model_facts(self._run_model() or "")
+        if facts and facts.kquant_warning:
+            label += f"\n[yellow]{facts.kquant_warning}[/yellow]"
         self.query_one("#export-run", Static).update(label)
         if run and not self.query_one("#export-name", Input).value:
             self.query_one("#export-name", Input).value = run.name
