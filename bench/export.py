@@ -5,10 +5,7 @@ subprocess) and of llama.cpp's q4_k_m quantization of each f16 file; whether eve
 llama.cpp's; and the perplexity of q4_k_m against f16 on held-out text (the last conversations of the sample
 data, which the tiny run is not trained on).
 
-llama.cpp's converter comes from the llama-cpp-python source distribution (downloaded into a temporary folder,
-never vendored) and needs ``sentencepiece`` (installed into that folder). It recognises byte-level BPE
-pre-tokenizers only by hashing the tokens of known hub tokenizers, so it refuses our locally trained ones; the
-bench tells it the pre-tokenizer name our converter found (the only thing patched) so the tensors can be compared.
+llama.cpp's converter is fetched and run as tests/llamacpp_reference.py describes.
 
     HF_HUB_OFFLINE=1 .venv/bin/python bench/export.py [--skip-large] [--workdir DIR]
 """
@@ -20,7 +17,6 @@ import json
 import os
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -29,7 +25,6 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tests.families builds the family-shaped fixture models
-SDIST = "llama-cpp-python==0.3.36"
 HELD_OUT = 32  # conversations at the end of the sample data, kept out of training
 
 OURS = """
@@ -37,38 +32,11 @@ import sys
 from backprop_engine.export.gguf_writer import convert_hf_to_gguf
 convert_hf_to_gguf(sys.argv[1], sys.argv[2], "f16")
 """
-THEIRS = """
-import runpy, sys
-script, pre, model, out = sys.argv[1:5]
-sys.path[:0] = [str(__import__("pathlib").Path(script).parent), str(__import__("pathlib").Path(script).parent / "gguf-py")]
-import conversion.base
-conversion.base.TextModel.get_vocab_base_pre = lambda self, tokenizer: pre
-sys.argv = [script, model, "--outfile", out, "--outtype", "f16"]
-runpy.run_path(script, run_name="__main__")
-"""
 QUANTIZE = """
 import sys
 from backprop_engine.export.quantize import quantize_gguf
 quantize_gguf(sys.argv[1], sys.argv[2], "q4_k_m")
 """
-
-
-def fetch_reference_converter(workdir: Path) -> Path:
-    script = workdir / "llama.cpp" / "convert_hf_to_gguf.py"
-    if script.is_file():
-        return script
-    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-    subprocess.run([*pip, "download", SDIST, "--no-binary", ":all:", "--no-deps", "-d", str(workdir)], check=True)
-    subprocess.run([*pip, "install", "--target", str(workdir / "deps"), "sentencepiece"], check=True)
-    archive = next(workdir.glob("llama_cpp_python-*.tar.gz"))
-    prefix = archive.name.removesuffix(".tar.gz") + "/vendor/llama.cpp/"
-    with tarfile.open(archive) as tar:
-        members = [m for m in tar.getmembers() if m.name.startswith(prefix)
-                   and m.name[len(prefix):].split("/")[0] in ("convert_hf_to_gguf.py", "gguf-py", "conversion")]
-        for member in members:
-            member.name = "llama.cpp/" + member.name[len(prefix):]
-        tar.extractall(workdir, members=members, filter="data")
-    return script
 
 
 def measured(args: list[str], env: dict | None = None) -> tuple[float, float]:
@@ -163,15 +131,6 @@ def large_model(workdir: Path) -> Path:
     return folder
 
 
-def pre_name(model_dir: Path) -> str:
-    from backprop_engine.export.gguf_writer import _pre_tokenizer_name
-
-    tokenizer_json = json.loads((model_dir / "tokenizer.json").read_text())
-    if tokenizer_json["model"].get("byte_fallback"):
-        return "default"
-    return _pre_tokenizer_name(tokenizer_json, model_dir)
-
-
 def bench_model(label: str, model_dir: Path, script: Path, workdir: Path, env: dict, with_perplexity: bool) -> None:
     from backprop_engine.export.gguf_writer import model_parameter_count
 
@@ -179,6 +138,8 @@ def bench_model(label: str, model_dir: Path, script: Path, workdir: Path, env: d
     out.mkdir(exist_ok=True)
     params = model_parameter_count(model_dir)
     ours_t, ours_rss = measured([sys.executable, "-c", OURS, str(model_dir), str(out / "ours.f16.gguf")], env)
+    from tests.llamacpp_reference import THEIRS, pre_name
+
     theirs_t, theirs_rss = measured(
         [sys.executable, "-c", THEIRS, str(script), pre_name(model_dir), str(model_dir), str(out / "theirs.f16.gguf")], env
     )
@@ -203,11 +164,12 @@ def main() -> None:
 
     from backprop_engine import resolve_model
     from tests.families import build_model
+    from tests.llamacpp_reference import SDIST, fetch_reference_converter, reference_env
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="backprop-bench-export-"))
     workdir.mkdir(parents=True, exist_ok=True)
     script = fetch_reference_converter(workdir)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(workdir / "deps"), os.environ.get("PYTHONPATH", "")])}
+    env = reference_env(workdir)
     print(f"workdir {workdir}; reference: {SDIST} convert_hf_to_gguf.py; {os.cpu_count()} CPUs")
     bench_model("tiny (trained 60 steps)", trained_tiny(workdir), script, workdir, env, with_perplexity=True)
     bench_model("tiny-qwen2", resolve_model("tiny-qwen2").path, script, workdir, env, with_perplexity=False)

@@ -6,8 +6,11 @@
   ``[INST]`` control tokens, 256 ``<0xNN>`` byte-fallback tokens, "▁" for spaces, merges ranked by piece
   score) and the ``[INST]`` template that folds the system prompt into the last user message.
 - ``qwen2.5``: Qwen2's split regex, ChatML with Qwen2.5's default system turn, q/k/v biases, tied embeddings.
-- ``gemma`` (template only; no Gemma architecture in our converter): ``<start_of_turn>``/``model`` turns with
-  the system prompt folded into the first user message.
+- ``gemma`` (template): ``<start_of_turn>``/``model`` turns with the system prompt folded into the first user
+  message; ``gemma3`` is a Gemma 3 text model with that template (six layers, five of them sliding-window with a
+  window of 16 so the probes cross it, two rope thetas, q/k norms, norm weights that are offsets from 1).
+- ``qwen3``: Qwen2's tokenizer with a plain ChatML template, q/k norms and a head_dim (128) that is not
+  hidden / heads.
 
 Weights are random; hidden sizes are multiples of 256 so llama.cpp's k-quants apply.
 """
@@ -73,6 +76,7 @@ SPECIALS = {
     "generic": ["<|endoftext|>"],
     "exotic": ["<|endoftext|>"],
 }
+QWEN_UNFLAGGED = ["<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|repo_name|>", "<|file_sep|>"]
 ROLES = {  # bos, eos, pad
     "llama3": ("<|begin_of_text|>", "<|eot_id|>", "<|end_of_text|>"),
     "qwen2.5": (None, "<|im_end|>", "<|endoftext|>"),
@@ -81,7 +85,12 @@ ROLES = {  # bos, eos, pad
     "generic": (None, "<|endoftext|>", "<|endoftext|>"),
     "exotic": (None, "<|endoftext|>", "<|endoftext|>"),
 }
-MODEL_FAMILIES = ["llama3", "mistral", "qwen2.5"]
+MODEL_FAMILIES = ["llama3", "mistral", "qwen2.5", "gemma3", "qwen3"]
+TOKENIZER_OF = {"gemma3": "gemma", "qwen3": "qwen2.5"}  # the vocabulary and template a model family borrows
+CHATML = (
+    "{%- for message in messages %}{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{%- endfor %}{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
 LLAMA3_ROPE = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
                "high_freq_factor": 4.0, "original_max_position_embeddings": 256}
 
@@ -107,6 +116,10 @@ def build_tokenizer(family: str, vocab_size: int = 1024):
             min_frequency=2, show_progress=False,
         )
         tokenizer.train_from_iterator(corpus_text().splitlines(), trainer=trainer)
+    if family == "qwen2.5":  # as in Qwen2.5's tokenizer.json: added, used as control tokens, not flagged special
+        from tokenizers import AddedToken
+
+        tokenizer.add_tokens([AddedToken(t, special=False, normalized=False) for t in QWEN_UNFLAGGED])
     bos, eos, pad = ROLES[family]
     if family in ("llama3", "mistral", "gemma"):
         bos_id = tokenizer.token_to_id(bos)
@@ -152,16 +165,21 @@ def _sentencepiece_style(vocab_size: int):
 def build_model(family: str, out_dir: Path, seed: int = 0) -> Path:
     """A ~1M-parameter model of ``family`` with its tokenizer, saved like a hub folder."""
     import torch
-    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+    from transformers import (
+        Gemma3ForCausalLM, Gemma3TextConfig, GenerationConfig, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM,
+        Qwen3Config, Qwen3ForCausalLM,
+    )
 
-    tokenizer = build_tokenizer(family)
+    tokenizer = build_tokenizer(TOKENIZER_OF.get(family, family))
+    if family == "qwen3":
+        tokenizer.chat_template = CHATML
     tokenizer.save_pretrained(out_dir)
     config_path = Path(out_dir) / "tokenizer_config.json"
     config = json.loads(config_path.read_text())
     config["tokenizer_class"] = "PreTrainedTokenizerFast"
     config_path.write_text(json.dumps(config, indent=2))
 
-    bos, eos, pad = ROLES[family]
+    bos, eos, pad = ROLES[TOKENIZER_OF.get(family, family)]
     common = dict(
         vocab_size=len(tokenizer), hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=2, max_position_embeddings=2048, eos_token_id=tokenizer.convert_tokens_to_ids(eos),
@@ -170,6 +188,20 @@ def build_model(family: str, out_dir: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     if family == "qwen2.5":
         model = Qwen2ForCausalLM(Qwen2Config(**common, tie_word_embeddings=True, rms_norm_eps=1e-6))
+    elif family == "qwen3":
+        model = Qwen3ForCausalLM(Qwen3Config(**common, head_dim=128, tie_word_embeddings=True, rms_norm_eps=1e-6))
+    elif family == "gemma3":
+        config = Gemma3TextConfig(
+            **(common | {"num_hidden_layers": 6}), head_dim=64, query_pre_attn_scalar=64, sliding_window=16,
+            rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 1e6},
+                             "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}},
+            tie_word_embeddings=True, rms_norm_eps=1e-6,
+        )
+        model = Gemma3ForCausalLM(config)
+        with torch.no_grad():  # Gemma's norms start at 0 (a scale of 1): give them something the +1 offset can break
+            for name, parameter in model.named_parameters():
+                if name.endswith("norm.weight"):
+                    parameter.normal_(0.0, 0.1)
     elif family == "llama3":
         model = LlamaForCausalLM(LlamaConfig(**common, rms_norm_eps=1e-5, rope_parameters=dict(LLAMA3_ROPE)))
     else:

@@ -1,4 +1,4 @@
-"""Every preset family (Llama 3.x, Mistral v0.3, Qwen2.5) exports to every quantization with verification passing;
+"""Every preset family (Llama 3.x, Mistral v0.3, Qwen2.5, Gemma 3, Qwen3) exports to every quantization with verification passing;
 adapters, models and runs are all export sources; bad input is one clear line and leaves nothing behind."""
 
 from __future__ import annotations
@@ -30,7 +30,10 @@ FILE_TYPES = {
     "q4_k_m": gguf.LlamaFileType.MOSTLY_Q4_K_M, "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0,
     "q3_k_m": gguf.LlamaFileType.MOSTLY_Q3_K_M, "q2_k": gguf.LlamaFileType.MOSTLY_Q2_K,
 }
-VOCAB = {"llama3": ("gpt2", "llama-bpe"), "mistral": ("llama", None), "qwen2.5": ("gpt2", "qwen2")}
+VOCAB = {
+    "llama3": ("gpt2", "llama-bpe"), "mistral": ("llama", None), "qwen2.5": ("gpt2", "qwen2"), "gemma3": ("gpt2", "gpt-2"),
+    "qwen3": ("gpt2", "qwen2"),
+}
 
 
 @pytest.fixture(scope="module")
@@ -348,3 +351,39 @@ def test_large_models_are_verified_against_a_bfloat16_reference(family_models, t
     path = gguf_writer.convert_hf_to_gguf(family_models["qwen2.5"], tmp_path / "q.gguf", "f16")
     result = verify_gguf(path, reference, "f16")
     assert result.passed and result.logit_bound == verify.LOGIT_BOUNDS["bf16"] * max(1.0, float(np.abs(reference.logits).max()))
+
+
+# Against llama.cpp's own converter -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def llama_cpp_converter() -> Path:
+    from .llamacpp_reference import SDIST, fetch_reference_converter
+    from .realweights import weights_cache
+
+    return fetch_reference_converter(weights_cache() / SDIST.replace("==", "-"))
+
+
+@pytest.mark.parametrize("family", MODEL_FAMILIES)
+def test_f16_gguf_equals_llama_cpps_converter_tensor_for_tensor(family_models, llama_cpp_converter, tmp_path, family):
+    from .llamacpp_reference import convert_with_llama_cpp
+
+    ours = gguf.GGUFReader(gguf_writer.convert_hf_to_gguf(family_models[family], tmp_path / "ours.gguf", "f16"))
+    theirs = gguf.GGUFReader(convert_with_llama_cpp(llama_cpp_converter, family_models[family], tmp_path / "theirs.gguf"))
+    a, b = {t.name: t for t in ours.tensors}, {t.name: t for t in theirs.tensors}
+    assert sorted(a) == sorted(b)
+    for name in a:
+        assert a[name].tensor_type == b[name].tensor_type, name
+        assert np.array_equal(np.array(a[name].data), np.array(b[name].data)), name
+    if VOCAB[family][0] == "gpt2":  # the same vocabulary path in both converters: the same tokens and token types
+        for key in ("tokenizer.ggml.tokens", "tokenizer.ggml.token_type"):
+            assert _field(ours, key) == _field(theirs, key), key
+
+
+def test_added_tokens_used_as_control_tokens_are_written_as_control(family_models, tmp_path):
+    """Qwen2.5's <|fim_*|>, <|repo_name|>, <|file_sep|> are not flagged special in tokenizer.json."""
+    from .families import QWEN_UNFLAGGED
+
+    reader = gguf.GGUFReader(gguf_writer.convert_hf_to_gguf(family_models["qwen2.5"], tmp_path / "q.gguf", "f16"))
+    kind = dict(zip(_field(reader, "tokenizer.ggml.tokens"), _field(reader, "tokenizer.ggml.token_type")))
+    assert {kind[t] for t in QWEN_UNFLAGGED} == {gguf.TokenType.CONTROL}

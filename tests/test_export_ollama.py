@@ -320,3 +320,17 @@ def test_ollama_cli_failure_is_a_clear_error(export_dir, fake_cli, monkeypatch):
     monkeypatch.setenv("FAKE_OLLAMA_EXIT", "1")
     with pytest.raises(BackpropError, match="`ollama create pirate` failed: success"):
         register("pirate", path, modelfile)
+
+
+def test_qwen3_thinking_template_is_refused_by_name(tmp_path):
+    """Qwen3's own template (as llama.cpp ships it) drops <think> blocks of earlier turns: refused, not approximated."""
+    from .llamacpp_reference import SDIST, fetch_reference_converter
+    from .realweights import weights_cache
+
+    script = fetch_reference_converter(weights_cache() / SDIST.replace("==", "-"))
+    tokenizer = build_tokenizer("qwen2.5")
+    tokenizer.chat_template = (script.parent / "models" / "templates" / "Qwen-Qwen3-0.6B.jinja").read_text()
+    plain = CHECK_CONVERSATIONS[0]
+    assert tokenizer.apply_chat_template(plain, tokenize=False, add_generation_prompt=True).startswith("<|im_start|>user")
+    with pytest.raises(ExportError, match=r"thinking mode \(Qwen3\)"):
+        derive_chat_format(tokenizer)

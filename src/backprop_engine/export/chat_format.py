@@ -45,6 +45,12 @@ CHECK_CONVERSATIONS: list[list[dict[str, str]]] = [
         {"role": "assistant", "content": "Red — naïve café 😀."},
         {"role": "user", "content": "Thanks"},
     ],
+    # Reasoning kept in an earlier assistant turn: a thinking-mode template (Qwen3) drops it, Ollama cannot.
+    [
+        {"role": "user", "content": "What is 2 + 2?"},
+        {"role": "assistant", "content": "<think>\nTwo and two.\n</think>\n\nArr, 4."},
+        {"role": "user", "content": "And 3 + 3?"},
+    ],
 ]
 
 
@@ -129,6 +135,12 @@ def derive_chat_format(tokenizer) -> ChatFormat:
         reproduced = fmt is not None and all(render.expected(c) == fmt.render(c) for c in CHECK_CONVERSATIONS)
     except (ValueError, KeyError, TemplateError):  # e.g. a template that raises for a system message
         reproduced = False
+    if not reproduced and "<think>" in (tokenizer.chat_template or ""):
+        raise ExportError(
+            "the chat template has a thinking mode (Qwen3): it rewrites <think> blocks of earlier assistant turns, "
+            "which an Ollama TEMPLATE cannot reproduce byte for byte",
+            "export the GGUF without --ollama (llama.cpp uses the template stored in it), or write the TEMPLATE by hand",
+        )
     if not reproduced:
         raise ExportError(
             f"the chat template ({family}) is not a plain role/content template that an Ollama TEMPLATE can reproduce",

@@ -88,6 +88,7 @@ class _HParams:
     rope: dict  # of the full-attention layers (Gemma 3 has another theta for its sliding-window layers)
     rope_theta_swa: float | None = None
     sliding_window: int | None = None
+    sliding_layers: tuple[bool, ...] | None = None  # Gemma 3: which layers use the sliding window
     final_logit_softcapping: float | None = None
 
     @classmethod
@@ -110,6 +111,7 @@ class _HParams:
             rope=rope or config.get("rope_scaling") or {},
             rope_theta_swa=(parameters.get("sliding_attention") or {}).get("rope_theta"),
             sliding_window=config.get("sliding_window") if gemma else None,
+            sliding_layers=tuple(t == "sliding_attention" for t in config.get("layer_types") or []) if gemma else None,
             final_logit_softcapping=config.get("final_logit_softcapping"),
         )
 
@@ -125,6 +127,7 @@ def _architecture(config: dict, model_dir: Path) -> str:
                     f"{model_dir}: rope scaling {rope_type!r} is not supported by the converter",
                     f"supported: {', '.join(SUPPORTED_ROPE_TYPES)}",
                 )
+            _check_gemma3_attention(config, model_dir)
             return SUPPORTED_ARCHITECTURES[name]
     raise ExportError(
         f"{model_dir}: architecture {config.get('architectures')} cannot be converted to GGUF yet",
@@ -132,25 +135,42 @@ def _architecture(config: dict, model_dir: Path) -> str:
     )
 
 
+def _check_gemma3_attention(config: dict, model_dir: Path) -> None:
+    """llama.cpp scales Gemma 3's queries by 1/sqrt(head_dim) (but for the 27B) and has no attention softcap."""
+    if config.get("model_type") != "gemma3_text":
+        return
+    head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+    if config.get("query_pre_attn_scalar", head_dim) != head_dim or config.get("attn_logit_softcapping"):
+        raise ExportError(
+            f"{model_dir}: this Gemma 3 variant (query_pre_attn_scalar {config.get('query_pre_attn_scalar')}, "
+            f"head_dim {head_dim}) is not supported by the converter",
+            "supported: Gemma 3 text models such as 270M and 1B (Gemma3ForCausalLM)",
+        )
+
+
 def llama3_rope_factors(hp: _HParams) -> np.ndarray | None:
     """Llama 3.x rope scaling as per-frequency divisors: long wavelengths are stretched by ``factor``, short
-    ones kept, and the band between blended smoothly (the same schedule HF applies to ``inv_freq``)."""
+    ones kept, and the band between blended smoothly (the schedule HF applies to ``inv_freq``), computed in
+    float32 as HF and llama.cpp's converter compute it, so the factors match theirs to the bit."""
+    import torch
+
     if (hp.rope.get("rope_type") or hp.rope.get("type")) != "llama3":
         return None
     factor = hp.rope["factor"]
     low, high = hp.rope.get("low_freq_factor", 1.0), hp.rope.get("high_freq_factor", 4.0)
     original = hp.rope["original_max_position_embeddings"]
+    frequencies = 1.0 / (hp.rope_theta ** (torch.arange(0, hp.head_dim, 2, dtype=torch.float32) / hp.head_dim))
     factors = []
-    for i in range(0, hp.head_dim, 2):
-        wavelength = 2 * math.pi * hp.rope_theta ** (i / hp.head_dim)
+    for frequency in frequencies:
+        wavelength = 2 * math.pi / frequency
         if wavelength < original / high:
             factors.append(1.0)
         elif wavelength > original / low:
             factors.append(factor)
         else:
             smooth = (original / wavelength - low) / (high - low)
-            factors.append(1 / ((1 - smooth) / factor + smooth))
-    return np.array(factors, dtype=np.float32)
+            factors.append(float(1 / ((1 - smooth) / factor + smooth)))
+    return torch.tensor(factors, dtype=torch.float32).numpy()
 
 
 def model_parameter_count(model_dir: Path) -> int:
@@ -186,6 +206,9 @@ def _add_metadata(writer, hp: _HParams, name: str, out_type: str) -> None:
         writer.add_rope_freq_base_swa(hp.rope_theta_swa)
     if hp.sliding_window is not None:
         writer.add_sliding_window(hp.sliding_window)
+        # llama.cpp assumes Gemma 3's five sliding layers then one global; say so when a model differs.
+        if hp.sliding_layers and hp.sliding_layers != tuple((i + 1) % 6 != 0 for i in range(hp.block_count)):
+            writer.add_sliding_window_pattern(list(hp.sliding_layers))
     if hp.final_logit_softcapping:
         writer.add_final_logit_softcapping(hp.final_logit_softcapping)
     writer.add_vocab_size(hp.vocab_size)
@@ -259,10 +282,14 @@ def _vocabulary(tokenizer_json: dict, vocab_size: int, sentencepiece: bool) -> t
         by_id[token_id] = (token, kind)
     unk = tokenizer_json["model"].get("unk_token")
     for added in tokenizer_json.get("added_tokens", []):
-        kind = gguf.TokenType.CONTROL if added.get("special") else gguf.TokenType.USER_DEFINED
-        if sentencepiece and added["content"] == unk:
+        content = added["content"]
+        if added.get("special") or looks_special(content):
+            kind = gguf.TokenType.CONTROL
+        else:  # llama.cpp matches user-defined tokens pre-normalized
+            kind, content = gguf.TokenType.USER_DEFINED, content.replace("▁", " ")
+        if sentencepiece and content == unk:
             kind = gguf.TokenType.UNKNOWN
-        by_id[added["id"]] = (added["content"], kind)
+        by_id[added["id"]] = (content, kind)
     size = max(vocab_size, max(by_id) + 1)
     tokens, types = [], []
     for token_id in range(size):
@@ -270,6 +297,18 @@ def _vocabulary(tokenizer_json: dict, vocab_size: int, sentencepiece: bool) -> t
         tokens.append(token)
         types.append(int(kind))
     return tokens, types
+
+
+def looks_special(token: str) -> bool:
+    """Added tokens that models use as control tokens without flagging them special (Qwen2.5's ``<|fim_*|>``,
+    ``<|repo_name|>``, Gemma's ``<mask>`` and ``<unusedN>``): llama.cpp's converter writes them as control
+    tokens, which its tokenizer matches only in special-token parsing, never inside plain text."""
+    return (
+        token in ("<pad>", "<mask>", "<2mass>", "[@BOS@]")
+        or (token.startswith("<|") and token.endswith("|>"))
+        or (token.startswith("<｜") and token.endswith("｜>"))
+        or (token.startswith("<unused") and token.endswith(">"))
+    )
 
 
 def _sentencepiece_scores(tokens: list[str], merges: list) -> list[float]:
