@@ -66,12 +66,16 @@ def test_a_gguf_is_dequantized_once_into_a_folder_that_tokenizes_like_the_origin
     assert 0 < np.abs(weight - reference).max() < 2e-2, "Q8_0 rounding, nothing else"
 
 
-def test_cli_trains_from_a_gguf_file_and_says_where_the_base_came_from(tiny_gguf, tmp_path, capsys):
+def test_cli_trains_from_a_gguf_file_and_says_where_the_base_came_from(tiny_gguf, tmp_path, capsys, monkeypatch):
+    from backprop_engine.rundir import RunDir
+
     run = tmp_path / "run"
-    assert main(["train", "--model", str(tiny_gguf), "--output", str(run), *TRAIN]) == 0
+    monkeypatch.chdir(tiny_gguf.parent)
+    assert main(["train", "--model", tiny_gguf.name, "--output", str(run), *TRAIN]) == 0
     out = capsys.readouterr().out
     assert "the base model comes from a Q8_0 GGUF" in out
     assert (run / "adapter" / "adapter_config.json").is_file()
+    assert RunDir.open(run).read_config().model == str(tiny_gguf), "recorded so that export works from anywhere"
     assert check_model_name(str(tiny_gguf)) == "gguf"
 
 

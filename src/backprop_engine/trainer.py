@@ -17,6 +17,7 @@ from .defaults import Choice, DataSize, TrainingPlan, default_learning_rate, pla
 from .errors import ConfigError
 from .events import Event, EventBus, JsonlSink, RunFailed, WarningEvent
 from .fsutil import atomic_dir
+from .gguf_source import OLLAMA_PREFIX, is_gguf_model
 from .paths import default_runs_dir
 from .presets import resolve_model
 from .rundir import RunDir
@@ -36,6 +37,8 @@ class Trainer:
 
     def __init__(self, model: str = "tiny", *, on_event: Callable[[Event], None] | None = None, **overrides) -> None:
         self.user_set = set(overrides)  # everything else is chosen by plan() from the model, data and machine
+        if is_gguf_model(model) and not model.startswith(OLLAMA_PREFIX):
+            model = str(Path(model).expanduser().absolute())  # the run's config must find it from any directory
         config = TrainConfig.with_overrides(model=model, **overrides)
         if "learning_rate" not in overrides:
             config = TrainConfig.with_overrides(**(config.to_dict() | {"learning_rate": default_learning_rate(config)}))
