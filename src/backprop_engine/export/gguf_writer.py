@@ -335,15 +335,21 @@ def _adds_space_prefix(tokenizer_json: dict) -> bool:
     )
 
 
-def _tensor_sources(model_dir: Path, arch: str, block_count: int) -> list[TensorSource]:
+def tensor_name_map(arch: str, block_count: int):
+    """The ``gguf`` package's HF → GGUF tensor names for one of our architectures."""
     import gguf
-    from safetensors import safe_open
 
     arch_enum = {
         "llama": gguf.MODEL_ARCH.LLAMA, "qwen2": gguf.MODEL_ARCH.QWEN2, "qwen3": gguf.MODEL_ARCH.QWEN3,
         "gemma3": gguf.MODEL_ARCH.GEMMA3,
     }[arch]
-    name_map = gguf.get_tensor_name_map(arch_enum, block_count)
+    return gguf.get_tensor_name_map(arch_enum, block_count)
+
+
+def _tensor_sources(model_dir: Path, arch: str, block_count: int) -> list[TensorSource]:
+    from safetensors import safe_open
+
+    name_map = tensor_name_map(arch, block_count)
     files = sorted(model_dir.glob("*.safetensors"))
     if not files:
         raise ExportError(f"{model_dir}: no safetensors weights to convert")

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import ExportError
 from ..fsutil import atomic_path
-from .gguf_writer import _architecture, _HParams, permute_rotary
+from .gguf_writer import _architecture, _HParams, permute_rotary, tensor_name_map
 
 _PEFT_PREFIX = "base_model.model."
 
@@ -29,7 +29,7 @@ def convert_lora_to_gguf(adapter_dir: Path, base_dir: Path, out_path: Path) -> P
     base_config = json.loads((base_dir / "config.json").read_text())
     arch = _architecture(base_config, base_dir)
     hparams = _HParams.from_config(base_config)
-    name_map = gguf.get_tensor_name_map({"llama": gguf.MODEL_ARCH.LLAMA, "qwen2": gguf.MODEL_ARCH.QWEN2}[arch], hparams.block_count)
+    name_map = tensor_name_map(arch, hparams.block_count)
     # rsLoRA scales by alpha/sqrt(r); llama.cpp by alpha/r, so the alpha written is rescaled to match.
     alpha = config["lora_alpha"] * (math.sqrt(config["r"]) if config.get("use_rslora") else 1.0)
 
