@@ -35,7 +35,14 @@ convert_hf_to_gguf(sys.argv[1], sys.argv[2], "f16")
 QUANTIZE = """
 import sys
 from backprop_engine.export.quantize import quantize_gguf
-quantize_gguf(sys.argv[1], sys.argv[2], "q4_k_m")
+quantize_gguf(sys.argv[1], sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else "q4_k_m")
+"""
+# A LoRA run on real weights, in its own process so that its peak RSS is the training's.
+TRAIN = """
+import sys
+from backprop_engine import Trainer
+model, data, out, steps, batch, seq = sys.argv[1], sys.argv[2], sys.argv[3], *map(int, sys.argv[4:7])
+Trainer(model, batch_size=batch, max_seq_len=seq, lora_rank=16).train(data, steps=steps, output_dir=out)
 """
 
 
@@ -131,7 +138,8 @@ def large_model(workdir: Path) -> Path:
     return folder
 
 
-def bench_model(label: str, model_dir: Path, script: Path, workdir: Path, env: dict, with_perplexity: bool) -> None:
+def bench_model(label: str, model_dir: Path, script: Path, workdir: Path, env: dict, with_perplexity: bool,
+                extra_quantizations: tuple[str, ...] = ()) -> None:
     from backprop_engine.export.gguf_writer import model_parameter_count
 
     out = workdir / "".join(c if c.isalnum() else "-" for c in label)
@@ -149,6 +157,10 @@ def bench_model(label: str, model_dir: Path, script: Path, workdir: Path, env: d
     print(f"f16 conversion   ours {ours_t:6.1f} s, peak RSS {ours_rss:7,.0f} MiB | llama.cpp {theirs_t:6.1f} s, "
           f"peak RSS {theirs_rss:7,.0f} MiB | time ratio {ours_t / theirs_t:.2f}, RSS ratio {ours_rss / theirs_rss:.2f}")
     print(f"q4_k_m quantize  from ours {q_ours_t:6.1f} s (peak RSS {q_ours_rss:,.0f} MiB) | from theirs {q_theirs_t:6.1f} s")
+    for quantization in extra_quantizations:
+        target = out / f"ours.{quantization}.gguf"
+        q_t, q_rss = measured([sys.executable, "-c", QUANTIZE, str(out / "ours.f16.gguf"), str(target), quantization], env)
+        print(f"{quantization:<6} quantize  from ours {q_t:6.1f} s (peak RSS {q_rss:,.0f} MiB), {target.stat().st_size / 2**20:,.1f} MiB")
     print(f"f16 tensors      {compare_tensors(out / 'ours.f16.gguf', out / 'theirs.f16.gguf')}")
     if with_perplexity:
         texts = held_out_texts(model_dir)
@@ -156,9 +168,35 @@ def bench_model(label: str, model_dir: Path, script: Path, workdir: Path, env: d
         print(f"perplexity       held-out {len(texts)} conversations: f16 {f16:.3f}, q4_k_m {q4:.3f} (ratio {q4 / f16:.4f})")
 
 
+def bench_real_model(label: str, model_dir: Path, script: Path, workdir: Path, env: dict) -> None:
+    """Train a few LoRA steps on real weights (the sample data minus the held-out chats), then export the merge."""
+    from backprop_engine.export.pipeline import ensure_merged
+    from backprop_engine.planner import estimate_memory
+    from backprop_engine.presets import ModelFacts
+    from backprop_engine.rundir import RunDir
+
+    run = workdir / f"run-{label.split()[0]}"
+    rows = (ROOT / "src/backprop_engine/resources/sample.jsonl").read_text().splitlines()[:-HELD_OUT]
+    data = workdir / "train.jsonl"
+    data.write_text("\n".join(rows) + "\n")
+    steps, batch, seq = 6, 4, 256
+    seconds, rss = measured([sys.executable, "-c", TRAIN, str(model_dir), str(data), str(run), str(steps), str(batch), str(seq)], env)
+    report = json.loads(next(line for line in reversed((run / "events.jsonl").read_text().splitlines()) if '"finished"' in line))
+    tokens_per_s = report["tokens"] / report["seconds"]
+    facts = ModelFacts.from_config(json.loads((model_dir / "config.json").read_text()))
+    predicted = estimate_memory(facts, method="lora", rank=16, seq_len=seq, micro_batch=batch, on_gpu=False).total_mb
+    print(f"\n# {label}: LoRA r16, {steps} steps x {batch} rows x {seq} tokens (packed), fp32 on CPU")
+    print(f"training         {tokens_per_s:,.1f} tokens/s ({report['tokens']:,} tokens in {report['seconds']:.1f} s; "
+          f"process {seconds:.1f} s with loading) | peak RSS {rss:,.0f} MiB, planner predicted {predicted:,.0f} MiB "
+          f"(measured/predicted {rss / predicted:.2f})")
+    bench_model(f"{label} merged after training", ensure_merged(RunDir.open(run)), script, workdir, env,
+                with_perplexity=True, extra_quantizations=("q8_0",))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--skip-large", action="store_true", help="skip the ~0.5B-parameter model")
+    parser.add_argument("--real", action="store_true", help="only SmolLM2-135M and Gemma-3-270M (real weights, tests/realweights.py)")
     parser.add_argument("--workdir", type=Path, help="keep downloads and models here (default: a temporary folder)")
     args = parser.parse_args()
 
@@ -171,6 +209,12 @@ def main() -> None:
     script = fetch_reference_converter(workdir)
     env = reference_env(workdir)
     print(f"workdir {workdir}; reference: {SDIST} convert_hf_to_gguf.py; {os.cpu_count()} CPUs")
+    if args.real:
+        from tests.realweights import gemma3_dir, smollm2_dir
+
+        bench_real_model("SmolLM2-135M-Instruct (from Q4_1)", smollm2_dir(), script, workdir, env)
+        bench_real_model("Gemma-3-270M (from Q4_K_M)", gemma3_dir(), script, workdir, env)
+        return
     bench_model("tiny (trained 60 steps)", trained_tiny(workdir), script, workdir, env, with_perplexity=True)
     bench_model("tiny-qwen2", resolve_model("tiny-qwen2").path, script, workdir, env, with_perplexity=False)
     for family in ("llama3", "mistral"):
