@@ -72,8 +72,16 @@ def inspect_gguf(path: Path, label: str | None = None, sha256: str | None = None
             f"{label}: GGUF architecture {arch!r} is not supported for fine-tuning",
             f"supported: {', '.join(SUPPORTED_ARCHITECTURES)}",
         )
-    type_name = gguf.LlamaFileType(file_type).name.removeprefix("MOSTLY_").removeprefix("ALL_") if file_type is not None else "unknown"
-    return GgufFile(Path(path), arch, type_name, sha256)
+    return GgufFile(Path(path), arch, _file_type_name(file_type), sha256)
+
+
+def _file_type_name(file_type: int | None) -> str:
+    import gguf
+
+    try:
+        return gguf.LlamaFileType(file_type).name.removeprefix("MOSTLY_").removeprefix("ALL_")
+    except ValueError:  # absent, or newer than the gguf package
+        return "quantized"
 
 
 def _field(reader, key: str):
