@@ -117,6 +117,6 @@ def test_trainer_export_writes_named_gguf_into_the_run(trained_run):
     names = sorted(p.name for p in trainer.run.export.iterdir())
     assert names == ["pirate.q8_0.Modelfile", "pirate.q8_0.gguf", "pirate.q8_0.report.json"]
     report = json.loads((trainer.run.export / "pirate.q8_0.report.json").read_text())
-    assert report["verification"]["passed"] and report["verification"]["tokenization_matches"] == 4
+    assert report["verification"]["passed"] and report["verification"]["tokenization_matches"] == 5
     assert "PARAMETER stop <|im_end|>" in (trainer.run.export / "pirate.q8_0.Modelfile").read_text()
     assert isinstance(trainer.chat("What colour is a carrot?", max_tokens=8), str)
