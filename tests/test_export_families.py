@@ -115,7 +115,8 @@ def test_quantization_fallbacks_name_each_tensor(family_models, tmp_path):
 
     narrow = tmp_path / "narrow"
     shutil.copytree(family_models["qwen2.5"], narrow, ignore=shutil.ignore_patterns("*.safetensors", "config.json"))
-    config = LlamaConfig(vocab_size=1024, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+    # 1088 rows: the qwen2.5 fixture tokenizer has 1024 tokens plus five added ones
+    config = LlamaConfig(vocab_size=1088, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
                          num_attention_heads=2, num_key_value_heads=1, eos_token_id=0)
     LlamaForCausalLM(config).save_pretrained(narrow)
     events = []
