@@ -67,7 +67,7 @@ def summarize_run(path: Path) -> RunSummary:
         path=path,
         model=started.get("model", "?"),
         status=status,
-        step=last.get("steps") or (steps[-1]["step"] if steps else 0),
+        step=last.get("steps") or max((e.get("step", 0) for e in events if isinstance(e.get("step"), int)), default=0),
         total_steps=started.get("total_steps", 0),
         final_loss=final_loss,
         last_loss=steps[-1]["loss"] if steps else None,
