@@ -11,7 +11,7 @@ import pytest
 from backprop_engine import Trainer
 from backprop_engine.cli import main
 from backprop_engine.config import TrainConfig
-from backprop_engine.defaults import DataSize, plan_training
+from backprop_engine.defaults import MAX_STEPS, MIN_UPDATES, DataSize, held_out_rows, plan_training
 from backprop_engine.hardware import HardwareReading
 from backprop_engine.presets import PRESETS
 
@@ -37,9 +37,59 @@ def test_plan_explains_every_choice_and_keeps_what_the_user_set():
 def test_steps_come_from_the_data_size():
     plan = Trainer("tiny").plan("sample")
     picked = choices(plan)
-    rows = int(picked["steps"].reason.split(" over ")[1].split(" rows")[0].replace(",", ""))
-    effective = plan.config.batch_size * plan.config.grad_accum
-    assert plan.config.steps == max(10, math.ceil(3 * rows / effective))  # fewer than 1,000 rows: 3 epochs
+    held_out = int(picked["eval_split"].value)
+    assert held_out == 16 and "held out" in picked["eval_split"].reason  # 320 rows: 5 %
+    assert picked["effective_batch"].reason.startswith("examples per optimizer step")
+    examples = 320 - held_out
+    assert f"over {examples:,} examples" in picked["steps"].reason
+    assert plan.config.steps >= MIN_UPDATES
+
+
+def small_plan(data: DataSize, **user):
+    facts = PRESETS["qwen2.5-0.5b"].facts
+    config = TrainConfig(model="qwen2.5-0.5b", **user)
+    return plan_training(config, set(user), facts, data, HardwareReading(2, 0.0, 24_000.0, 20_000.0), "cpu")
+
+
+def test_the_issue_14_dataset_gets_enough_updates():
+    # 91 identity rows packed into 34 rows: the old plan was 13 steps of 8 packed rows (~22 examples each).
+    held = held_out_rows(91)
+    plan = small_plan(DataSize(34, 3_000, 320, examples=91 - held, held_out=held))
+    picked = choices(plan)
+    assert held == 4 and picked["eval_split"].value == 4.0
+    assert plan.config.batch_size * plan.config.grad_accum == 2  # 2 packed rows ≈ 5 examples, near the target 4
+    assert picked["effective_batch"].value == pytest.approx(2 * 87 / 34, abs=0.05)
+    assert "4 for fewer than 200 examples" in picked["effective_batch"].reason
+    assert plan.config.steps == MIN_UPDATES and "floor of 60 updates" in picked["steps"].reason
+    assert "3 epochs would be only 51" in picked["steps"].reason
+
+
+@pytest.mark.parametrize(
+    ("examples", "per_step", "steps", "words"),
+    [
+        (14, 4, MIN_UPDATES, "floor"),  # a 16-row identity set, 2 rows held out
+        (500, 8, math.ceil(3 * 500 / 8), "3 epoch(s)"),
+        (5_000, 16, math.ceil(2 * 5_000 / 16), "2 epoch(s)"),
+        (50_000, 32, math.ceil(50_000 / 32), "1 epoch(s)"),
+        (1_000_000, 32, MAX_STEPS, "capped at 3,000 steps, 0.10 of one epoch"),
+    ],
+)
+def test_batch_in_examples_floor_and_ceiling(examples, per_step, steps, words):
+    plan = small_plan(DataSize(examples, examples * 50, 256, examples=examples))  # unpacked: one example per row
+    picked = choices(plan)
+    assert plan.config.batch_size * plan.config.grad_accum == per_step
+    assert plan.config.steps == steps and words in picked["steps"].reason
+
+
+def test_held_out_rows_and_what_the_user_sets():
+    assert [held_out_rows(n) for n in (5, 8, 16, 91, 1_000, 10_000)] == [0, 2, 2, 4, 50, 200]
+    none = small_plan(DataSize(6, 600, 128, examples=6, held_out=0))
+    assert "every row trains" in choices(none)["eval_split"].reason
+    mine = small_plan(DataSize(500, 25_000, 256, examples=500), eval_split=0.2, batch_size=2, grad_accum=3)
+    picked = choices(mine)
+    assert picked["eval_split"].by_user and mine.config.eval_split == 0.2
+    assert picked["effective_batch"].by_user and picked["effective_batch"].value == 6
+    assert mine.config.steps == math.ceil(3 * 500 / 6)
 
 
 @pytest.mark.parametrize(
@@ -64,13 +114,12 @@ def test_rank_grows_with_the_data_for_pretrained_models():
     large = plan_training(config, set(), facts, DataSize(50_000, 30_000_000, 512), machine, "cpu")
     assert (small.config.lora_rank, large.config.lora_rank) == (8, 32)
     assert small.config.learning_rate == pytest.approx(2e-4)
-    assert (small.config.steps, large.config.steps) == (math.ceil(3 * 500 / 8), math.ceil(50_000 / 16))
 
 
 def test_tight_memory_shrinks_the_micro_batch_then_turns_on_checkpointing():
     facts = PRESETS["qwen2.5-1.5b"].facts
     config = TrainConfig(model="qwen2.5-1.5b")
-    data = DataSize(2_000, 1_000_000, 1024)
+    data = DataSize(1_500, 1_000_000, 1024)
     roomy = plan_training(config, set(), facts, data, HardwareReading(16, 0.0, 200_000.0, 190_000.0), "cpu")
     tight = plan_training(config, set(), facts, data, HardwareReading(16, 0.0, 16_000.0, 12_000.0), "cpu")
     assert roomy.config.batch_size == 8 and not roomy.config.gradient_checkpointing

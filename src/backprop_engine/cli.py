@@ -56,7 +56,18 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--eval-split", type=float, help="held-out rows: a fraction below 1 or a count (default: none)")
     train.add_argument("--eval-steps", type=int, help="evaluate every N steps (default: at the end only)")
     train.add_argument("--no-packing", dest="packing", action="store_false", default=None, help="one example per row, padded")
+    train.add_argument("--compare-prompts", metavar="FILE", help="prompts (one per line) the base and the fine-tune answer at the end (default: held-out rows)")
+    train.add_argument("--max-nonfinite-steps", type=int, help="stop after N steps in a row with a non-finite loss or gradient (default: 5)")
     train.set_defaults(handler=cmd_train)
+
+    compare = commands.add_parser("compare", help="base model vs fine-tune: greedy answers to held-out prompts, side by side")
+    compare.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    compare.add_argument("--prompt", "-p", action="append", dest="prompts", metavar="TEXT", help="a prompt (repeat for several; default: the run's held-out rows)")
+    compare.add_argument("--compare-prompts", type=Path, metavar="FILE", help="prompts from a text file, one per line")
+    compare.add_argument("--gguf", nargs="?", const="", metavar="PATH", help="the fine-tune's side from a GGUF through llama.cpp (default: the run's newest export)")
+    compare.add_argument("--max-tokens", type=int, default=48)
+    compare.add_argument("--json", action="store_true", help="print the comparison event as JSON")
+    compare.set_defaults(handler=cmd_compare)
 
     export = commands.add_parser("export", help="merge, convert to GGUF, quantize, verify; optionally register with Ollama")
     export.add_argument("run_dir", metavar="RUN_DIR|ADAPTER|MODEL", help="a run directory, a LoRA adapter folder, or a model folder/preset")
@@ -267,7 +278,8 @@ def cmd_train(args) -> int:
         return train_headless(trainer, trainer.resume)
     options = ("learning_rate", "lora_rank", "batch_size", "grad_accum", "max_seq_len", "seed", "eval_split", "eval_steps", "packing",
                "method", "gradient_checkpointing", "save_steps", "report_to", "backend", "precision", "lora_alpha", "warmup_steps",
-               "lr_scheduler", "save_total_limit", "early_stopping_patience", "trust_remote_code", "allow_pickle")
+               "lr_scheduler", "save_total_limit", "early_stopping_patience", "trust_remote_code", "allow_pickle",
+               "compare_prompts", "max_nonfinite_steps")
     options += DATA_OPTIONS + GPU_SAFETY_OPTIONS
     overrides = {name: getattr(args, name) for name in options if getattr(args, name) is not None}
     _rebuild_if_asked(args.model, args.rebuild)
@@ -407,6 +419,18 @@ def cmd_export(args) -> int:
     ).checked()
     for result in export(resolve_source(args.run_dir), options, EventBus([ConsoleSink(stream=sys.stderr)])):
         print(result.path)
+    return 0
+
+
+def cmd_compare(args) -> int:
+    import json
+
+    from .compare import compare_run
+    from .events import format_comparison
+
+    gguf = None if args.gguf is None else Path(args.gguf) if args.gguf else args.run_dir
+    event = compare_run(args.run_dir, args.prompts, args.compare_prompts, gguf=gguf, max_new_tokens=args.max_tokens)
+    print(json.dumps(event.to_dict()) if args.json else format_comparison(event))
     return 0
 
 

@@ -68,9 +68,16 @@ class TrainConfig:
     text_split: str = "auto"  # .txt/.md documents: auto, blank (blank lines), line (one per line), none (whole file)
     chosen_only: bool = False  # preference rows (chosen/rejected): train prompt + chosen reply as a chat
     packing: bool = True  # used when a probe on the model shows it is exact; else padding
+    # Divergence guard (train/guard.py): non-finite steps are skipped; this many in a row stop the run.
+    max_nonfinite_steps: int = 5
+    loss_spike_factor: float = 3.0  # a loss above this × the running median is a warning
+    # Did it learn? (compare.py): base vs fine-tune answers at the end; a sample reply during training.
+    compare_prompts: str = ""  # a text file, one prompt per line (default: held-out rows)
+    compare_count: int = 3  # held-out prompts compared at the end (0: no comparison)
+    sample_steps: int = 0  # a sample reply every N steps (0: at every eval, else 4 per run)
 
     def __post_init__(self) -> None:
-        positive = ["steps", "lora_rank", "lora_alpha", "batch_size", "grad_accum", "logging_steps"]
+        positive = ["steps", "lora_rank", "lora_alpha", "batch_size", "grad_accum", "logging_steps", "max_nonfinite_steps"]
         for name in positive:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -94,6 +101,10 @@ class TrainConfig:
             raise ConfigError(f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
         if min(self.warmup_steps, self.save_steps, self.eval_steps, self.max_seq_len, self.checkpoint_every_s) < 0:
             raise ConfigError("warmup_steps, save_steps, eval_steps, max_seq_len and checkpoint_every_s must not be negative")
+        if self.compare_count < 0 or self.sample_steps < 0:
+            raise ConfigError("compare_count and sample_steps must not be negative")
+        if not self.loss_spike_factor > 1:
+            raise ConfigError(f"loss_spike_factor must be above 1, got {self.loss_spike_factor!r}", "e.g. 3: warn above 3× the running median")
         from .data.pipeline import DataSpec  # light module; validates every data setting
 
         DataSpec.from_config(self)

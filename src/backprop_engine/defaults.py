@@ -19,12 +19,6 @@ LORA_SCALE = 2.0  # alpha / rank with the usual alpha = 2 × rank; learning rate
 
 
 @dataclass(frozen=True)
-class Suggestion:
-    value: int | float
-    reason: str
-
-
-@dataclass(frozen=True)
 class Choice:
     name: str
     value: object
@@ -58,6 +52,12 @@ class DataSize:
     rows: int  # rows per epoch as batched (packed rows when packing)
     trained_tokens: int
     seq_len: int
+    examples: int = 0  # training examples (conversations) in those rows; 0: one per row
+    held_out: int = 0  # rows :func:`held_out_rows` set aside from them (not trained)
+
+    @property
+    def examples_per_row(self) -> float:
+        return (self.examples or self.rows) / max(self.rows, 1)
 
 
 class _Planner:
@@ -96,16 +96,25 @@ def plan_training(config: TrainConfig, user_set: set[str], facts, data: DataSize
         rank = planner.choose("lora_rank", *_rank(data.trained_tokens, builtin))
         alpha = planner.choose("lora_alpha", *_alpha(method, rank))
     planner.choose("learning_rate", *_learning_rate(method, rank, alpha, builtin))
-    target = config.batch_size * config.grad_accum if {"batch_size", "grad_accum"} & planner.user_set else _target_batch(data.rows)
+    planner.choose("eval_split", float(data.held_out), _held_out_reason(data.held_out))
+    examples = data.examples or data.rows
+    wanted, wanted_reason = _target_examples(examples)
+    by_user = bool({"batch_size", "grad_accum"} & planner.user_set)
+    target = config.batch_size * config.grad_accum if by_user else _rows_for(wanted, data.examples_per_row)
     budget = 0.9 * machine.accelerator_memory_mb
     batch = plan_batch(facts, budget, target_batch=target, seq_len=data.seq_len, method=_memory_method(method),
                        rank=rank, targets=config.lora_targets, on_gpu=device == "cuda")
-    micro = planner.choose("batch_size", batch.micro_batch, f"the largest micro-batch up to {target} that fits {budget / 1024:.1f} GB")
+    micro = planner.choose("batch_size", batch.micro_batch, f"the largest micro-batch up to {target} rows that fits {budget / 1024:.1f} GB")
     ranks = f" over {processes} processes" if processes > 1 else ""
-    accum = planner.choose("grad_accum", max(1, math.ceil(target / (micro * processes))), f"reaches an effective batch of {target} rows{ranks}")
+    accum = planner.choose("grad_accum", max(1, math.ceil(target / (micro * processes))), f"{target} rows per step{ranks}")
     tight = "memory is tight: activations are recomputed in the backward pass (~30 % slower)"
     planner.choose("gradient_checkpointing", batch.gradient_checkpointing, tight if batch.gradient_checkpointing else "fits without it: faster")
-    steps = planner.choose("steps", *_steps(data.rows, micro * accum * processes))
+    rows_per_step = micro * accum * processes
+    per_step = rows_per_step * data.examples_per_row
+    packed = f" ({rows_per_step} rows of ≈{data.examples_per_row:.1f} packed examples)" if data.examples_per_row > 1.05 else ""
+    planner.choices.append(Choice("effective_batch", round(per_step, 1), f"examples per optimizer step{packed}; "
+                                  + ("from your batch_size × grad_accum" if by_user else wanted_reason), by_user))
+    steps = planner.choose("steps", *_steps(data.rows, examples, rows_per_step))
     after = "a constant rate" if config.lr_scheduler == "constant" else f"{config.lr_scheduler} decay to 10 % of the peak"
     planner.choose("warmup_steps", max(1, round(0.05 * steps)), f"5 % of the steps, linear, then {after}")
     planner.choose("packing", config.packing, "several examples per row, no attention across them (checked on the model before use)")
@@ -161,36 +170,53 @@ def _memory_method(method: str) -> str:
     return "lora" if method == "rslora" else method
 
 
-def _target_batch(rows: int) -> int:
-    return 8 if rows < 10_000 else 16
+# Examples per optimizer step by dataset size: small data gets small steps, so one epoch holds more updates.
+EXAMPLES_PER_STEP = ((200, 4), (2_000, 8), (20_000, 16))
+LARGE_EXAMPLES_PER_STEP = 32
+MIN_UPDATES = 60  # fewer AdamW updates at LoRA's rate barely move a pretrained model (issue 14: 13 did not)
+MAX_STEPS = 3_000  # large data: a first run that ends in hours, not days; --steps for more
+HELD_OUT_MIN_ROWS = 8  # below this every row trains
 
 
-def _steps(rows: int, effective_batch: int) -> tuple[int, str]:
-    epochs = 3 if rows < 1_000 else 2 if rows < 10_000 else 1
-    steps = max(10, math.ceil(epochs * rows / effective_batch))
-    return steps, f"{epochs} epoch(s) over {rows:,} rows at {effective_batch} rows per step"
+def held_out_rows(examples: int) -> int:
+    """Rows set aside (never trained) when the user chose no eval split: the held-out loss and the
+    base-vs-fine-tune comparison at the end of the run are measured on them."""
+    if examples < HELD_OUT_MIN_ROWS:
+        return 0
+    return min(200, max(2, examples // 20))
 
 
-def suggested_settings(model: str) -> dict[str, Suggestion]:
-    """Before any data is chosen (the TUI's Train form): the same rules with the data-dependent parts open."""
-    base = TrainConfig()
-    builtin = model in TINY_SPECS
-    rate, rate_reason = _learning_rate(base.method, base.lora_rank, base.lora_alpha, builtin)
-    if builtin:
-        steps = Suggestion(60, "enough for the tiny model to pick up the sample data's style")
-        batch = Suggestion(base.batch_size, "short chats; 8 per step keeps 2 CPU cores busy")
-    else:
-        steps = Suggestion(base.steps, "a short first run; raise it once the loss curve looks right")
-        batch = Suggestion(base.batch_size, "a common micro-batch for chat data")
-    return {
-        "steps": steps,
-        "learning_rate": Suggestion(rate, rate_reason),
-        "batch_size": batch,
-        "max_seq_len": Suggestion(base.max_seq_len, _seq_len_reason(base.max_seq_len)),
-    }
+def _held_out_reason(rows: int) -> str:
+    if not rows:
+        return f"fewer than {HELD_OUT_MIN_ROWS} rows: every row trains (the comparison uses training prompts)"
+    return f"{rows} rows held out (5 %, 2 to 200), never trained: held-out loss and base vs fine-tune answers"
 
 
-def _seq_len_reason(value: int) -> str:
-    if value == 0:
-        return "auto: the data's p99 length rounded up, capped by the model's context"
-    return "the longest sequence trained; longer rows are cut"
+def _target_examples(examples: int) -> tuple[int, str]:
+    for limit, per_step in EXAMPLES_PER_STEP:
+        if examples < limit:
+            return per_step, f"{per_step} for fewer than {limit:,} examples: more updates per epoch"
+    return LARGE_EXAMPLES_PER_STEP, f"{LARGE_EXAMPLES_PER_STEP} for {examples:,} examples: steadier steps"
+
+
+def _rows_for(examples_per_step: int, examples_per_row: float) -> int:
+    """Rows per step (a power of two, as micro-batches are) nearest to ``examples_per_step`` examples."""
+    rows = examples_per_step / max(examples_per_row, 1.0)
+    return 2 ** max(0, round(math.log2(rows))) if rows >= 1 else 1
+
+
+def _steps(rows: int, examples: int, rows_per_step: int) -> tuple[int, str]:
+    epochs = 3 if examples < 1_000 else 2 if examples < 10_000 else 1
+    per_epoch = rows / rows_per_step
+    steps = math.ceil(epochs * per_epoch)
+    if steps < MIN_UPDATES:
+        return MIN_UPDATES, (
+            f"the floor of {MIN_UPDATES} updates for small data: {epochs} epochs would be only {steps}; "
+            f"{MIN_UPDATES / per_epoch:.1f} epochs over {examples:,} examples"
+        )
+    if steps > MAX_STEPS:
+        return MAX_STEPS, (
+            f"capped at {MAX_STEPS:,} steps, {MAX_STEPS / per_epoch:.2f} of one epoch over {examples:,} examples "
+            f"(--steps for more)"
+        )
+    return steps, f"{epochs} epoch(s) over {examples:,} examples, {per_epoch:.1f} steps each"

@@ -6,8 +6,11 @@ the console (``--no-tui``) and ``events.jsonl`` inside the run directory (always
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import sys
+import textwrap
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -87,6 +90,47 @@ class CheckpointSaved(Event):
 class WarningEvent(Event):
     kind: ClassVar[str] = "warning"
     message: str
+
+
+@dataclass
+class StepSkipped(Event):
+    """An optimizer step left out because its loss or gradient norm was not finite: the adapter is unchanged.
+    ``in_a_row`` counts towards ``limit`` (the run stops there); 0 for an fp16 overflow the loss scaler handles."""
+
+    kind: ClassVar[str] = "step_skipped"
+    step: int
+    loss: float
+    grad_norm: float
+    reason: str
+    in_a_row: int
+    limit: int
+
+
+@dataclass
+class Comparison(Event):
+    """Held-out prompts answered greedily by the base model and by the fine-tune, side by side, with the
+    held-out loss of each (None where not measured). ``source`` says where the prompts came from."""
+
+    kind: ClassVar[str] = "comparison"
+    step: int
+    source: str
+    prompts: list[str]
+    base: list[str]
+    tuned: list[str]
+    references: list[str]  # the held-out answer where the prompt came from data, else ""
+    base_loss: float | None = None
+    tuned_loss: float | None = None
+    tuned_label: str = "fine-tune"  # the adapter, or the GGUF file that answered
+
+
+@dataclass
+class SampleReply(Event):
+    """The model's greedy reply to one fixed held-out prompt at a point in training (step 0: the base)."""
+
+    kind: ClassVar[str] = "sample"
+    step: int
+    prompt: str
+    reply: str
 
 
 @dataclass
@@ -307,6 +351,13 @@ def format_event(event: Event) -> str:
         return f"{len(event.steps)} processes ({event.backend}): steps per rank {event.steps}, tokens per rank {event.tokens}"
     if isinstance(event, WarningEvent):
         return f"warning: {event.message}"
+    if isinstance(event, StepSkipped):
+        counted = f"; {event.in_a_row} of {event.limit} in a row stop the run" if event.in_a_row else ""
+        return f"warning: step {event.step} skipped, adapter unchanged: {event.reason} (loss {event.loss:.4g}, grad norm {event.grad_norm:.4g}){counted}"
+    if isinstance(event, Comparison):
+        return format_comparison(event)
+    if isinstance(event, SampleReply):
+        return f"sample at step {event.step}: {event.prompt!r} -> {event.reply!r}"
     if isinstance(event, GpuSafety):
         return f"gpu {event.action}: {event.message}"
     if isinstance(event, RunFailed):
@@ -336,6 +387,25 @@ def format_event(event: Event) -> str:
     if isinstance(event, ExportProgress):
         return f"export [{event.stage}] {event.detail}"
     return ""
+
+
+def format_comparison(event: Comparison, width: int = 100) -> str:
+    """The two sides in columns: the prompt, then the base's reply beside the fine-tune's."""
+    half = (width - 3) // 2
+    head = f"base vs {event.tuned_label} on {len(event.prompts)} prompts ({event.source}), greedy"
+    if event.base_loss is not None and event.tuned_loss is not None:
+        head += (f"; held-out loss {event.base_loss:.4f} -> {event.tuned_loss:.4f}, "
+                 f"perplexity {perplexity(event.base_loss):.2f} -> {perplexity(event.tuned_loss):.2f}")
+    lines = [head, f"{'base':<{half}} | {event.tuned_label}"]
+    for prompt, base, tuned in zip(event.prompts, event.base, event.tuned):
+        lines.append(f"> {prompt}")
+        left, right = textwrap.wrap(base, half) or ["(empty)"], textwrap.wrap(tuned, half) or ["(empty)"]
+        lines += [f"{a:<{half}} | {b}" for a, b in itertools.zip_longest(left, right, fillvalue="")]
+    return "\n".join(lines)
+
+
+def perplexity(loss: float) -> float:
+    return math.exp(min(loss, 50.0))
 
 
 def _format_plan(event: RunPlanned) -> str:

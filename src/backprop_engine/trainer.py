@@ -13,7 +13,7 @@ from typing import Callable
 from .channel import ControlServer, RunClaim, live_owner
 from .config import TrainConfig
 from .continual import MultiRunPlan, MultiRunResult, run_multi
-from .defaults import Choice, DataSize, TrainingPlan, default_learning_rate, plan_training
+from .defaults import Choice, DataSize, TrainingPlan, default_learning_rate, held_out_rows, plan_training
 from .errors import ConfigError
 from .events import Event, EventBus, JsonlSink, RunFailed, WarningEvent
 from .fsutil import atomic_dir
@@ -69,6 +69,8 @@ class Trainer:
         model, prepared = self.dist.main_first(lambda: self._prepare(data, steps))  # other ranks reuse its caches
         plan = self.dist.main_only(lambda: self._plan(model, prepared))  # every rank trains by rank 0's plan
         self.config = plan.config
+        if "eval_split" not in self.user_set and not prepared.eval:
+            _hold_out(prepared, int(plan.config.eval_split))
         self.run = self.dist.main_only(lambda: self._create_run(output_dir, model))
         return self._execute(model, prepared, planned=plan.event())
 
@@ -95,11 +97,13 @@ class Trainer:
         from .presets import ModelFacts
 
         seq_len = prepared.report.max_seq_len
-        lengths = [len(e) for e in prepared.train]
+        held_out = 0 if "eval_split" in self.user_set or prepared.eval else held_out_rows(len(prepared.train))
+        train = prepared.train[: len(prepared.train) - held_out]  # split_eval's rows: the eval rows come last
+        lengths = [len(e) for e in train]
         rows = len(packed_groups(lengths, seq_len)) if self.config.packing else len(lengths)
-        trained = sum(e.trained_tokens for e in prepared.train)
+        trained = sum(e.trained_tokens for e in train)
         facts = ModelFacts.from_config(json.loads((model.path / "config.json").read_text()))
-        size = DataSize(rows, trained, seq_len)
+        size = DataSize(rows, trained, seq_len, examples=len(train), held_out=held_out)
         plan = plan_training(self.config, self.user_set, facts, size, probe(), pick_device(), self.dist.world_size)
         backend = check_backend(self.config)
         plan.choices.append(Choice("backend", backend.name, backend.reason, by_user="backend" in self.user_set))
@@ -129,7 +133,7 @@ class Trainer:
                     bus.emit(planned)
                 self.result = run_training(
                     self.config, model, data.train, self.run, bus, self.control,
-                    eval_examples=data.eval, report=data.report, resume_from=resume_from, dist=self.dist,
+                    eval_examples=data.eval, report=data.report, resume_from=resume_from, dist=self.dist, compare=True,
                 )
         except BaseException as exc:
             bus.emit(RunFailed(f"{type(exc).__name__}: {exc}"))
@@ -253,3 +257,11 @@ class Trainer:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         label = Path(self.config.model).name.replace("/", "-")
         return default_runs_dir() / f"{stamp}-{label}"
+
+
+def _hold_out(prepared, rows: int) -> None:
+    """Move the last ``rows`` training examples to the eval split, as ``eval_split=rows`` would have."""
+    if rows:
+        prepared.train, held = prepared.train[:-rows], prepared.train[-rows:]
+        prepared.eval = held + prepared.eval
+        prepared.report.train_examples, prepared.report.eval_examples = len(prepared.train), len(prepared.eval)

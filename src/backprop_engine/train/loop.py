@@ -36,6 +36,7 @@ from .backend import build_trainable_model
 from .checkpoint import CheckpointClock, LoopState, restore_checkpoint, save_checkpoint
 from .control import TrainingControl
 from .distributed import ONE_PROCESS, Distributed
+from .guard import DivergenceGuard, grad_scaler
 from .safety import ThermalGuard
 
 
@@ -75,10 +76,12 @@ def run_training(
     thermal: ThermalGuard | None = None,
     resume_from: Path | None = None,
     dist: Distributed | None = None,
+    compare: bool = False,
 ) -> TrainResult:
     """Train a LoRA adapter on ``examples``; ``adapter_init(peft_model)`` may set the adapter's starting
     weights (multi-run training starts each run from the previous one's factors). ``dist``: this process's
-    place in a torchrun / accelerate launch group (see train/distributed.py)."""
+    place in a torchrun / accelerate launch group (see train/distributed.py). ``compare``: base vs fine-tune
+    answers to held-out prompts (compare.py), which needs the model to start as the base."""
     import torch
 
     dist = (dist or ONE_PROCESS).for_run()
@@ -108,6 +111,11 @@ def run_training(
     checkpoint_steps = _checkpoint_steps(config)
     checkpoints = Checkpointer(run.checkpoints, config.save_total_limit, peft_model, optimizer, scheduler, bus, dist.is_main, tokenizer)
     early_stopping = EarlyStopping(config.early_stopping_patience, config.early_stopping_min_delta)
+    guard = DivergenceGuard(config.max_nonfinite_steps, config.loss_spike_factor, config.learning_rate, bus)
+    scaler = grad_scaler(peft_model, device)
+    check = _learning_check(config, peft_model, tokenizer, eval_examples, examples, bus, dist, compare)
+    if compare:
+        check.start(evaluate(peft_model, eval_examples, config.batch_size, tokenizer.pad_token_id, device, dist) if eval_examples else None)
 
     peft_model.train()
     stepping = dist.wrap(peft_model, device)  # DDP across ranks, else the model itself
@@ -135,13 +143,17 @@ def run_training(
             break
         step += 1
         learning_rate = optimizer.param_groups[0]["lr"]
-        loss_value, grad_norm, step_tokens = _train_step(stepping, optimizer, batches, config, micro, bus, dist)
+        loss, grad_norm, step_tokens, applied = _train_step(stepping, optimizer, batches, config, micro, bus, dist, StepUpdate(step, guard, scaler))
         scheduler.step()
         tokens += step_tokens
-        first_loss = loss_value if step == 1 else first_loss
+        if guard.diverged:
+            raise guard.error(step, str(checkpoints.save(step, LoopState(step, tokens, first_loss, micro.parts))))
+        loss_value = loss if applied else loss_value
+        first_loss = loss if applied and math.isnan(first_loss) else first_loss
         elapsed = time.perf_counter() - started - paused_seconds
-        if step % config.logging_steps == 0 or step in (1, config.steps):
+        if applied and (step % config.logging_steps == 0 or step in (1, config.steps)):
             bus.emit(_metrics(step, config, loss_value, learning_rate, grad_norm, tokens, elapsed, device, thermal.last_c))
+        check.sample(step)
         if eval_examples and config.eval_steps and step % config.eval_steps == 0 and step != config.steps:
             eval_loss = _emit_eval(peft_model, eval_examples, config, tokenizer.pad_token_id, device, step, bus, dist)
             if early_stopping.should_stop(eval_loss, step, bus):
@@ -153,6 +165,7 @@ def run_training(
     seconds = time.perf_counter() - started - paused_seconds
     if eval_examples:
         eval_loss = _emit_eval(peft_model, eval_examples, config, tokenizer.pad_token_id, device, step, bus, dist)
+    check.finish(step, eval_loss)
     adapter = dist.main_only(lambda: _save_trained(built, run, tokenizer))
     dist.report(bus)
     stopped = step < config.steps
@@ -170,15 +183,17 @@ class Checkpointer:
         self.tokenizer = tokenizer  # saved with each checkpoint: the chat template it trains with
         self.writes = writes  # False on every rank but 0 of a multi-process run
 
-    def save(self, step: int, state: LoopState) -> None:
+    def save(self, step: int, state: LoopState) -> Path:
+        path = self.folder / f"step-{step:06d}"
         if step == self.last_step or not self.writes:
-            return
-        path = save_checkpoint(self.folder / f"step-{step:06d}", *self.parts, state, tokenizer=self.tokenizer)
+            return path
+        save_checkpoint(path, *self.parts, state, tokenizer=self.tokenizer)
         self.last_step = step
         self.bus.emit(CheckpointSaved(step, str(path)))
         if self.keep:
             for old in sorted(self.folder.glob("step-*"))[: -self.keep]:
                 shutil.rmtree(old, ignore_errors=True)
+        return path
 
 
 @dataclass
@@ -217,6 +232,13 @@ def _emit_data_events(bus: EventBus, report: DataReport, packing: bool, efficien
         report.rows_read, report.formats, report.train_examples, report.eval_examples, report.max_seq_len,
         report.truncated, report.trained_fraction, removed, packing, efficiency, report.cached,
     ))
+
+
+def _learning_check(config, model, tokenizer, held_out, trained, bus, dist: Distributed, compare: bool):
+    from ..compare import Answers, LearningCheck, choose_prompts, sample_steps
+
+    answers = choose_prompts(config, tokenizer, held_out or [], trained) if compare else Answers([], "")
+    return LearningCheck(model, tokenizer, answers, bus, sample_steps(config, bool(held_out)), speaks=dist.is_main)
 
 
 def _emit_eval(model, examples, config, pad_id, device, step, bus, dist: Distributed) -> float:
@@ -328,10 +350,34 @@ def summed_loss(model, batch: Batch):
     )
 
 
+@dataclass
+class StepUpdate:
+    """What decides whether a step's gradients become an update: the divergence guard, and the fp16 loss
+    scaler when there is one (train/guard.py)."""
+
+    step: int
+    guard: DivergenceGuard | None = None
+    scaler: object = None  # torch.amp.GradScaler
+
+    def backward(self, loss) -> None:
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+
+    def apply(self, optimizer, loss: float, grad_norm: float) -> bool:
+        scale = self.scaler.get_scale() if self.scaler is not None else None
+        applied = self.guard.accept(self.step, loss, grad_norm, scale) if self.guard else True
+        if applied:
+            self.scaler.step(optimizer) if self.scaler is not None else optimizer.step()
+        if self.scaler is not None:
+            self.scaler.update()  # an overflow (inf gradients, found when unscaling) halves the scale
+        return applied
+
+
 def _train_step(
-    model, optimizer, batches, config: TrainConfig, micro: MicroBatching, bus: EventBus, dist: Distributed = ONE_PROCESS
-) -> tuple[float, float, int]:
+    model, optimizer, batches, config: TrainConfig, micro: MicroBatching, bus: EventBus, dist: Distributed = ONE_PROCESS,
+    update: StepUpdate | None = None,
+) -> tuple[float, float, int, bool]:
     """One optimizer step over ``grad_accum`` micro-batches; the loss is averaged over trained tokens.
+    Returns the loss, the gradient norm, the tokens and whether the update was applied (``update`` decides).
 
     On out-of-memory the step is retried with each micro-batch cut in two (twice the accumulation, the
     same effective batch), down to one row per micro-batch.
@@ -341,7 +387,7 @@ def _train_step(
     micro_batches = [next(batches) for _ in range(config.grad_accum)]
     while True:
         try:
-            return _accumulate(model, optimizer, micro_batches, config, micro.parts, dist)
+            return _accumulate(model, optimizer, micro_batches, config, micro.parts, dist, update or StepUpdate(0))
         except torch.OutOfMemoryError:
             optimizer.zero_grad(set_to_none=True)
             _free_memory()
@@ -361,8 +407,8 @@ def _train_step(
 
 
 def _accumulate(
-    model, optimizer, micro_batches: list[Batch], config: TrainConfig, parts: int, dist: Distributed = ONE_PROCESS
-) -> tuple[float, float, int]:
+    model, optimizer, micro_batches: list[Batch], config: TrainConfig, parts: int, dist: Distributed, update: StepUpdate
+) -> tuple[float, float, int, bool]:
     import torch
 
     # Across ranks: every rank's trained tokens; DDP averages the gradients, so each rank scales by their count.
@@ -372,14 +418,16 @@ def _accumulate(
     for index, piece in enumerate(pieces):
         with dist.accumulating(model, last=index == len(pieces) - 1):
             loss_sum = summed_loss(model, piece)
-            (loss_sum * dist.world_size / max(trained, 1)).backward()
+            update.backward(loss_sum * dist.world_size / max(trained, 1))
         total_loss += loss_sum.item()
+    if update.scaler is not None:
+        update.scaler.unscale_(optimizer)
     params = [p for p in model.parameters() if p.requires_grad]
     grad_norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm).item()
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
     loss, tokens = dist.step_totals(total_loss / max(trained, 1), sum(b.real_tokens for b in micro_batches))
-    return loss, grad_norm, tokens
+    applied = update.apply(optimizer, loss, grad_norm)
+    optimizer.zero_grad(set_to_none=True)
+    return loss, grad_norm, tokens, applied
 
 
 def _free_memory() -> None:
