@@ -46,6 +46,12 @@ async def _dashboard_filled(pilot) -> None:
     await pilot.pause(0.3)
 
 
+async def _plan_shown(pilot) -> None:
+    await pilot.press("3")
+    await wait_for(pilot, lambda: pilot.app.screen.plan is not None, what="the plan")
+    await pilot.pause(0.2)
+
+
 async def _presets_filled(pilot) -> None:
     await wait_for(pilot, lambda: pilot.app.screen.query_one("#presets").row_count > 0, what="presets")
     await pilot.pause(0.2)
@@ -62,7 +68,7 @@ SCENES = [
     Scene("model", ready=_presets_filled),
     Scene("model-gpu", hardware=fake_gpu_machine, ready=_presets_filled),
     Scene("data", ready=_data_loaded),
-    Scene("train-setup", press=["3"]),
+    Scene("train-setup", ready=_plan_shown),
     Scene("train-dashboard", hardware=fake_gpu_machine, watch="20261128-091500-tiny", ready=_dashboard_filled),
     Scene("train-dashboard-light", hardware=fake_gpu_machine, watch="20261128-091500-tiny", ready=_dashboard_filled, theme="textual-light"),
     Scene("data-light", ready=_data_loaded, theme="textual-light"),

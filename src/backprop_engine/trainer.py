@@ -58,9 +58,10 @@ class Trainer:
         trainer.run = run
         return trainer
 
-    def plan(self, data: str | Path = "sample", steps: int | None = None) -> TrainingPlan:
-        """Every setting ``train`` would use on ``data``, each with its reason (nothing is written)."""
-        return self._plan(*self._prepare(data, steps))
+    def plan(self, data: str | Path = "sample", steps: int | None = None, machine=None) -> TrainingPlan:
+        """Every setting ``train`` would use on ``data``, each with its reason (nothing is written);
+        ``machine``: a hardware reading to plan for (default: this machine, probed now)."""
+        return self._plan(*self._prepare(data, steps), machine=machine)
 
     def train(self, data: str | Path = "sample", steps: int | None = None, output_dir: str | Path | None = None) -> TrainResult:
         """Train on ``data`` (messages JSONL or a built-in dataset); ``output_dir`` becomes the run directory.
@@ -90,7 +91,7 @@ class Trainer:
         prepared.report.warnings += warnings
         return model, prepared
 
-    def _plan(self, model, prepared) -> TrainingPlan:
+    def _plan(self, model, prepared, machine=None) -> TrainingPlan:
         from .data.packing import packed_groups
         from .hardware import probe
         from .modeling import pick_device
@@ -104,7 +105,7 @@ class Trainer:
         trained = sum(e.trained_tokens for e in train)
         facts = ModelFacts.from_config(json.loads((model.path / "config.json").read_text()))
         size = DataSize(rows, trained, seq_len, examples=len(train), held_out=held_out)
-        plan = plan_training(self.config, self.user_set, facts, size, probe(), pick_device(), self.dist.world_size)
+        plan = plan_training(self.config, self.user_set, facts, size, machine or probe(), pick_device(), self.dist.world_size)
         backend = check_backend(self.config)
         plan.choices.append(Choice("backend", backend.name, backend.reason, by_user="backend" in self.user_set))
         return plan

@@ -22,6 +22,7 @@ from backprop_engine.paths import safe_name
 from backprop_engine.presets import PRESETS, model_facts
 from backprop_engine.runs import EventFollower
 
+from ..widgets.comparison import ComparisonPanel
 from ..widgets.nav import NavBar
 
 STAGES = ["merge", "convert", "quantize", "verify", "register"]
@@ -72,6 +73,7 @@ class ExportScreen(Screen):
                     yield Input(id="ollama-name", placeholder="model name", compact=True)
                 yield Static("", id="export-error", classes="error")
                 yield Static("", id="export-stages")
+                yield ComparisonPanel(id="export-comparison")
             with Vertical(id="chat-panel"):
                 yield Label("Chat with the export (llama.cpp)")
                 yield RichLog(id="chat-log", wrap=True, markup=True)
@@ -97,6 +99,16 @@ class ExportScreen(Screen):
             self.query_one("#ollama-name", Input).value = run.name.lower()
         self._label_sizes()
         self._show_stages(None)
+        self._show_comparison(run)
+
+    def _show_comparison(self, run: Path | None) -> None:
+        """The run's latest base-vs-fine-tune answers (from training or `backprop compare`), if any."""
+        from backprop_engine.compare import saved_comparisons
+
+        panel = self.query_one(ComparisonPanel)
+        panel.reset()
+        for event in saved_comparisons(run) if run else []:
+            panel.show(event)
 
     def _label_sizes(self) -> None:
         preset = PRESETS.get(self._run_model() or "")

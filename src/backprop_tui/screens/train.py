@@ -18,9 +18,9 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Button, ContentSwitcher, Footer, Input, Label, ProgressBar, RichLog, Static
+from textual.worker import Worker, WorkerState
 
 from backprop_engine.channel import live_owner, send_control
-from backprop_engine.defaults import suggested_settings
 from backprop_engine.detach import Launched, LaunchSpec, launch
 from backprop_engine.errors import BackpropError
 from backprop_engine.events import Event, format_duration, format_event
@@ -28,6 +28,7 @@ from backprop_engine.rundir import RunDir
 from backprop_engine.runs import EventFollower, summarize_run
 
 from ..widgets.chart import LineChart
+from ..widgets.comparison import KINDS as COMPARISON_EVENTS, ComparisonPanel
 from ..widgets.gauge import Gauge
 from ..widgets.multirun import KINDS as MULTI_RUN_EVENTS, MultiRunPanel
 from ..widgets.nav import NavBar
@@ -61,6 +62,7 @@ class TrainScreen(Screen):
         self.launched: Launched | None = None  # started by this screen, until its process ends
         self.paused = False
         self.total_steps = 0
+        self.plan: dict | None = None  # name → Choice of the plan the form shows (what --dry-run prints)
 
     def compose(self) -> ComposeResult:
         yield NavBar("train")
@@ -78,6 +80,7 @@ class TrainScreen(Screen):
                 yield Static("", id="run-title", classes="choice")
                 yield LineChart({"train": "cyan", "eval": "magenta"}, id="loss-chart")
                 yield MultiRunPanel(id="multirun")
+                yield ComparisonPanel(id="comparison")
                 yield Static("", id="stats")
                 yield ProgressBar(id="progress", show_eta=False)
                 yield Horizontal(id="gauges")
@@ -112,10 +115,32 @@ class TrainScreen(Screen):
         self.query_one("#train-summary", Static).update(
             f"Model [b]{session.model}[/b] · {session.method} rank {session.lora_rank} · data [b]{session.data}[/b]"
         )
-        for name, suggestion in suggested_settings(session.model).items():
-            auto = name == "max_seq_len" and suggestion.value == 0
-            self.query_one(f"#field-{name}", Input).value = "auto" if auto else str(suggestion.value)
-            self.query_one(f"#reason-{name}", Static).update(suggestion.reason)
+        self.plan = None
+        for name, _title, _kind in FIELDS:
+            self.query_one(f"#field-{name}", Input).value = ""
+            self.query_one(f"#reason-{name}", Static).update("planning from the model and the data…")
+        options = {"lora_rank": session.lora_rank, "method": session.method} | session.data_options
+        self.plan_in_background(session.model, session.data, options)
+
+    @work(thread=True, exclusive=True, group="plan", exit_on_error=False)
+    def plan_in_background(self, model: str, data: str, options: dict) -> None:
+        """The form shows the plan `backprop train --dry-run` prints for this model and data."""
+        from backprop_engine import Trainer
+
+        plan = Trainer(model, **options).plan(data, machine=self.app.hardware_probe())
+        self.app.call_from_thread(self._show_plan, {choice.name: choice for choice in plan.choices})
+
+    def _show_plan(self, choices: dict) -> None:
+        self.plan = choices
+        for name, _title, _kind in FIELDS:
+            field = self.query_one(f"#field-{name}", Input)
+            field.value = field.value or str(choices[name].value)  # a value typed while planning stays
+            self.query_one(f"#reason-{name}", Static).update(choices[name].reason)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker.group == "plan" and event.state == WorkerState.ERROR:
+            error = event.worker.error
+            self.query_one("#train-error", Static).update(str(error) if isinstance(error, BackpropError) else f"planning failed: {error}")
 
     # ----- starting and controlling a run (it trains in a process of its own: backprop_engine.detach)
 
@@ -135,7 +160,7 @@ class TrainScreen(Screen):
         self.query_one("#train-error", Static).update("")
         stamp = time.strftime("%Y%m%d-%H%M%S")
         output = self.app.session.settings.runs_dir() / f"{stamp}-{Path(self.app.session.model).name}"
-        steps = overrides.pop("steps")
+        steps = overrides.pop("steps", None)
         spec = LaunchSpec("train", str(output), self.app.session.model, self.app.session.data, steps, overrides)
         self._launch(spec, f"training {self.app.session.model} → {output}")
 
@@ -143,9 +168,8 @@ class TrainScreen(Screen):
         values = {}
         for name, title, kind in FIELDS:
             raw = self.query_one(f"#field-{name}", Input).value.strip()
-            if name == "max_seq_len" and raw == "auto":
-                values[name] = 0  # the engine picks it from the data
-                continue
+            if not raw or (self.plan and raw == str(self.plan[name].value)):
+                continue  # as planned: the engine plans it again from the same model and data
             try:
                 values[name] = kind(raw)
             except ValueError:
@@ -267,6 +291,7 @@ class TrainScreen(Screen):
         self.query_one("#run-title", Static).update(title)
         self.query_one("#loss-chart", LineChart).clear()
         self.query_one(MultiRunPanel).reset()
+        self.query_one(ComparisonPanel).reset()
 
     def on_train_screen_engine_event(self, message: EngineEvent) -> None:
         event = message.event
@@ -284,6 +309,11 @@ class TrainScreen(Screen):
             self.query_one("#progress", ProgressBar).update(progress=event["steps"])
         elif kind in MULTI_RUN_EVENTS:
             self.query_one(MultiRunPanel).show(event)
+        elif kind in COMPARISON_EVENTS:
+            self.query_one(ComparisonPanel).show(event)
+            if kind == "comparison":  # the panel shows the answers; the log keeps the headline
+                self._log(self._styled(kind, self._describe(event).splitlines()[0]))
+                return
         if kind in ("finished", "failed", "multirun_finished"):
             self.app.session.run_dir = self.run_dir  # the Export screen's run
         self._log(self._styled(kind, self._describe(event)))
@@ -308,7 +338,7 @@ class TrainScreen(Screen):
 
     @staticmethod
     def _styled(kind: str | None, line: str) -> str:
-        style = {"warning": "yellow", "gpu_safety": "bold yellow", "failed": "bold red", "finished": "bold green", "checkpoint": "cyan"}.get(kind or "")
+        style = {"warning": "yellow", "step_skipped": "yellow", "gpu_safety": "bold yellow", "failed": "bold red", "finished": "bold green", "checkpoint": "cyan"}.get(kind or "")
         return f"[{style}]{escape(line)}[/{style}]" if style else escape(line)
 
     def _log(self, line: str) -> None:
