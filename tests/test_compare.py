@@ -91,3 +91,9 @@ def test_held_out_prompts_are_what_the_model_saw(tiny_models):
     (typed,) = prompts_from_texts(tokenizer, ["Where be the gold?"])
     assert typed.text == prompt.text and typed.reference == ""
     assert tokenizer.convert_tokens_to_ids("<|im_end|>") in end_of_reply_ids(tokenizer)
+
+
+def test_a_bad_compare_prompts_file_is_refused_before_training(tmp_path, capsys):
+    code = main(["train", "--compare-prompts", str(tmp_path / "missing.txt"), "--output", str(tmp_path / "run")])
+    assert code == 2 and "cannot read the comparison prompts" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

@@ -85,6 +85,10 @@ class Trainer:
         self.user_set |= set(changes)
         self.config = TrainConfig.with_overrides(**(self.config.to_dict() | changes))
         check_method_available(self.config)
+        if self.config.compare_prompts:
+            from .compare import read_prompt_file
+
+            read_prompt_file(self.config.compare_prompts)  # a bad file is reported before anything is written
         model = self._resolve_model()
         warnings: list[str] = []
         prepared = prepare_dataset(self.config, model, warnings)  # every source and format; bad rows per on_bad_row
