@@ -4,7 +4,8 @@ built-in sample, 320 pirate chats) with a periodic held-out eval to see whether 
 
 Reports, per dataset: the plan (steps, examples per step, learning rate), the held-out loss (final, and its
 minimum over the run), the fraction of never-trained identity phrasings answered with the taught name by the
-base and by the fine-tune, and the minutes it took. Run: `python bench/learning.py [identity ROWS] [sample]`.
+base and by the fine-tune, and the minutes it took. Run: `python bench/learning.py [identity ROWS]
+[identity-old ROWS] [sample]` (identity-old: the same rows under the plan before issue 14, the baseline).
 """
 
 from __future__ import annotations
@@ -48,6 +49,21 @@ def run(model: Path, data: str, out: Path, **overrides) -> dict:
     return report
 
 
+def old_plan(model: Path, data: str) -> dict:
+    """The plan before issue 14 for the same data: 8 packed rows per step, 3 epochs, at least 10 steps; no rows
+    held out (the identity check asks never-trained phrasings anyway)."""
+    import math
+
+    from backprop_engine.config import TrainConfig
+    from backprop_engine.data.packing import packed_groups
+    from backprop_engine.presets import resolve_model
+    from backprop_engine.train.loop import prepare_dataset
+
+    prepared = prepare_dataset(TrainConfig(model=str(model), data=data), resolve_model(str(model)))
+    rows = len(packed_groups([len(e) for e in prepared.train], prepared.report.max_seq_len))
+    return {"steps": max(10, math.ceil(3 * rows / 8)), "batch_size": 8, "grad_accum": 1, "eval_split": 0}
+
+
 def main(argv: list[str]) -> None:
     model = smollm2_dir()
     root = Path(tempfile.mkdtemp(prefix="bench-learning-"))
@@ -55,10 +71,11 @@ def main(argv: list[str]) -> None:
     reports = []
     while todo:
         name = todo.pop(0)
-        if name == "identity":
+        if name in ("identity", "identity-old"):  # -old: the same data under the plan before issue 14
             rows = int(todo.pop(0))
             data = write_identity(root / f"identity-{rows}.jsonl", rows)
-            reports.append(run(model, str(data), root / f"identity-{rows}"))
+            overrides = old_plan(model, str(data)) if name == "identity-old" else {}
+            reports.append(run(model, str(data), root / f"{name}-{rows}", **overrides) | {"plan": name})
         elif name == "sample":  # eval every 10 steps: where the held-out minimum falls
             reports.append(run(model, "sample", root / "sample", eval_steps=10))
         print(json.dumps(reports[-1]), flush=True)

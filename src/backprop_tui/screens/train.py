@@ -134,7 +134,9 @@ class TrainScreen(Screen):
         self.plan = choices
         for name, _title, _kind in FIELDS:
             field = self.query_one(f"#field-{name}", Input)
-            field.value = field.value or str(choices[name].value)  # a value typed while planning stays
+            field.placeholder = str(choices[name].value)  # an emptied field is planned again
+            if not field.value and not field.has_focus:  # never under the cursor of someone typing
+                field.value = field.placeholder
             self.query_one(f"#reason-{name}", Static).update(choices[name].reason)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
