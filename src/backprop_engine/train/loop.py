@@ -394,10 +394,7 @@ def _train_step(
             rows = micro_batches[0].input_ids.size(0)
             dist.out_of_memory(micro.size(rows))
             if micro.size(rows) <= 1:
-                raise TrainingError(
-                    "out of memory even with one row per micro-batch",
-                    "lower --max-seq-len, use --method qlora or --gradient-checkpointing, or a smaller model",
-                ) from None
+                raise _out_of_memory_at_one_row() from None
             before = micro.size(rows)
             micro.parts *= 2
             bus.emit(WarningEvent(
@@ -430,6 +427,13 @@ def _accumulate(
     return loss, grad_norm, tokens, applied
 
 
+def _out_of_memory_at_one_row() -> TrainingError:
+    return TrainingError(
+        "out of memory even with one row per micro-batch",
+        "lower --max-seq-len, use --method qlora or --gradient-checkpointing, or a smaller model",
+    )
+
+
 def _free_memory() -> None:
     import gc
 
@@ -444,18 +448,26 @@ def evaluate(
     model, examples: list[TokenizedExample], batch_size: int, pad_id: int, device: str, dist: Distributed = ONE_PROCESS
 ) -> float:
     """Mean loss per trained token over ``examples`` (padded batches, no gradients); across ranks, each
-    scores its share and the sums are added up."""
+    scores its share and the sums are added up. Out of memory halves the batch (the sums stay the same)."""
     import torch
 
     was_training = model.training
     model.eval()
-    total, count = 0.0, 0
+    total, count, start = 0.0, 0, 0
     examples = dist.shard(examples)
     with torch.no_grad():
-        for start in range(0, len(examples), batch_size):
+        while start < len(examples):
             batch = collate(examples[start : start + batch_size], pad_id, device, packed=False)
-            total += summed_loss(model, batch).item()
+            try:
+                total += summed_loss(model, batch).item()
+            except torch.OutOfMemoryError:
+                if batch_size == 1:
+                    raise _out_of_memory_at_one_row() from None
+                _free_memory()
+                batch_size //= 2
+                continue
             count += int((batch.labels[:, 1:] != IGNORE_INDEX).sum())
+            start += batch_size
     model.train(was_training)
     return dist.total(total) / max(dist.total(count), 1)
 
