@@ -51,7 +51,8 @@ def test_wandb_logs_an_offline_run_under_the_run_directory(tmp_path, monkeypatch
     result = Trainer("tiny", report_to="wandb", logging_steps=1).train("sample", steps=3, output_dir=tmp_path / "run")
     (log,) = (result.run_dir / "wandb").glob("offline-run-*/run-*.wandb")  # offline: nothing left this machine
     recorded = log.read_bytes()
-    losses = [json.loads(line)["loss"] for line in (result.run_dir / "events.jsonl").read_text().splitlines() if '"step"' in line]
+    events = [json.loads(line) for line in (result.run_dir / "events.jsonl").read_text().splitlines()]
+    losses = [event["loss"] for event in events if event["event"] == "step"]
     assert len(losses) == 3 and b"train/loss" in recorded
     assert all(json.dumps(loss).encode() in recorded for loss in losses)  # history values are stored as JSON text
 
