@@ -105,7 +105,7 @@ BAD_ROWS = {
 def test_bad_rows_name_the_file_row_and_turn(tmp_path, capsys, name):
     row, expected = BAD_ROWS[name]
     path = write_jsonl(tmp_path / "d.jsonl", [row])
-    assert main(["data", "check", str(path)]) == 1
+    assert main(["data", "check", str(path)]) == 2
     [line] = [line for line in capsys.readouterr().out.splitlines() if line.startswith(str(path))]
     assert line.startswith(f"{path}:1: {expected}") and "(hint: " in line, line
 

@@ -146,7 +146,7 @@ def test_data_check_reports_each_bad_input_on_one_line(tmp_path, capsys, name):
     path = tmp_path / file_name
     path.write_bytes(content)
     before = sorted(tmp_path.rglob("*"))
-    assert main(["data", "check", str(path)]) == 1
+    assert main(["data", "check", str(path)]) == 2
     out = capsys.readouterr().out
     problems = [line for line in out.splitlines() if line.startswith(str(path))]
     assert problems and expected in problems[0], out
@@ -169,7 +169,7 @@ def test_a_20_mb_line_is_reported_without_decoding_it(tmp_path, capsys):
         handle.write(json.dumps({"messages": CHAT}).encode() + b"\n")
         handle.write(b'{"text": "' + b"a" * (20 * 2**20) + b'"}\n')
         handle.write(json.dumps({"messages": CHAT}).encode() + b"\n")
-    assert main(["data", "check", str(path)]) == 1
+    assert main(["data", "check", str(path)]) == 2
     out = capsys.readouterr().out
     assert out.startswith("3 rows read (messages 2); 1 bad")
     assert f"{path}:2: line is 20.0 MB, over the 10 MB limit" in out
@@ -179,14 +179,14 @@ def test_folder_without_data_files_and_many_bad_rows(tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "notes.rst").write_text("x")
-    assert main(["data", "check", str(empty)]) == 1
+    assert main(["data", "check", str(empty)]) == 2
     assert f"{empty}: the directory has no data files" in capsys.readouterr().out
     bad = tmp_path / "bad.jsonl"
     bad.write_text("nope\n" * 500)
     assert main(["data", "check", str(bad), "--on-bad-row", "skip"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("500 rows read (no good rows); 500 bad") and "... and 300 more" in out
-    assert main(["data", "check", str(bad), "--json"]) == 1
+    assert main(["data", "check", str(bad), "--json"]) == 2
     assert json.loads(capsys.readouterr().out)["bad_row_count"] == 500
 
 

@@ -116,10 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
     runs.set_defaults(handler=cmd_runs)
 
     data = commands.add_parser("data", help="check or inspect training data").add_subparsers(dest="data_command", metavar="ACTION", required=True)
-    check = data.add_parser("check", help="validate data files; list every bad row (exit 1 if any)")
+    check = data.add_parser("check", help="validate data files; list every bad row (exit 2 if any)")
     check.add_argument("sources", nargs="+", help="data files, folders, saved datasets or hub ids")
     check.add_argument("--format", dest="data_format", default="auto", help="auto, preference, messages, sharegpt, alpaca, prompt_completion, text")
-    check.add_argument("--on-bad-row", choices=("error", "skip"), default="error", help="error (default): exit 1 if any row is bad; skip: list them, exit 0")
+    check.add_argument("--on-bad-row", choices=("error", "skip"), default="error", help="error (default): exit 2 if any row is bad; skip: list them, exit 0")
     check.add_argument("--json", action="store_true", help="print the report as JSON")
     _add_text_split(check)
     check.set_defaults(handler=cmd_data_check)
@@ -389,7 +389,7 @@ def cmd_data_check(args) -> int:
 
     report = check_data(DataSpec(args.sources, format=args.data_format, text_split=args.text_split or "auto"))
     print(json.dumps(report.to_dict(), indent=2) if args.json else format_check(report))
-    return 1 if report.bad_row_count and args.on_bad_row == "error" else 0
+    return 2 if report.bad_row_count and args.on_bad_row == "error" else 0
 
 
 def cmd_data_inspect(args) -> int:
