@@ -124,13 +124,16 @@ class _UserTurn:
         from .data.tokenize import render
 
         prompt, reply, following = _MARKS
+        self.tokenizer = tokenizer
+        self.header = self.after = ""  # a template the probes cannot read (e.g. one that drops earlier replies)
         one = render(tokenizer, [{"role": "user", "content": prompt}], add_generation_prompt=True)
-        before, self.after = one.split(prompt, 1)
         two = render(tokenizer, [{"role": "user", "content": prompt}, {"role": "assistant", "content": reply},
                                  {"role": "user", "content": following}], add_generation_prompt=True)
+        if prompt not in one or reply not in two or following not in two.split(reply, 1)[1]:
+            return  # then user_text decodes the whole prompt without special tokens
+        before, self.after = one.split(prompt, 1)
         between = two.split(reply, 1)[1].split(following, 1)[0]
         self.header = _common_suffix(before, between)  # what opens a user turn, whatever came before it
-        self.tokenizer = tokenizer
 
     def user_text(self, ids: list[int]) -> str:
         text = self.tokenizer.decode(ids, skip_special_tokens=False)
