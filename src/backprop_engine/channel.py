@@ -73,11 +73,7 @@ class RunClaim:
         fd = os.open(self.run_path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
         if not _lock(fd, attempts=20):  # a status probe may hold it for a moment
             os.close(fd)
-            owner = read_owner(self.run_path)
-            raise ConfigError(
-                f"{self.run_path} is being trained already ({owner.describe() if owner else 'another process'})",
-                f"attach to it instead: backprop attach {self.run_path}",
-            )
+            raise _trained_already(self.run_path, read_owner(self.run_path))
         self._fd = fd
         for stale in (self.run_path / CONTROL_DIR).glob("*.json"):  # requests sent to an earlier, dead trainer
             stale.unlink(missing_ok=True)
@@ -104,6 +100,20 @@ def _lock(fd: int, attempts: int = 1) -> bool:
             if attempt + 1 < attempts:
                 time.sleep(0.025)
     return False
+
+
+def refuse_if_live(run_path: Path) -> None:
+    """One clear error when a process trains ``run_path`` now (before anything loads to train it again)."""
+    owner = live_owner(run_path)
+    if owner is not None:
+        raise _trained_already(Path(run_path), owner)
+
+
+def _trained_already(run_path: Path, owner: Owner | None) -> ConfigError:
+    return ConfigError(
+        f"{run_path} is being trained already ({owner.describe() if owner else 'another process'})",
+        f"attach to it instead: backprop attach {run_path}",
+    )
 
 
 def read_owner(run_path: Path) -> Owner | None:

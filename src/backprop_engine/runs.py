@@ -92,10 +92,10 @@ def _status(events: list[dict], held: bool) -> str:
 
 
 def _newest_checkpoint_step(folder: Path) -> int | None:
-    from .train.checkpoint import STATE_JSON
+    from .train.checkpoint import checkpoint_step, newest_checkpoint
 
-    steps = [int(p.name.split("-")[-1]) for p in folder.glob("step-*") if (p / STATE_JSON).is_file() and p.name.split("-")[-1].isdigit()]
-    return max(steps, default=None)
+    newest = newest_checkpoint(folder)
+    return checkpoint_step(newest) if newest is not None else None
 
 
 def list_runs(root: Path) -> list[RunSummary]:

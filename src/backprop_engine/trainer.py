@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Callable
 
-from .channel import ControlServer, RunClaim, live_owner
+from .channel import ControlServer, RunClaim, refuse_if_live
 from .config import TrainConfig
 from .continual import MultiRunPlan, MultiRunResult, run_multi
 from .defaults import Choice, DataSize, TrainingPlan, default_learning_rate, held_out_rows, plan_training
@@ -118,9 +118,7 @@ class Trainer:
         """Continue a run reopened with :meth:`from_run` from its newest checkpoint up to its configured steps
         (the same data order, optimizer state and learning-rate schedule as if it had never stopped)."""
         run = self._require_run()
-        owner = live_owner(run.path)
-        if owner is not None:
-            raise ConfigError(f"{run.path} is being trained already ({owner.describe()})", f"attach to it instead: backprop attach {run.path}")
+        refuse_if_live(run.path)
         checkpoint = latest_checkpoint(run.checkpoints)
         check_method_available(self.config)  # before transformers loads: Unsloth, when chosen, is imported first
         self.dist.check_resume(run.config_path)

@@ -68,11 +68,21 @@ def save_checkpoint(path: Path, model, optimizer, scheduler, state: LoopState, t
     return path
 
 
-def latest_checkpoint(checkpoints: Path) -> Path:
+def newest_checkpoint(checkpoints: Path) -> Path | None:
+    """The complete checkpoint with the highest step (names are zero-padded), or None."""
     found = sorted(p for p in checkpoints.glob("step-*") if (p / STATE_JSON).is_file())
-    if not found:
+    return found[-1] if found else None
+
+
+def checkpoint_step(checkpoint: Path) -> int:
+    return int(checkpoint.name.split("-")[-1])
+
+
+def latest_checkpoint(checkpoints: Path) -> Path:
+    found = newest_checkpoint(checkpoints)
+    if found is None:
         raise ConfigError(f"{checkpoints.parent}: no checkpoint to resume from", "checkpoints are saved every --save-steps steps and at the midpoint")
-    return found[-1]
+    return found
 
 
 def restore_checkpoint(path: Path, model, optimizer, scheduler) -> LoopState:
