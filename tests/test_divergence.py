@@ -135,3 +135,26 @@ def test_bad_guard_settings_are_config_errors(value):
 
     with pytest.raises(ConfigError):
         TrainConfig(max_nonfinite_steps=value) if value == 0 else TrainConfig(loss_spike_factor=value)
+
+
+def test_an_fp16_run_resumes_with_the_loss_scale_it_had_found(tmp_path, monkeypatch):
+    # Restarting at the initial scale would overflow (and skip steps) again after the resume, so the adapter would
+    # differ from the straight run's; the checkpoint carries the scale.
+    monkeypatch.setattr(guard_module, "FP16_INIT_SCALE", 2.0**23)
+    from backprop_engine import Trainer
+
+    options = dict(precision="fp16", save_steps=0, logging_steps=1, batch_size=2, max_seq_len=64, max_samples=40)
+    straight = Trainer("tiny", **options).train("sample", steps=8, output_dir=tmp_path / "straight")
+
+    def stop_after_step_4(event):
+        if event.kind == "step" and event.step >= 4:
+            interrupted.control.stop()
+
+    interrupted = Trainer("tiny", on_event=stop_after_step_4, **options)
+    assert interrupted.train("sample", steps=8, output_dir=tmp_path / "resumed").stopped_early
+    events = []
+    resumed = Trainer.from_run(tmp_path / "resumed", on_event=events.append).resume()
+    assert not [e for e in events if isinstance(e, StepSkipped)]  # the found scale does not overflow again
+    a = load_file(str(straight.adapter_path / "adapter_model.safetensors"))
+    b = load_file(str(resumed.adapter_path / "adapter_model.safetensors"))
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-6

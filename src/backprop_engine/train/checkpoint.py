@@ -1,5 +1,5 @@
-"""Checkpoints a run can resume from: the adapter plus the optimizer and scheduler state and the loop's
-counters, in safetensors and JSON (no pickles)."""
+"""Checkpoints a run can resume from: the adapter plus the optimizer, scheduler and fp16 loss-scaler state and
+the loop's counters, in safetensors and JSON (no pickles)."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ class LoopState:
     micro_parts: int  # the out-of-memory back-off in force
 
 
-def save_checkpoint(path: Path, model, optimizer, scheduler, state: LoopState, tokenizer=None) -> Path:
+def save_checkpoint(path: Path, model, optimizer, scheduler, state: LoopState, tokenizer=None, scaler=None) -> Path:
     from safetensors.torch import save_file
 
     optimizer_state = optimizer.state_dict()
@@ -58,6 +58,8 @@ def save_checkpoint(path: Path, model, optimizer, scheduler, state: LoopState, t
         "param_groups": optimizer_state["param_groups"],
         "optimizer_scalars": scalars,
         "scheduler": scheduler.state_dict(),
+        # The scale the fp16 run has searched its way to: a resume restarting at 2^16 would overflow again.
+        "scaler": scaler.state_dict() if scaler is not None else None,
     }
     with atomic_dir(path) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
@@ -85,8 +87,9 @@ def latest_checkpoint(checkpoints: Path) -> Path:
     return found
 
 
-def restore_checkpoint(path: Path, model, optimizer, scheduler) -> LoopState:
-    """Load the adapter weights, optimizer and scheduler state saved in ``path``; returns the counters."""
+def restore_checkpoint(path: Path, model, optimizer, scheduler, scaler=None) -> LoopState:
+    """Load the adapter weights, optimizer, scheduler and loss-scaler state saved in ``path``; returns the
+    counters."""
     from safetensors.torch import load_file
 
     _restore_weights(path, model)
@@ -98,6 +101,8 @@ def restore_checkpoint(path: Path, model, optimizer, scheduler) -> LoopState:
         state.setdefault(int(index), {})[key] = value
     optimizer.load_state_dict({"state": state, "param_groups": document["param_groups"]})
     scheduler.load_state_dict(document["scheduler"])
+    if scaler is not None and document.get("scaler"):
+        scaler.load_state_dict(document["scaler"])
     return LoopState(**document["loop"])
 
 

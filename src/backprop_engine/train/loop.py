@@ -109,10 +109,10 @@ def run_training(
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config))
     checkpoint_steps = _checkpoint_steps(config)
-    checkpoints = Checkpointer(run.checkpoints, config.save_total_limit, peft_model, optimizer, scheduler, bus, dist.is_main, tokenizer)
+    scaler = grad_scaler(peft_model, device)
+    checkpoints = Checkpointer(run.checkpoints, config.save_total_limit, (peft_model, optimizer, scheduler, scaler), bus, dist.is_main, tokenizer)
     early_stopping = EarlyStopping(config.early_stopping_patience, config.early_stopping_min_delta)
     guard = DivergenceGuard(config.max_nonfinite_steps, config.loss_spike_factor, config.learning_rate, bus)
-    scaler = grad_scaler(peft_model, device)
     check = _learning_check(config, peft_model, tokenizer, eval_examples, examples, bus, dist, compare)
     if compare:
         check.start(evaluate(peft_model, eval_examples, config.batch_size, tokenizer.pad_token_id, device, dist) if eval_examples else None)
@@ -129,7 +129,7 @@ def run_training(
     first_loss = loss_value = float("nan")
     eval_loss = None
     if resume_from is not None:
-        state = restore_checkpoint(resume_from, peft_model, optimizer, scheduler)
+        state = restore_checkpoint(resume_from, peft_model, optimizer, scheduler, scaler)
         step, tokens, first_loss, micro.parts = state.step, state.tokens, state.first_loss, state.micro_parts
         for _ in range(step * config.grad_accum):  # the seeded stream continues where the run stopped
             next(batches)
@@ -176,9 +176,9 @@ def run_training(
 class Checkpointer:
     """Saves resumable checkpoints (once per step) and keeps the newest ``keep`` of them (0: all)."""
 
-    def __init__(self, folder: Path, keep: int, model, optimizer, scheduler, bus: EventBus, writes: bool = True, tokenizer=None) -> None:
+    def __init__(self, folder: Path, keep: int, parts: tuple, bus: EventBus, writes: bool = True, tokenizer=None) -> None:
         self.folder, self.keep, self.bus = folder, keep, bus
-        self.parts = (model, optimizer, scheduler)
+        self.model, self.optimizer, self.scheduler, self.scaler = parts  # the scaler is None unless fp16
         self.last_step = -1
         self.tokenizer = tokenizer  # saved with each checkpoint: the chat template it trains with
         self.writes = writes  # False on every rank but 0 of a multi-process run
@@ -187,7 +187,7 @@ class Checkpointer:
         path = self.folder / f"step-{step:06d}"
         if step == self.last_step or not self.writes:
             return path
-        save_checkpoint(path, *self.parts, state, tokenizer=self.tokenizer)
+        save_checkpoint(path, self.model, self.optimizer, self.scheduler, state, tokenizer=self.tokenizer, scaler=self.scaler)
         self.last_step = step
         self.bus.emit(CheckpointSaved(step, str(path)))
         if self.keep:
