@@ -10,6 +10,7 @@ from backprop_engine.errors import ConfigError
 from backprop_engine.modeling import load_base_model
 from backprop_engine.planner import MB, estimate_memory, fit_verdict, lora_parameter_count, plan_batch
 from backprop_engine.presets import ALL_LINEAR, PRESETS, ModelFacts
+from backprop_engine.train.loss import chunk_tokens
 
 
 def test_facts_count_the_real_tiny_models_parameters(tiny_models):
@@ -88,7 +89,10 @@ def test_estimate_parts_move_the_right_way():
     dora = estimate_memory(facts, method="dora")  # W + s·BA and its gradient per module: 2 × the linear weights
     linear_mb = facts.num_layers * facts.layer_linear_params * 2 / 2**20
     assert dora.activations_mb - lora.activations_mb == pytest.approx(2 * linear_mb)
-    assert lora.logits_mb == pytest.approx(8 * 512 * facts.vocab_size * 4 * 3 / 2**20)  # three fp32 copies
+    chunk = chunk_tokens(facts.vocab_size)  # three fp32 copies of one chunk's logits, and the hidden states' gradient
+    assert chunk < 8 * 512 and lora.logits_mb == pytest.approx((chunk * facts.vocab_size * 12 + 8 * 512 * facts.hidden_size * 4) / 2**20)
+    doubled = estimate_memory(facts, micro_batch=16).logits_mb  # no longer batch × seq × vocab: only the hidden term grows
+    assert doubled - lora.logits_mb == pytest.approx(8 * 512 * facts.hidden_size * 4 / 2**20)
 
 
 def test_planner_halves_the_micro_batch_keeps_the_effective_batch_then_checkpoints():

@@ -8,7 +8,9 @@ The estimate is a sum of named parts so a user can see where the memory goes:
 - activations: what a decoder layer keeps per token for the backward pass (:func:`layer_activation_values`,
   in 16-bit on GPU, fp32 on CPU) without gradient checkpointing; with it, one hidden state per layer plus
   one layer's worth,
-- logits: fp32 logits over the vocabulary, their log-softmax and its gradient (DoRA adds W + s·BA per module),
+- logits: fp32 logits over the vocabulary, their softmax and its gradient, for one chunk of positions at a time
+  (train/loss.py), plus the gradient of the trained positions' hidden states it holds for the backward pass
+  (DoRA adds W + s·BA per module),
 - overhead: the framework itself (CUDA context, allocator slack).
 """
 
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 
 from .errors import ConfigError
 from .presets import ALL_LINEAR, ModelFacts
+from .train.loss import chunk_tokens
 
 MB = 2**20
 NF4_BYTES_PER_WEIGHT = 4.5 / 8  # 4-bit values + double-quantized absmax per 64-weight block
@@ -89,7 +92,9 @@ def estimate_memory(
         activations = tokens * facts.num_layers * per_layer
     if method == "dora":  # each module materialises W + s·BA (and its gradient) for the weight norm
         activations += 2 * linear * act_bytes
-    logits = tokens * facts.vocab_size * 4 * 3  # fp32 logits, their log-softmax and its gradient (measured 3.1)
+    # Three fp32 copies of one chunk's logits (measured 3.1 when all positions were one chunk), and per token the
+    # trained positions' hidden states and their gradient.
+    logits = min(tokens, chunk_tokens(facts.vocab_size)) * facts.vocab_size * 4 * 3 + tokens * facts.hidden_size * act_bytes * 2
     return MemoryEstimate(
         weights_mb=weights / MB,
         trainable_mb=trainable * 16 / MB,

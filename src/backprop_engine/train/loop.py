@@ -37,6 +37,7 @@ from .checkpoint import CheckpointClock, LoopState, restore_checkpoint, save_che
 from .control import TrainingControl
 from .distributed import ONE_PROCESS, Distributed
 from .guard import DivergenceGuard, grad_scaler
+from .loss import summed_loss
 from .safety import ThermalGuard
 
 
@@ -336,18 +337,6 @@ def collate(rows: list, pad_id: int, device: str, packed: bool) -> Batch:
         mask = torch.tensor([[1] * len(r.input_ids) + [0] * n for r, n in zip(rows, pads)], device=device)
     tensor = lambda x: torch.tensor(x, device=device)  # noqa: E731
     return Batch(tensor(ids), tensor(labels), mask, tensor(positions), sum(len(r.input_ids) for r in rows))
-
-
-def summed_loss(model, batch: Batch):
-    """Sum of the token losses over the batch's labels (next-token prediction)."""
-    import torch
-
-    logits = model(
-        input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids, use_cache=False
-    ).logits[:, :-1]
-    return torch.nn.functional.cross_entropy(
-        logits.float().reshape(-1, logits.size(-1)), batch.labels[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
-    )
 
 
 @dataclass
