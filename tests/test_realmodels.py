@@ -18,7 +18,7 @@ from backprop_engine.modeling import load_tokenizer
 from .test_export_ollama import MORE_CONVERSATIONS, _go_render, go  # noqa: F401  (go: the Go renderer fixture)
 
 pytestmark = pytest.mark.realweights
-SHORT = dict(batch_size=2, max_seq_len=128, lora_rank=8)
+SHORT = dict(batch_size=2, max_seq_len=128, lora_rank=8, compare_count=0)  # base vs tuned: test_learning_realweights.py
 
 
 def _field(path, key: str):
