@@ -5,7 +5,10 @@ LoRA steps (the engine's own model build, data pipeline and ``_accumulate``; bat
 built-in sample chats at 128 tokens, the default plan's shape) in its own subprocess, alternating, and reports
 training tokens/s and the peak RSS the steps added above the loaded model (VmHWM reset after the warm-up step).
 
-    HF_HUB_OFFLINE=1 .venv/bin/python bench/loss.py [--steps 6] [--rounds 2] [--only smollm2|gemma3]
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/loss.py [--steps 6] [--rounds 2] [--only smollm2|gemma3] [--grads]
+
+``--grads`` instead compares both paths' loss and LoRA gradients in one process (2 packed rows, a non-zero
+LoRA B so every adapter weight has a gradient).
 """
 
 from __future__ import annotations
@@ -71,6 +74,39 @@ def child(model_dir: str, variant: str, steps: int) -> dict:
     }
 
 
+def compare_gradients(model_dir: str) -> dict:
+    import torch
+
+    from backprop_engine.config import TrainConfig
+    from backprop_engine.data.packing import pack
+    from backprop_engine.presets import resolve_model
+    from backprop_engine.train import loop
+    from backprop_engine.train.backend import build_trainable_model
+    from backprop_engine.train.loss import plain_summed_loss, summed_loss
+
+    config = TrainConfig(model=model_dir, data="sample", batch_size=2, max_seq_len=SEQ_LEN, lora_rank=8, lora_alpha=16)
+    batch = loop.collate(pack(loop.prepare_dataset(config, resolve_model(model_dir)).train, SEQ_LEN)[:2], 0, "cpu", packed=True)
+    model = build_trainable_model(config, resolve_model(model_dir).path, "cpu").model
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.01)
+    model.train()
+
+    def grads(loss_fn):
+        model.zero_grad(set_to_none=True)
+        loss = loss_fn(model, batch)
+        loss.backward()
+        return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    (plain, a), (chunked, b) = grads(plain_summed_loss), grads(summed_loss)
+    norm = lambda gs: sum((g.double() ** 2).sum() for g in gs) ** 0.5  # noqa: E731
+    return {
+        "loss": [plain, chunked], "loss_relative_difference": abs(plain - chunked) / abs(plain),
+        "worst_tensor_relative": max(((a[n] - b[n]).abs().max() / a[n].abs().max()).item() for n in a),
+        "all_gradients_relative": (norm([a[n] - b[n] for n in a]) / norm(a.values())).item(),
+    }
+
+
 def measure(model_dir: Path, variant: str, steps: int) -> dict:
     out = subprocess.run(
         [sys.executable, __file__, "--child", str(model_dir), variant, str(steps)], capture_output=True, text=True, check=True
@@ -83,6 +119,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--only", choices=["smollm2", "gemma3"])
+    parser.add_argument("--grads", action="store_true")
     parser.add_argument("--child", nargs=3)
     args = parser.parse_args()
     if args.child:
@@ -93,6 +130,9 @@ def main() -> None:
     models = {"smollm2": smollm2_dir, "gemma3": gemma3_dir}
     for name, locate in models.items():
         if args.only and name != args.only:
+            continue
+        if args.grads:
+            print(json.dumps({"model": name} | compare_gradients(str(locate()))), flush=True)
             continue
         runs: dict[str, list[dict]] = {"plain": [], "chunked": []}
         for _ in range(args.rounds):  # alternating, so a change in the machine's load hits both
