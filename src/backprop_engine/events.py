@@ -392,7 +392,8 @@ def format_event(event: Event) -> str:
 def format_comparison(event: Comparison, width: int = 100) -> str:
     """The two sides in columns: the prompt, then the base's reply beside the fine-tune's."""
     half = (width - 3) // 2
-    head = f"base vs {event.tuned_label} on {len(event.prompts)} prompts ({event.source}), greedy"
+    count = len(event.prompts)
+    head = f"base vs {event.tuned_label} on {count} prompt{'' if count == 1 else 's'} ({event.source}), greedy"
     if event.base_loss is not None and event.tuned_loss is not None:
         head += (f"; held-out loss {event.base_loss:.4f} -> {event.tuned_loss:.4f}, "
                  f"perplexity {perplexity(event.base_loss):.2f} -> {perplexity(event.tuned_loss):.2f}")
