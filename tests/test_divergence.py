@@ -1,6 +1,6 @@
 """Training cannot silently diverge: a non-finite loss skips the step (the adapter stays as it was), K in a
 row stop the run with a checkpoint of the last good state, fp16 uses dynamic loss scaling, and a loss spike
-is a warning. NaN is injected for real, by a forward hook on the tiny model's output layer."""
+is a warning. NaN is injected for real, by a forward hook on the tiny model's final norm."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ from backprop_engine.train.loop import prepare_dataset, run_training
 
 
 def nan_on(steps: set[int]):
-    """An adapter_init that makes the logits NaN in the training forward passes of ``steps`` (1-based)."""
+    """An adapter_init that makes the last hidden states (so the logits) NaN in the training forward passes of
+    ``steps`` (1-based)."""
     calls = {"n": 0}
 
     def init(peft_model) -> None:
@@ -31,7 +32,8 @@ def nan_on(steps: set[int]):
             calls["n"] += 1
             return output * float("nan") if calls["n"] in steps else None
 
-        peft_model.get_output_embeddings().register_forward_hook(poison)
+        # The decoder's final norm: its output feeds the output layer on either loss path (train/loss.py).
+        peft_model.get_base_model().get_decoder().norm.register_forward_hook(poison)
 
     return init
 
