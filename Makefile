@@ -10,7 +10,7 @@ UNSLOTH_BIN := $(UNSLOTH_VENV)/bin
 UNSLOTH_STAMP := $(UNSLOTH_VENV)/.installed-stamp
 export HF_HUB_OFFLINE := 1
 
-.PHONY: demo test install clean go screenshots unsloth-venv test-unsloth
+.PHONY: demo test install clean go screenshots unsloth-venv test-unsloth lint
 
 install: $(STAMP)
 
@@ -23,9 +23,16 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(BIN)/backprop demo
 
-test: $(STAMP) go $(UNSLOTH_STAMP)
+test: $(STAMP) go $(UNSLOTH_STAMP) lint
 	$(BIN)/python -m pytest
 	$(UNSLOTH_BIN)/python -m pytest tests/unsloth
+
+# Style and layering (pyproject.toml): ruff, mypy on backprop_engine, and the import contract (the engine never
+# imports backprop_tui or Textual). A few seconds; `make test` fails when any of them fails.
+lint: $(STAMP)
+	$(BIN)/ruff check src tests tools bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # The Unsloth backend on CPU (its fallback), exact versions in constraints-unsloth.txt. torch is its CPU build,
 # installed first; PyPI's torchvision (an unsloth dependency) does not load beside it, and nothing on the CPU
@@ -53,4 +60,4 @@ screenshots: $(STAMP)
 	$(BIN)/python tools/screenshots.py
 
 clean:
-	rm -rf $(VENV) $(UNSLOTH_VENV) build src/*.egg-info .pytest_cache
+	rm -rf $(VENV) $(UNSLOTH_VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

@@ -26,7 +26,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from continual_tasks import TASKS, write_pretraining, write_tasks  # noqa: E402
+from continual_tasks import TASKS, write_pretraining, write_tasks
 
 HELD_OUT_ROWS = 18  # of the 72 rows of each task
 LEARNING_RATE = 3e-3  # the tiny model's default

@@ -25,7 +25,7 @@ from backprop_engine.presets import resolve_model
 from backprop_engine.train.backend import lora_model
 from backprop_engine.train.loop import MicroBatching, _batch_stream, _train_step, batch_efficiency
 
-WORDS = "arr matey ship sail wind sea captain parrot treasure map island rum deck anchor storm gold".split()
+WORDS = ["arr", "matey", "ship", "sail", "wind", "sea", "captain", "parrot", "treasure", "map", "island", "rum", "deck", "anchor", "storm", "gold"]
 
 
 def synthetic_chat(rng: random.Random, reply_words: int) -> dict:
@@ -168,8 +168,8 @@ def packing_vs_padding(name: str, data: str, model_path: Path, tokenizer, steps:
         batches = _batch_stream(examples, config, tokenizer.pad_token_id, "cpu", pack_len)
         _train_step(model, optimizer, batches, config, MicroBatching(), EventBus())  # warm-up
         setups[label] = (model, optimizer, batches, batch_efficiency(examples, config.batch_size, config.seed, pack_len))
-    tokens = {label: 0 for label in setups}
-    seconds = {label: 0.0 for label in setups}
+    tokens = dict.fromkeys(setups, 0)
+    seconds = dict.fromkeys(setups, 0.0)
     for _ in range(steps):
         for label, (model, optimizer, batches, _) in setups.items():
             started = time.perf_counter()

@@ -200,9 +200,10 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, help="keep downloads and models here (default: a temporary folder)")
     args = parser.parse_args()
 
-    from backprop_engine import resolve_model
     from tests.families import build_model
     from tests.llamacpp_reference import SDIST, fetch_reference_converter, reference_env
+
+    from backprop_engine import resolve_model
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="backprop-bench-export-"))
     workdir.mkdir(parents=True, exist_ok=True)

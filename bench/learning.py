@@ -18,8 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.identity_data import HELD_OUT, knows_identity, write_identity  # noqa: E402
-from tests.realweights import smollm2_dir  # noqa: E402
+from tests.identity_data import HELD_OUT, knows_identity, write_identity
+from tests.realweights import smollm2_dir
 
 
 def run(model: Path, data: str, out: Path, **overrides) -> dict:

@@ -69,10 +69,9 @@ async def lag_while(app_factory, seconds: float | None, drive) -> tuple[float, f
 
 
 async def main(steps: int) -> None:
+    from tests.tui_helpers import fake_cpu_machine, make_app, wait_for, write_settings
     from textual.app import App
     from textual.widgets import Static
-
-    from tests.tui_helpers import fake_cpu_machine, make_app, wait_for, write_settings
 
     class Baseline(App):
         def compose(self):

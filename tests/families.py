@@ -166,8 +166,15 @@ def build_model(family: str, out_dir: Path, seed: int = 0) -> Path:
     """A ~1M-parameter model of ``family`` with its tokenizer, saved like a hub folder."""
     import torch
     from transformers import (
-        Gemma3ForCausalLM, Gemma3TextConfig, GenerationConfig, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM,
-        Qwen3Config, Qwen3ForCausalLM,
+        Gemma3ForCausalLM,
+        Gemma3TextConfig,
+        GenerationConfig,
+        LlamaConfig,
+        LlamaForCausalLM,
+        Qwen2Config,
+        Qwen2ForCausalLM,
+        Qwen3Config,
+        Qwen3ForCausalLM,
     )
 
     tokenizer = build_tokenizer(TOKENIZER_OF.get(family, family))

@@ -3,6 +3,7 @@ from another process, exact status after kill -9, permissions, time-based checkp
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -150,7 +151,7 @@ def test_time_based_checkpoints_appear_on_schedule_and_resume_exactly(tmp_path):
     )
     timed = [(step, at) for step, at in saved if step != steps // 2]  # the midpoint one is not time-based
     assert len(timed) >= 3 and timed[-1][0] < steps, saved  # none at the last step: the adapter is saved then
-    assert all(later - earlier >= 0.5 for (_, earlier), (_, later) in zip(timed, timed[1:]))  # on the 1 s schedule (± a step)
+    assert all(later - earlier >= 0.5 for (_, earlier), (_, later) in itertools.pairwise(timed))  # on the 1 s schedule (± a step)
     # Resume from the first time-based checkpoint alone, as after a crash just after it was written.
     first = timed[0][0]
     for checkpoint in (run / "checkpoints").iterdir():

@@ -17,19 +17,32 @@ def run_cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess
     return subprocess.run([BACKPROP, *args], capture_output=True, text=True, input=stdin, timeout=600)
 
 
-def test_help_does_not_import_torch():
+@pytest.mark.parametrize("entry", ["backprop_tui.launch", "backprop_engine.cli"])
+def test_help_does_not_import_torch(entry):
     code = (
         "import sys, contextlib, io\n"
-        "from backprop_engine.cli import main\n"
+        f"from {entry} import main\n"
         "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
         "    try: main(['--help'])\n"
         "    except SystemExit: pass\n"
         "assert 'train' in out.getvalue()\n"
-        "heavy = [m for m in ('torch', 'transformers', 'peft', 'llama_cpp') if m in sys.modules]\n"
+        "heavy = [m for m in ('torch', 'transformers', 'peft', 'llama_cpp', 'textual') if m in sys.modules]\n"
         "print(heavy)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_the_console_script_is_the_apps_launcher():
+    from backprop_engine.tomlcompat import tomllib
+
+    scripts = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts == {"backprop": "backprop_tui.launch:main", "backpropagate": "backprop_tui.launch:main"}
+
+
+def test_app_commands_need_the_launcher(capsys):
+    assert main(["watch", "runs/x"]) == 2  # the engine alone: one clear line, no app
+    assert "opens the terminal app" in capsys.readouterr().err
 
 
 def test_no_arguments_prints_help():

@@ -6,7 +6,12 @@ from __future__ import annotations
 import json
 
 from backprop_engine.cli import main
-from backprop_engine.compare import end_of_reply_ids, prompts_from_examples, prompts_from_texts, saved_comparisons
+from backprop_engine.compare import (
+    end_of_reply_ids,
+    prompts_from_examples,
+    prompts_from_texts,
+    saved_comparisons,
+)
 from backprop_engine.data import load_chat_tokenizer
 from backprop_engine.data.tokenize import tokenize_conversation
 from backprop_engine.events import Comparison, Event

@@ -311,7 +311,7 @@ def test_a_failed_multi_run_says_so_in_its_event_log(tasks, tmp_path):
 
 def test_resuming_with_other_settings_is_refused(slao_run, tasks):
     _, result, _ = slao_run
-    with pytest.raises(ConfigError, match="other settings.*steps_per_run"):
+    with pytest.raises(ConfigError, match=r"other settings.*steps_per_run"):
         Trainer("tiny", batch_size=4).multi_run(datasets=tasks, steps_per_run=5, lr_decay=1e-9, eval_split=6, output_dir=result.path)
 
 

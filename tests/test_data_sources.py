@@ -216,5 +216,5 @@ def test_a_json_array_streams_element_by_element(tmp_path, monkeypatch):
         list(sources.JsonArrayReader(path).rows())
     monkeypatch.setattr(sources, "MAX_ROW_BYTES", 100)
     path.write_text('[{"text": "' + "a" * 500 + '"}]')
-    with pytest.raises(DataError, match="rows.json:1: not valid JSON \\(a row over the 0 MB limit\\)"):
+    with pytest.raises(DataError, match=r"rows.json:1: not valid JSON \(a row over the 0 MB limit\)"):
         list(sources.JsonArrayReader(path).rows())

@@ -83,7 +83,6 @@ def test_k_non_finite_steps_in_a_row_stop_with_the_last_good_checkpoint(tmp_path
 
 def test_the_cli_prints_the_divergence_as_one_line_and_exits_2(tmp_path, capsys, monkeypatch):
     from backprop_engine.cli import main
-
     from backprop_engine.train import loop
 
     real = loop.summed_loss

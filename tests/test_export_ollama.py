@@ -15,7 +15,12 @@ import pytest
 
 from backprop_engine.errors import BackpropError, ConfigError, ExportError
 from backprop_engine.events import EventBus
-from backprop_engine.export.chat_format import CHECK_CONVERSATIONS, adds_bos, derive_chat_format, end_of_turn_tokens
+from backprop_engine.export.chat_format import (
+    CHECK_CONVERSATIONS,
+    adds_bos,
+    derive_chat_format,
+    end_of_turn_tokens,
+)
 from backprop_engine.export.modelfile import Modelfile, check_ollama_name, quote
 from backprop_engine.export.ollama import base_url, file_sha256, register
 

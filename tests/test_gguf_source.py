@@ -142,7 +142,7 @@ def test_missing_ollama_models_and_stores_are_one_line(tiny_gguf, tmp_path, monk
         err = capsys.readouterr().err
         assert expected in err and "Traceback" not in err, err
     next(store.glob("blobs/*")).unlink()
-    with pytest.raises(ModelError, match="its weights sha256-.* are missing"):
+    with pytest.raises(ModelError, match=r"its weights sha256-.* are missing"):
         locate("ollama:tinyllm:q8")
     monkeypatch.setenv("OLLAMA_MODELS", str(tmp_path / "nowhere"))
     with pytest.raises(ModelError, match="no Ollama model store at"):

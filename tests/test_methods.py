@@ -30,6 +30,7 @@ def test_each_method_trains_and_saves_its_adapter(tmp_path, method):
 
 def test_qlora_base_is_4bit_and_its_gradients_match_a_dequantized_twin(tiny_models):
     import bitsandbytes.functional as bnb
+
     from backprop_engine.config import TrainConfig
     from backprop_engine.modeling import load_base_model
     from backprop_engine.train.backend import lora_model

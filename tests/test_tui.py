@@ -183,7 +183,7 @@ async def test_corrupt_settings_are_moved_aside_and_the_user_is_told(tmp_path):
         await pilot.pause(0.2)
         notices = [n.message for n in app._notifications]
         assert any("moved to settings.toml.corrupt-" in message for message in notices)
-        assert app.session.settings.theme == "textual-dark"
+        assert app.session.settings.theme == "" and app.theme == "textual-dark"  # the defaults
     assert not settings.exists()
     assert len(list(folder.glob("settings.toml.corrupt-*"))) == 1
 
@@ -214,7 +214,7 @@ async def test_unsupported_file_is_explained_on_the_data_screen(tmp_path):
 
 
 def test_watch_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
-    from backprop_engine.cli import main
+    from backprop_tui.launch import main
 
     assert main(["watch", str(tmp_path)]) == 2
     assert f"error: {tmp_path}: not a run directory" in capsys.readouterr().err

@@ -23,7 +23,6 @@ from .test_channel import start_headless, wait_until
 from .test_tui import log_text
 from .tui_helpers import make_app, wait_for, write_settings
 
-
 SOCKET = f"backprop-test-{os.getpid()}"  # a tmux server of its own, started with this test's environment
 
 
@@ -42,8 +41,8 @@ def test_a_run_started_in_the_app_survives_the_terminal_going_away(tmp_path):
     runs = home / "config" / "backprop" / "runs"
     env = os.environ | {"XDG_CONFIG_HOME": str(home / "config"), "TERM": "xterm-256color"}
     session = f"backprop-test-{os.getpid()}"
-    app = f"{Path(sys.executable).parent / 'backprop'}"
-    tmux("new-session", "-d", "-s", session, "-x", "80", "-y", "24", app, env=env)
+    app = [sys.executable, "-m", "backprop_tui"]  # what the `backprop` console script runs (test_cli checks it)
+    tmux("new-session", "-d", "-s", session, "-x", "80", "-y", "24", *app, env=env)
     try:
         wait_until(lambda: "Model" in screen_text(session), timeout=60, what="the app in tmux")
         tmux("send-keys", "-t", session, "3")
@@ -201,8 +200,9 @@ async def test_an_export_started_in_the_app_finishes_after_the_app_quits(trained
 
 
 async def test_continuing_a_run_without_a_checkpoint_offers_to_start_it_again(tmp_path):
-    from backprop_tui.screens.modals import ConfirmScreen
     from textual.widgets import DataTable
+
+    from backprop_tui.screens.modals import ConfirmScreen
 
     from .tui_helpers import write_fixed_run
 

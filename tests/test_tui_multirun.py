@@ -10,7 +10,15 @@ from pathlib import Path
 import tomli_w
 
 from backprop_engine import Trainer
-from backprop_engine.events import ContinualEval, EvalMetrics, MultiRunFinished, MultiRunProgress, RunFinished, RunStarted, StepMetrics
+from backprop_engine.events import (
+    ContinualEval,
+    EvalMetrics,
+    MultiRunFinished,
+    MultiRunProgress,
+    RunFinished,
+    RunStarted,
+    StepMetrics,
+)
 from backprop_tui.screens.train import TrainScreen
 from backprop_tui.widgets.chart import LineChart
 from backprop_tui.widgets.multirun import MultiRunPanel

@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from textual.widgets import ProgressBar, RichLog
 
-from .tui_helpers import SNAPSHOT_HOME, fake_cpu_machine, fake_gpu_machine, make_app, text_of, wait_for, write_fixed_run, write_settings
+from .tui_helpers import (
+    SNAPSHOT_HOME,
+    fake_cpu_machine,
+    fake_gpu_machine,
+    make_app,
+    text_of,
+    wait_for,
+    write_fixed_run,
+    write_settings,
+)
 
 
 @dataclass
@@ -40,7 +49,7 @@ async def _data_loaded(pilot) -> None:
 
 async def _dashboard_filled(pilot) -> None:
     screen = pilot.app.screen
-    await wait_for(pilot, lambda: "finished" in "".join(l.text for l in screen.query_one("#event-log", RichLog).lines), what="events")
+    await wait_for(pilot, lambda: "finished" in "".join(line.text for line in screen.query_one("#event-log", RichLog).lines), what="events")
     await wait_for(pilot, lambda: len(screen.query("Gauge")) and all(g.fraction is not None for g in screen.query("Gauge")), what="gauges")
     await wait_for(pilot, lambda: screen.query_one(ProgressBar).percentage == 1, what="progress")
     await pilot.pause(0.3)

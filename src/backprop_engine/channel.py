@@ -81,7 +81,7 @@ class RunClaim:
         atomic_write_text(self.run_path / OWNER_FILE, json.dumps(asdict(owner)))
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self._fd is not None:
             os.close(self._fd)  # closing the descriptor releases the flock
             self._fd = None
@@ -185,7 +185,7 @@ class ControlServer:
         self._thread.start()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._done.set()
         self._thread.join()
 

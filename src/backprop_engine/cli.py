@@ -1,9 +1,13 @@
-"""``backprop`` command line. Heavy modules are imported inside the handlers so ``--help`` stays instant."""
+"""``backprop`` command line. Heavy modules are imported inside the handlers so ``--help`` stays instant.
+
+The commands that open the terminal app (none on a terminal, ``watch``, ``attach``) are parsed here and run by
+the ``open_app`` the console script passes in (``backprop_tui.launch``): the engine never imports the app."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from . import __version__
@@ -99,10 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     watch = commands.add_parser("watch", help="open the training dashboard on a run started elsewhere (read-only)")
     watch.add_argument("run_dir", type=Path, help="run directory (its events.jsonl is followed)")
-    watch.set_defaults(handler=cmd_watch, read_only=True)
+    watch.set_defaults(handler=None, read_only=True)
     attach = commands.add_parser("attach", help="open the app on a run, live or not, with pause/checkpoint/stop working")
     attach.add_argument("run_dir", type=Path, help="run directory")
-    attach.set_defaults(handler=cmd_watch, read_only=False)
+    attach.set_defaults(handler=None, read_only=False)
 
     control = commands.add_parser("control", help="pause, resume, checkpoint or stop a run that trains in another process")
     control.add_argument("run_dir", type=Path, help="run directory of a live run")
@@ -162,31 +166,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, open_app: Callable[[argparse.Namespace], int] | None = None) -> int:
+    """Run one command; ``open_app`` runs those that open the terminal app (``backprop_tui.launch`` passes it)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command is None:
-        if args.no_tui or not sys.stdout.isatty():
-            parser.print_help()
-            return 0
-        args.handler = cmd_tui
-    from .errors import BackpropError, render_error
+    if args.command is None and (args.no_tui or not sys.stdout.isatty() or open_app is None):
+        parser.print_help()
+        return 0
+    from .errors import BackpropError, ConfigError, render_error
 
+    handler = getattr(args, "handler", None)  # None: a command that opens the app
     try:
-        return args.handler(args) or 0
+        if handler is None:
+            if open_app is None:
+                raise ConfigError(f"`{args.command}` opens the terminal app, which this entry point leaves out",
+                                  hint="run the `backprop` console script (or python -m backprop_tui)")
+            return open_app(args)
+        return handler(args) or 0
     except BackpropError as error:
         print(render_error(error), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-
-
-def cmd_tui(args) -> int:
-    from backprop_tui.app import BackpropApp
-
-    BackpropApp().run()
-    return 0
 
 
 def cmd_presets(args) -> int:
@@ -207,16 +209,6 @@ def cmd_presets(args) -> int:
         note = f"  ({preset.facts.kquant_warning})" if preset.facts.kquant_warning else ""
         print(f"{preset.name:<14}{params:>8}  {preset.architecture:<8}{preset.chat_family:<9}{preset.context_length:>8}  "
               f"{cells[0]:>14}  {cells[1]:>14}  {preset.source}{note}")
-    return 0
-
-
-def cmd_watch(args) -> int:
-    from .rundir import RunDir
-
-    run = RunDir.open(args.run_dir)
-    from backprop_tui.app import BackpropApp
-
-    BackpropApp(watch_run=run.path, read_only=args.read_only).run()
     return 0
 
 

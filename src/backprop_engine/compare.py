@@ -206,8 +206,8 @@ def compare_run(run_dir: str | Path, prompts: list[str] | None = None, prompts_f
     from .events import Comparison
     from .fsutil import atomic_write_text
     from .presets import resolve_model
-    from .runs import read_events
     from .rundir import RunDir
+    from .runs import read_events
     from .train.loop import prepare_dataset
 
     run = RunDir.open(Path(run_dir))

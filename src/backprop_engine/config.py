@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from .errors import ConfigError
 from .presets import ALL_LINEAR
 from .tomlcompat import tomllib
-
 
 METHODS = ("lora", "qlora", "dora", "rslora", "full")
 BACKENDS = ("auto", "transformers", "unsloth")
@@ -120,7 +120,7 @@ class TrainConfig:
         return {f.name for f in fields(cls)}
 
     @classmethod
-    def with_overrides(cls, **overrides) -> TrainConfig:
+    def with_overrides(cls, **overrides: Any) -> TrainConfig:
         unknown = set(overrides) - cls.field_names()
         if unknown:
             raise ConfigError(

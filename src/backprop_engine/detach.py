@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run_spec(LaunchSpec(**json.loads(path.read_text(encoding="utf-8"))))
     except BackpropError as error:
-        print(render_error(error), file=sys.stderr, flush=True)
+        print(render_error(error), file=sys.stderr, flush=True)  # noqa: T201 - the detached run's stderr log
         return 2
 
 

@@ -13,9 +13,10 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, TextIO
+from typing import Any, ClassVar, TextIO
 
 
 @dataclass
@@ -24,7 +25,7 @@ class Event:
     types: ClassVar[dict[str, type[Event]]] = {}  # kind → class, filled as subclasses are defined
     time: float = field(default_factory=time.time, kw_only=True)
 
-    def __init_subclass__(cls, **kwargs) -> None:
+    def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         Event.types[cls.kind] = cls
 
@@ -421,7 +422,7 @@ def _format_plan(event: RunPlanned) -> str:
 
 
 def format_duration(seconds: float) -> str:
-    seconds = max(0, int(round(seconds)))
+    seconds = max(0, round(seconds))
     minutes, secs = divmod(seconds, 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"

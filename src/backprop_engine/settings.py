@@ -14,7 +14,6 @@ from .fsutil import atomic_write_text
 from .paths import APP_NAME, default_runs_dir
 from .tomlcompat import tomllib
 
-THEMES = ("textual-dark", "textual-light")
 # GPU safety thresholds (train/safety.py): the range each setting must stay in.
 GPU_SAFETY_RANGES = {
     "gpu_temperature_limit_c": (40, 110),
@@ -31,7 +30,7 @@ class Settings:
     output_dir: str = ""  # empty: the platform's user data dir (see default_runs_dir)
     ollama_host: str = "http://127.0.0.1:11434"
     ollama_num_ctx: int = 8192  # cap on an export's Ollama context (its own context if smaller); --num-ctx per export
-    theme: str = "textual-dark"
+    theme: str = ""  # the app's colour theme, by its name there (empty: the app's default)
     gpu_temperature_warn_c: int = 75  # a warning event
     gpu_temperature_limit_c: int = 85  # critical: training pauses until the GPU cools
     gpu_temperature_emergency_c: int = 95  # a checkpoint is saved and training stops
@@ -43,8 +42,6 @@ class Settings:
         return Path(self.output_dir).expanduser() if self.output_dir else default_runs_dir()
 
     def validate(self) -> None:
-        if self.theme not in THEMES:
-            raise ValueError(f"theme must be one of {', '.join(THEMES)}")
         if not self.ollama_host.startswith(("http://", "https://")):
             raise ValueError("ollama_host must start with http:// or https://")
         if self.ollama_num_ctx < 256:
@@ -101,7 +98,7 @@ def save_settings(settings: Settings, path: Path | None = None) -> Path:
 
 def _check_types(settings: Settings) -> None:
     for field in fields(Settings):
-        expected = {"str": str, "int": int}[field.type]
+        expected = {"str": str, "int": int}[str(field.type)]
         value = getattr(settings, field.name)
         if not isinstance(value, expected) or isinstance(value, bool):
             raise TypeError(f"{field.name} must be {field.type}, got {type(value).__name__}")

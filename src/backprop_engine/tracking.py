@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from .errors import ConfigError
-from .events import Event, EvalMetrics, StepMetrics
+from .events import EvalMetrics, Event, StepMetrics
 
 TRACKERS = ("tensorboard", "wandb")
 INSTALL_HINTS = {

@@ -6,9 +6,8 @@ import contextlib
 import json
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable
 
 from .channel import ControlServer, RunClaim, refuse_if_live
 from .config import TrainConfig

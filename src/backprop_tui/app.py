@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from textual.app import App
 from textual.binding import Binding
@@ -22,7 +22,7 @@ from .screens.model import ModelScreen
 from .screens.runs import RunsScreen
 from .screens.settings import SettingsScreen
 from .screens.train import TrainScreen
-from .state import Session
+from .state import Session, theme_of
 
 
 class BackpropApp(App[None]):
@@ -70,7 +70,7 @@ class BackpropApp(App[None]):
         self.exporting: dict[Path, Launched] = {}  # exports this app started (each in its own process)
 
     def on_mount(self) -> None:
-        self.theme = self.session.settings.theme
+        self.theme = theme_of(self.session.settings)
         if self.settings_notice:
             self.notify(self.settings_notice, title="Settings", severity="warning", timeout=15)
         if self.watch_run is not None:

@@ -7,6 +7,13 @@ from pathlib import Path
 
 from backprop_engine.settings import Settings
 
+THEMES = ("textual-dark", "textual-light")  # the first is the default
+
+
+def theme_of(settings: Settings) -> str:
+    """The settings' theme, or the default where it is empty or not one of ours."""
+    return settings.theme if settings.theme in THEMES else THEMES[0]
+
 
 @dataclass
 class Session:

@@ -14,14 +14,15 @@ from ..data.tokenize import TokenizedExample
 from ..errors import ConfigError, DataError
 from ..events import ContinualEval, EventBus, JsonlSink, MultiRunFinished, MultiRunProgress, RunFailed
 from ..fsutil import atomic_dir
+from ..modeling import model_context
 from ..presets import ResolvedModel, resolve_model
 from ..rundir import RunDir
 from ..train import TrainingControl, run_training
 from ..train.checkpoint import latest_checkpoint
-from ..modeling import model_context
 from ..train.loop import evaluate
 from .slao import check_merge_mode, initial_state, lambda_schedule, merge_state
 from .state import MultiRunDir, Progress
+
 
 @dataclass
 class MultiRunPlan:
@@ -166,7 +167,7 @@ def _train_runs(config, plan, model, tasks, runs, state, progress, bus, control)
         bus.emit(MultiRunProgress(index, plan.num_runs, runs[index - 1].name, str(run.path), run_config.learning_rate))
         built = []
 
-        def adapter_init(peft_model, start=None if checkpoint else previous_ft):  # a checkpoint holds the weights
+        def adapter_init(peft_model, start=None if checkpoint else previous_ft, built=built):  # a checkpoint holds the weights
             built.append(peft_model)
             if start is not None:
                 _load_state(peft_model, initial_state(start, plan.merge_mode))

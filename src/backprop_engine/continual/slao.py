@@ -9,7 +9,7 @@ fine-tuned run and merged with weight λ(i).
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 from ..errors import ConfigError
 

@@ -62,9 +62,8 @@ def store(key: str, prepared: PreparedData) -> None:
         "report": np.array(json.dumps(prepared.report.to_dict())),
     }
     path = cache_folder() / f"{key}.npz"
-    with atomic_path(path) as tmp:
-        with tmp.open("wb") as handle:
-            np.savez(handle, **arrays)
+    with atomic_path(path) as tmp, tmp.open("wb") as handle:
+        np.savez(handle, **arrays)
 
 
 def load(key: str) -> PreparedData | None:

@@ -13,6 +13,7 @@ Spans and the text between them are tokenized separately, so the trained tokens 
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -185,7 +186,7 @@ def tokenize_rendered(tokenizer, rendered: Rendered) -> TokenizedExample:
     edge, and a reply's first token is the one the model generates after its prompt (not one merged with the
     prompt's last characters, e.g. the space after "Assistant:")."""
     cuts = [0, *(edge for span in rendered.spans for edge in span), len(rendered.text)]
-    pieces = [rendered.text[start:end] for start, end in zip(cuts, cuts[1:])]
+    pieces = [rendered.text[start:end] for start, end in itertools.pairwise(cuts)]
     ids: list[int] = []
     labels: list[int] = []
     for index, piece in enumerate(_encode(tokenizer, pieces)):

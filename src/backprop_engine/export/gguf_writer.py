@@ -180,7 +180,7 @@ def model_parameter_count(model_dir: Path) -> int:
     total = 0
     for file in sorted(Path(model_dir).glob("*.safetensors")):
         with safe_open(file, framework="pt") as handle:
-            total += sum(int(np.prod(handle.get_slice(key).get_shape())) for key in handle.keys())
+            total += sum(int(np.prod(handle.get_slice(key).get_shape())) for key in handle.keys())  # noqa: SIM118 - safe_open is no dict
     return total
 
 
@@ -356,7 +356,7 @@ def _tensor_sources(model_dir: Path, arch: str, block_count: int) -> list[Tensor
     sources = []
     for file in files:
         with safe_open(file, framework="pt") as handle:
-            for hf_name in handle.keys():
+            for hf_name in handle.keys():  # noqa: SIM118 - safe_open is no dict
                 if hf_name.endswith(SKIPPED_TENSOR_SUFFIXES):
                     continue
                 gguf_name = name_map.get_name(hf_name, try_suffixes=(".weight", ".bias"))

@@ -127,7 +127,7 @@ def _captured_stderr() -> Iterator[_Log]:
         sys.stderr.flush()
         saved = os.dup(2)
         os.dup2(file.fileno(), 2)
-        sys.stderr = open(2, "w", closefd=False)  # restored below
+        sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115 - restored below
         callback_logger.setLevel(logging.DEBUG)
         try:
             yield _Log(file)

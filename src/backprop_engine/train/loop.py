@@ -6,9 +6,9 @@ import math
 import random
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from ..config import TrainConfig
 from ..data import DataReport, DataSpec, PreparedData, load_chat_tokenizer, prepare_data

@@ -8,8 +8,8 @@ train`` flags). Every transition is a :class:`GpuSafety` event.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Callable
 
 from ..errors import ConfigError
 from ..events import EventBus, GpuSafety

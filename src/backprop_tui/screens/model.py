@@ -116,6 +116,6 @@ class ModelScreen(Screen):
 
     def _show_choice(self, note: str = "") -> None:
         session = self.app.session
-        method = dict((value, title) for title, value in METHODS)[session.method]
+        method = {value: title for title, value in METHODS}[session.method]
         line = f"Chosen: [b]{session.model}[/b] · {method} rank {session.lora_rank}"
         self.query_one("#model-choice", Static).update(line + (f" · {note}" if note else ""))

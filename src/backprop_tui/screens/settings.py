@@ -10,8 +10,9 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Label, Select, Static
 
-from backprop_engine.settings import THEMES, save_settings, settings_path
+from backprop_engine.settings import save_settings, settings_path
 
+from ..state import THEMES, theme_of
 from ..widgets.nav import NavBar
 
 TEXT_FIELDS = [
@@ -41,7 +42,7 @@ class SettingsScreen(Screen):
                     yield Static(note, classes="reason")
             with Horizontal(classes="form-row"):
                 yield Label("Theme", classes="field-label")
-                yield Select([(t, t) for t in THEMES], value=settings.theme, allow_blank=False, id="setting-theme", compact=True)
+                yield Select([(t, t) for t in THEMES], value=theme_of(settings), allow_blank=False, id="setting-theme", compact=True)
             yield Static("", id="settings-error", classes="error")
         yield Footer()
 

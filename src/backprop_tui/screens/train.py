@@ -28,9 +28,11 @@ from backprop_engine.rundir import RunDir
 from backprop_engine.runs import EventFollower, summarize_run
 
 from ..widgets.chart import LineChart
-from ..widgets.comparison import KINDS as COMPARISON_EVENTS, ComparisonPanel
+from ..widgets.comparison import KINDS as COMPARISON_EVENTS
+from ..widgets.comparison import ComparisonPanel
 from ..widgets.gauge import Gauge
-from ..widgets.multirun import KINDS as MULTI_RUN_EVENTS, MultiRunPanel
+from ..widgets.multirun import KINDS as MULTI_RUN_EVENTS
+from ..widgets.multirun import MultiRunPanel
 from ..widgets.nav import NavBar
 from .modals import ConfirmScreen
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widget import Widget
 
-
 LEVEL_STYLES = {"ok": "green", "warn": "yellow", "hot": "bold red"}
 
 
