@@ -101,7 +101,7 @@ def cost(steps: int, root: Path) -> None:
     popen = subprocess.Popen(command, stdout=subprocess.DEVNULL)
     headless = measure(psutil.Process(popen.pid), headless_run)
     popen.wait()
-    launched = launch(LaunchSpec("train", str(root / "detached"), "tiny", "sample", steps, options))
+    launched = launch(LaunchSpec(action="train", run_dir=str(root / "detached"), model="tiny", data="sample", steps=steps, overrides=options))
     detached = measure(psutil.Process(launched.process.pid), launched.run_dir)
     launched.process.wait()
     assert live_owner(launched.run_dir) is None

@@ -60,7 +60,7 @@ TOOL_ROW = [
 def test_tool_calls_are_kept_when_the_template_renders_them_and_written_plainly_when_not(tokenizers):
     examples = [Example("t.jsonl:1", "messages", TOOL_ROW), Example("t.jsonl:2", "messages", CONVERSATION)]
     spec = DataSpec(["t.jsonl"])
-    report = DataReport(spec.sources)
+    report = DataReport(sources=spec.sources)
     [(_, [tools])] = _tokenize(examples[:1], tokenizers["chatml-tools"], _RowCollector(spec, report))
     assert trained_texts(tokenizers["chatml-tools"], tools) == [
         '<tool_call>{"name": "weather", "arguments": {"city": "Oslo"}}</tool_call><|im_end|>\n',
@@ -93,7 +93,7 @@ def test_a_template_that_moves_earlier_turns_trains_each_reply_after_its_inferen
     tokenizer = tokenizers["mistral"]
     monkeypatch.setattr(tokenizer, "chat_template", SYSTEM_IN_LAST_USER_TURN)
     spec = DataSpec(["m.jsonl"])
-    report = DataReport(spec.sources)
+    report = DataReport(sources=spec.sources)
     [(_, examples)] = _tokenize([Example("m.jsonl:1", "messages", CONVERSATION)], tokenizer, _RowCollector(spec, report))
     assert [marked_spans(tokenizer, e) for e in examples] == [
         [("[INST] Be brief.\n\nHi there [/INST]", False), ("Arr, hello!</s>", True)],
@@ -106,14 +106,14 @@ def test_a_template_whose_replies_never_continue_their_prompt_is_refused_not_gue
     tokenizer = tokenizers["chatml"]
     monkeypatch.setattr(tokenizer, "chat_template", "{{ messages | length }} turns\n" + tokenizer.chat_template)
     spec = DataSpec(["m.jsonl"])
-    report = DataReport(spec.sources)
+    report = DataReport(sources=spec.sources)
     assert _tokenize([Example("m.jsonl:1", "messages", CONVERSATION)], tokenizer, _RowCollector(spec, report)) == []
     assert str(report.bad_rows[0]) == "m.jsonl:1: the chat template does not render assistant turn 2 as a continuation of its prompt"
 
 
 def test_a_template_error_is_a_bad_row(tokenizers):
     spec = DataSpec(["m.jsonl"])
-    report = DataReport(spec.sources)
+    report = DataReport(sources=spec.sources)
     twice = [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}, {"role": "assistant", "content": "c"}]
     assert _tokenize([Example("m.jsonl:3", "messages", twice)], tokenizers["mistral"], _RowCollector(spec, report)) == []
     assert str(report.bad_rows[0]).startswith("m.jsonl:3: the model's chat template rejects this conversation (roles must alternate")

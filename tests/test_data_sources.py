@@ -18,7 +18,7 @@ CHAT = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Arr
 
 def examples_of(*sources, **settings):
     spec = DataSpec([str(s) for s in sources], on_bad_row="error", shuffle=False, dedupe=False, **settings)
-    return load_examples(spec, DataReport(spec.sources))
+    return load_examples(spec, DataReport(sources=spec.sources))
 
 
 def write_jsonl(path: Path, rows: list) -> Path:

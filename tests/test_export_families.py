@@ -17,8 +17,8 @@ from backprop_engine.errors import ExportError
 from backprop_engine.events import EventBus, WarningEvent
 from backprop_engine.export import gguf_writer
 from backprop_engine.export.pipeline import ExportOptions, export, model_source
-from backprop_engine.export.quantize import QUANTIZATIONS
 from backprop_engine.export.verify import Reference, verify_gguf
+from backprop_engine.quantizations import QUANTIZATIONS
 
 from .families import MODEL_FAMILIES, build_model
 from .ollama_server import FakeOllama

@@ -34,6 +34,14 @@ def test_plan_explains_every_choice_and_keeps_what_the_user_set():
     assert "plan for tiny on cpu" in plan.describe() and "[you] set by you" in plan.describe()
 
 
+def test_plan_leaves_the_trainer_as_it_was():
+    trainer = Trainer("tiny", lora_rank=8)
+    config, user_set = trainer.config, set(trainer.user_set)
+    plan = trainer.plan("sample", steps=12)
+    assert plan.config.steps == 12 and plan.config.data == "sample"
+    assert trainer.config is config and trainer.user_set == user_set  # train() would change them, plan() not
+
+
 def test_steps_come_from_the_data_size():
     plan = Trainer("tiny").plan("sample")
     picked = choices(plan)

@@ -264,7 +264,7 @@ async def test_the_train_dashboard_logs_gpu_safety_events(tmp_path):
     from .tui_helpers import make_app, wait_for, write_fixed_run, write_settings
 
     run = write_fixed_run(tmp_path / "runs", "hot", steps=10, finished=False)
-    stop = GpuSafety("emergency", "stop", 0, 96.0, 71.2, "GPU 0 at 96°C (emergency at 95°C): saving a checkpoint and stopping")
+    stop = GpuSafety(level="emergency", action="stop", gpu=0, temperature_c=96.0, memory_pct=71.2, message="GPU 0 at 96°C (emergency at 95°C): saving a checkpoint and stopping")
     with (run / "events.jsonl").open("a") as events:
         events.write(json.dumps(stop.to_dict()) + "\n")
     app = make_app(write_settings(tmp_path / "home"), watch_run=run)

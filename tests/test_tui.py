@@ -112,7 +112,8 @@ async def test_invalid_export_name_is_shown_next_to_the_field(tmp_path):
         name = app.screen.query_one("#export-name", Input)
         name.value = "../escape"
         await pilot.press("e")
-        assert "invalid file name '../escape'" in text_of(app.screen.query_one("#export-error"))
+        shown = text_of(app.screen.query_one("#export-error"))
+        assert "invalid file name '../escape'" in shown and "\nhint: " in shown  # as the CLI shows it (render_error)
 
 
 async def test_watch_attaches_to_a_headless_run(trained_run, tmp_path):

@@ -21,10 +21,10 @@ PROMPTS = ["Where be the treasure?", "What colour is a carrot?"]
 
 
 def comparison_events(steps: int) -> list[dict]:
-    events = [SampleReply(0, PROMPTS[0], "the the the of"), SampleReply(steps // 2, PROMPTS[0], "Arr, the treasure be")]
-    events.append(Comparison(steps, "held-out rows, never trained", PROMPTS, ["the the the of", "of of the"],
-                             ["Arr, the treasure be buried on the isle, matey!", "Arr, orange as a sunset, matey."],
-                             ["Buried deep, matey.", "Orange, arr."], 6.912, 2.104))
+    events = [SampleReply(step=0, prompt=PROMPTS[0], reply="the the the of"), SampleReply(step=steps // 2, prompt=PROMPTS[0], reply="Arr, the treasure be")]
+    events.append(Comparison(step=steps, source="held-out rows, never trained", prompts=PROMPTS, base=["the the the of", "of of the"],
+                             tuned=["Arr, the treasure be buried on the isle, matey!", "Arr, orange as a sunset, matey."],
+                             references=["Buried deep, matey.", "Orange, arr."], base_loss=6.912, tuned_loss=2.104))
     for index, event in enumerate(events):
         event.time = 1000.0 + index
     return [e.to_dict() for e in events]

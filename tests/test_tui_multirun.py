@@ -38,19 +38,19 @@ def write_fixed_multirun(out: Path, steps: int = 12, done: int = 3) -> Path:
     events = []
     for run in range(1, done + 2):
         run_dir = str(out / "runs" / f"run-{run:02d}")
-        events += [MultiRunProgress(run, len(tasks), tasks[run - 1], run_dir, 3e-3), RunStarted(run_dir, "tiny", steps, 54, 155648, 2516224)]
+        events += [MultiRunProgress(run=run, total_runs=len(tasks), task=tasks[run - 1], run_dir=run_dir, learning_rate=3e-3), RunStarted(run_dir=run_dir, model="tiny", total_steps=steps, num_examples=54, trainable_params=155648, total_params=2516224)]
         last = steps if run <= done else steps // 2
         for step in range(1, last + 1):
             loss = 0.4 + 3.0 * 0.8 ** step
-            events.append(StepMetrics(step, steps, loss, 3e-3, 0.5, 5000.0, float(steps - step), 512.0))
+            events.append(StepMetrics(step=step, total_steps=steps, loss=loss, learning_rate=3e-3, grad_norm=0.5, tokens_per_second=5000.0, eta_seconds=float(steps - step), memory_mb=512.0))
         if run > done:
             break
-        events += [EvalMetrics(steps, 0.5 + 0.1 * run, 18), RunFinished(steps, 0.45, 9000, 3.0, f"{run_dir}/adapter")]
+        events += [EvalMetrics(step=steps, loss=0.5 + 0.1 * run, examples=18), RunFinished(steps=steps, final_loss=0.45, tokens=9000, seconds=3.0, adapter_path=f"{run_dir}/adapter")]
         for task, row in enumerate(matrix):  # a trained task is learned, then partly forgotten
             row.append(0.4 + 0.3 * (run - 1 - task) if task < run else 4.0 - 0.2 * run)
-        events.append(ContinualEval(run, len(tasks), tasks, [list(r) for r in matrix]))
+        events.append(ContinualEval(run=run, total_runs=len(tasks), tasks=tasks, matrix=[list(r) for r in matrix]))
     if done == len(tasks):
-        events.append(MultiRunFinished(len(tasks), "slao", str(out / "adapter")))
+        events.append(MultiRunFinished(runs=len(tasks), merge_mode="slao", adapter_path=str(out / "adapter")))
     for index, event in enumerate(events):
         event.time = float(index)
     (out / "events.jsonl").write_text("".join(json.dumps(e.to_dict()) + "\n" for e in events))

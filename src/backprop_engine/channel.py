@@ -201,7 +201,7 @@ class ControlServer:
             if request is None or request.get("action") not in ACTIONS:
                 continue
             self._apply(request["action"])
-            self.bus.emit(ControlApplied(request["action"], str(request.get("id", "")), int(request.get("pid", 0)), float(request.get("sent", 0.0))))
+            self.bus.emit(ControlApplied(action=request["action"], request_id=str(request.get("id", "")), sender_pid=int(request.get("pid", 0)), sent=float(request.get("sent", 0.0))))
             applied += 1
         return applied
 

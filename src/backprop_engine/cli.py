@@ -13,6 +13,7 @@ from pathlib import Path
 from . import __version__
 from .channel import ACTIONS as CONTROL_ACTIONS
 from .config import METHODS
+from .quantizations import DEFAULT_QUANTIZATION, QUANTIZATIONS
 
 DEMO_PROMPT = "What is the capital of France?"
 
@@ -77,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("run_dir", metavar="RUN_DIR|ADAPTER|MODEL", help="a run directory, a LoRA adapter folder, or a model folder/preset")
     export.add_argument(
         "--quantization", "-q", action="append", dest="quantizations", metavar="TYPE",
-        help="repeat for several: f32, f16, bf16, q8_0, q6_k, q5_k_m, q5_0, q4_k_m, q4_0, q3_k_m, q2_k (default: q4_k_m)",
+        help=f"repeat for several: {', '.join(QUANTIZATIONS)} (default: {DEFAULT_QUANTIZATION})",
     )
     export.add_argument("--name", help="file name stem (default: the run directory's name)")
     export.add_argument("--output", type=Path, help="export directory (default: RUN_DIR/export, or <folder>/export)")

@@ -167,14 +167,14 @@ class LearningCheck:
         self.base_loss = base_loss
         if self.speaks:
             self.base = greedy_replies(self.model, self.tokenizer, self.answers.prompts)
-            self.bus.emit(SampleReply(0, self.answers.prompts[0].text, self.base[0]))
+            self.bus.emit(SampleReply(step=0, prompt=self.answers.prompts[0].text, reply=self.base[0]))
 
     def sample(self, step: int) -> None:
         from .events import SampleReply
 
         if self.speaks and step in self.sample_steps:
             prompt = self.answers.prompts[0]
-            self.bus.emit(SampleReply(step, prompt.text, greedy_replies(self.model, self.tokenizer, [prompt], SAMPLE_MAX_TOKENS)[0]))
+            self.bus.emit(SampleReply(step=step, prompt=prompt.text, reply=greedy_replies(self.model, self.tokenizer, [prompt], SAMPLE_MAX_TOKENS)[0]))
 
     def finish(self, step: int, tuned_loss: float | None) -> None:
         from .events import Comparison
@@ -183,8 +183,8 @@ class LearningCheck:
             return
         prompts = self.answers.prompts
         tuned = greedy_replies(self.model, self.tokenizer, prompts)
-        self.bus.emit(Comparison(step, self.answers.source, [p.text for p in prompts], self.base, tuned,
-                                 [p.reference for p in prompts], self.base_loss, tuned_loss))
+        self.bus.emit(Comparison(step=step, source=self.answers.source, prompts=[p.text for p in prompts], base=self.base, tuned=tuned,
+                                 references=[p.reference for p in prompts], base_loss=self.base_loss, tuned_loss=tuned_loss))
 
 
 def sample_steps(config, has_eval: bool) -> set[int]:
@@ -236,8 +236,8 @@ def compare_run(run_dir: str | Path, prompts: list[str] | None = None, prompts_f
     else:
         (tuned, tuned_loss), label = sides.tuned(answers.prompts, held_out, max_new_tokens), "fine-tune"
     step = next((e.get("steps", 0) for e in reversed(read_events(run.events_path)) if e.get("event") == "finished"), 0)
-    event = Comparison(step, answers.source, [p.text for p in answers.prompts], base, tuned,
-                       [p.reference for p in answers.prompts], base_loss, tuned_loss, label)
+    event = Comparison(step=step, source=answers.source, prompts=[p.text for p in answers.prompts], base=base, tuned=tuned,
+                       references=[p.reference for p in answers.prompts], base_loss=base_loss, tuned_loss=tuned_loss, tuned_label=label)
     atomic_write_text(run.path / COMPARISON_FILE, json.dumps(event.to_dict()))  # events.jsonl ends with the run
     return event
 

@@ -39,7 +39,7 @@ class TrainingPlan:
         from .events import RunPlanned
 
         choices = [{"name": c.name, "value": c.value, "reason": c.reason, "by_user": c.by_user} for c in self.choices]
-        return RunPlanned(self.config.model, self.device, self.memory, choices)
+        return RunPlanned(model=self.config.model, device=self.device, memory=self.memory, choices=choices)
 
     def describe(self) -> str:
         from .events import format_event

@@ -27,7 +27,7 @@ LOG_FILES = {"train": "train.log", "resume": "train.log", "export": "export.log"
 EXPORT_EVENTS = "export.jsonl"  # an export's events, apart from the training's events.jsonl
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class LaunchSpec:
     """What the detached process does: ``train`` a new run into ``run_dir``, ``resume`` the run there, or
     ``export`` it (``export`` holds Trainer.export's keyword arguments)."""
@@ -138,7 +138,7 @@ def _export(spec: LaunchSpec, console) -> int:
     try:
         trainer = Trainer.from_run(spec.run_dir, on_event=EventBus([console, events]).emit)
         paths = trainer.export("gguf", **spec.export)
-        events(ExportFinished([str(path) for path in (paths if isinstance(paths, list) else [paths])]))
+        events(ExportFinished(paths=[str(path) for path in (paths if isinstance(paths, list) else [paths])]))
     finally:
         events.close()
     return 0

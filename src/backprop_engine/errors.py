@@ -35,6 +35,9 @@ class TrainingError(BackpropError):
     """Training cannot go on (out of memory even at micro-batch 1, ...)."""
 
 
-def render_error(error: BackpropError) -> str:
-    """How every front end shows a user error: ``error: …`` and, when there is one, ``hint: …`` below it."""
-    return f"error: {error.message}" + (f"\nhint: {error.hint}" if error.hint else "")
+def render_error(error: BaseException, prefix: str = "error: ") -> str:
+    """How every front end shows an error: ``error: …`` and, when there is one, ``hint: …`` below it (the app's
+    screens pass ``prefix=""``: their error line says so already). Other exceptions show their text alone."""
+    if not isinstance(error, BackpropError):
+        return f"{prefix}{error}"
+    return f"{prefix}{error.message}" + (f"\nhint: {error.hint}" if error.hint else "")

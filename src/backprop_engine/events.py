@@ -6,6 +6,7 @@ the console (``--no-tui``) and ``events.jsonl`` inside the run directory (always
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import math
@@ -13,17 +14,17 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, TextIO
+from typing import Any, ClassVar, Protocol, TextIO
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Event:
     kind: ClassVar[str] = "event"
     types: ClassVar[dict[str, type[Event]]] = {}  # kind → class, filled as subclasses are defined
-    time: float = field(default_factory=time.time, kw_only=True)
+    time: float = field(default_factory=time.time)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -42,7 +43,7 @@ class Event:
             return None
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RunStarted(Event):
     kind: ClassVar[str] = "run_started"
     run_dir: str
@@ -55,7 +56,7 @@ class RunStarted(Event):
     backend_reason: str = ""
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RunPlanned(Event):
     """Every training setting with its reason and origin (``by_user``), as ``Trainer.plan`` chose them."""
 
@@ -66,7 +67,7 @@ class RunPlanned(Event):
     choices: list[dict]  # {name, value, reason, by_user}
 
 
-@dataclass
+@dataclass(kw_only=True)
 class StepMetrics(Event):
     kind: ClassVar[str] = "step"
     step: int
@@ -80,20 +81,20 @@ class StepMetrics(Event):
     temperature_c: float | None = None
 
 
-@dataclass
+@dataclass(kw_only=True)
 class CheckpointSaved(Event):
     kind: ClassVar[str] = "checkpoint"
     step: int
     path: str
 
 
-@dataclass
+@dataclass(kw_only=True)
 class WarningEvent(Event):
     kind: ClassVar[str] = "warning"
     message: str
 
 
-@dataclass
+@dataclass(kw_only=True)
 class StepSkipped(Event):
     """An optimizer step left out because its loss or gradient norm was not finite: the adapter is unchanged.
     ``in_a_row`` counts towards ``limit`` (the run stops there); 0 for an fp16 overflow the loss scaler handles."""
@@ -107,7 +108,7 @@ class StepSkipped(Event):
     limit: int
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Comparison(Event):
     """Held-out prompts answered greedily by the base model and by the fine-tune, side by side, with the
     held-out loss of each (None where not measured). ``source`` says where the prompts came from."""
@@ -124,7 +125,7 @@ class Comparison(Event):
     tuned_label: str = "fine-tune"  # the adapter, or the GGUF file that answered
 
 
-@dataclass
+@dataclass(kw_only=True)
 class SampleReply(Event):
     """The model's greedy reply to one fixed held-out prompt at a point in training (step 0: the base)."""
 
@@ -134,7 +135,7 @@ class SampleReply(Event):
     reply: str
 
 
-@dataclass
+@dataclass(kw_only=True)
 class GpuSafety(Event):
     """A GPU safety transition (train/safety.py): level "normal", "warn", "critical", "emergency" or
     "memory"; action "warn", "clear", "pause", "resume" or "stop" (a checkpoint is saved first)."""
@@ -148,19 +149,19 @@ class GpuSafety(Event):
     message: str
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RunPaused(Event):
     kind: ClassVar[str] = "paused"
     step: int
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RunResumed(Event):
     kind: ClassVar[str] = "resumed"
     step: int
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ControlApplied(Event):
     """A control request (pause, resume, checkpoint, stop) taken from the run's channel (channel.py)."""
 
@@ -171,7 +172,7 @@ class ControlApplied(Event):
     sent: float  # when the request was written: ``time - sent`` is the channel's latency
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RunFinished(Event):
     kind: ClassVar[str] = "finished"
     steps: int
@@ -182,7 +183,7 @@ class RunFinished(Event):
     stopped_early: bool = False
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RanksFinished(Event):
     """A multi-process run (torchrun / accelerate launch): what each rank trained, reported by rank 0."""
 
@@ -192,20 +193,20 @@ class RanksFinished(Event):
     tokens: list[int]  # tokens each rank trained on (their sum is the run's)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RunFailed(Event):
     kind: ClassVar[str] = "failed"
     error: str
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ExportProgress(Event):
     kind: ClassVar[str] = "export"
     stage: str
     detail: str
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ExportFinished(Event):
     """A detached export (started from the app) wrote these GGUF files."""
 
@@ -213,7 +214,7 @@ class ExportFinished(Event):
     paths: list[str]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class DataPrepared(Event):
     kind: ClassVar[str] = "data"
     rows_read: int
@@ -229,14 +230,14 @@ class DataPrepared(Event):
     cached: bool
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RowsSkipped(Event):
     kind: ClassVar[str] = "rows_skipped"
     count: int
     first: list[str]  # "file:line: reason" of the first few
 
 
-@dataclass
+@dataclass(kw_only=True)
 class EvalMetrics(Event):
     kind: ClassVar[str] = "eval"
     step: int
@@ -244,7 +245,7 @@ class EvalMetrics(Event):
     examples: int
 
 
-@dataclass
+@dataclass(kw_only=True)
 class MultiRunProgress(Event):
     kind: ClassVar[str] = "multirun_run"
     run: int  # 1-based
@@ -254,7 +255,7 @@ class MultiRunProgress(Event):
     learning_rate: float
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ContinualEval(Event):
     kind: ClassVar[str] = "continual_eval"
     run: int
@@ -263,7 +264,7 @@ class ContinualEval(Event):
     matrix: list[list[float]]  # matrix[task][run]: held-out loss of the adapter in use after that run
 
 
-@dataclass
+@dataclass(kw_only=True)
 class MultiRunFinished(Event):
     kind: ClassVar[str] = "multirun_finished"
     runs: int
@@ -271,26 +272,52 @@ class MultiRunFinished(Event):
     adapter_path: str
 
 
-Sink = Callable[[Event], None]
+Listener = Callable[[Event], None]  # what the bus calls: a sink, or the Python API's ``on_event`` callback
+
+
+class Sink(Protocol):
+    """A listener that holds something open (a file, a tracker run) until :meth:`close`."""
+
+    def __call__(self, event: Event) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class EventBus:
-    """Fans one event out to every sink."""
+    """Fans one event out to every listener."""
 
-    def __init__(self, sinks: list[Sink] | None = None) -> None:
-        self.sinks: list[Sink] = list(sinks or [])
+    def __init__(self, sinks: list[Listener] | None = None) -> None:
+        self.sinks: list[Listener] = list(sinks or [])
         self._lock = threading.RLock()  # the control channel's thread emits beside the training loop
 
-    def add(self, sink: Sink) -> None:
+    def add(self, sink: Listener) -> None:
         self.sinks.append(sink)
 
-    def remove(self, sink: Sink) -> None:
+    def remove(self, sink: Listener) -> None:
         self.sinks.remove(sink)
 
     def emit(self, event: Event) -> None:
         with self._lock:
             for sink in self.sinks:
                 sink(event)
+
+
+@contextlib.contextmanager
+def attached(bus: EventBus, *sinks: Sink, report_failure: bool = True, report_to: Listener | None = None) -> Iterator[None]:
+    """``sinks`` listen on ``bus`` for the block and are closed after it. An exception ending the block goes out
+    first as :class:`RunFailed` (to ``report_to``, default the whole bus) unless ``report_failure`` is off."""
+    for sink in sinks:
+        bus.add(sink)
+    try:
+        yield
+    except BaseException as exc:
+        if report_failure:
+            (report_to or bus.emit)(RunFailed(error=f"{type(exc).__name__}: {exc}"))
+        raise
+    finally:
+        for sink in sinks:
+            bus.remove(sink)
+            sink.close()
 
 
 class JsonlSink:
@@ -322,6 +349,9 @@ class ConsoleSink:
                 print(line, file=self.stream, flush=True)
             except OSError:  # the terminal went away (SSH drop: EIO): events.jsonl still has every event
                 self.stream = None
+
+    def close(self) -> None:
+        """The stream is the caller's (stdout, stderr): left open."""
 
 
 def format_event(event: Event) -> str:

@@ -14,7 +14,7 @@ from .config import TrainConfig
 from .continual import MultiRunPlan, MultiRunResult, run_multi
 from .defaults import Choice, DataSize, TrainingPlan, default_learning_rate, held_out_rows, plan_training
 from .errors import ConfigError
-from .events import Event, EventBus, JsonlSink, RunFailed, WarningEvent
+from .events import Event, EventBus, JsonlSink, WarningEvent, attached
 from .fsutil import atomic_dir
 from .gguf_source import OLLAMA_PREFIX, is_gguf_model
 from .paths import default_runs_dir
@@ -58,16 +58,18 @@ class Trainer:
         return trainer
 
     def plan(self, data: str | Path = "sample", steps: int | None = None, machine=None) -> TrainingPlan:
-        """Every setting ``train`` would use on ``data``, each with its reason (nothing is written);
-        ``machine``: a hardware reading to plan for (default: this machine, probed now)."""
-        return self._plan(*self._prepare(data, steps), machine=machine)
+        """Every setting ``train`` would use on ``data``, each with its reason (nothing is written, and this
+        trainer is left as it was); ``machine``: a hardware reading to plan for (default: this machine, probed now)."""
+        config, user_set = self._with_data(data, steps)
+        return self._plan(config, user_set, *self._prepare(config), machine=machine)
 
     def train(self, data: str | Path = "sample", steps: int | None = None, output_dir: str | Path | None = None) -> TrainResult:
         """Train on ``data`` (messages JSONL or a built-in dataset); ``output_dir`` becomes the run directory.
         Settings not given to the constructor are chosen by :meth:`plan`."""
         # Everything the user can get wrong is checked before the run directory is created.
-        model, prepared = self.dist.main_first(lambda: self._prepare(data, steps))  # other ranks reuse its caches
-        plan = self.dist.main_only(lambda: self._plan(model, prepared))  # every rank trains by rank 0's plan
+        self.config, self.user_set = self._with_data(data, steps)
+        model, prepared = self.dist.main_first(lambda: self._prepare(self.config))  # other ranks reuse its caches
+        plan = self.dist.main_only(lambda: self._plan(self.config, self.user_set, model, prepared))  # rank 0's plan for all
         self.config = plan.config
         if "eval_split" not in self.user_set and not prepared.eval:
             _hold_out(prepared, int(plan.config.eval_split))
@@ -79,38 +81,40 @@ class Trainer:
         run.write_config(self.config, {"model_path": str(model.path), **self.dist.recorded()})
         return run
 
-    def _prepare(self, data, steps: int | None):
+    def _with_data(self, data: str | Path, steps: int | None) -> tuple[TrainConfig, set[str]]:
+        """This trainer's config and user-set names with ``data`` and ``steps`` given (self is unchanged)."""
         changes = {"data": str(data)} | ({"steps": steps} if steps is not None else {})
-        self.user_set |= set(changes)
-        self.config = TrainConfig.with_overrides(**(self.config.to_dict() | changes))
-        check_method_available(self.config)
-        if self.config.compare_prompts:
+        return TrainConfig.with_overrides(**(self.config.to_dict() | changes)), self.user_set | set(changes)
+
+    def _prepare(self, config: TrainConfig):
+        check_method_available(config)
+        if config.compare_prompts:
             from .compare import read_prompt_file
 
-            read_prompt_file(self.config.compare_prompts)  # a bad file is reported before anything is written
-        model = self._resolve_model()
+            read_prompt_file(config.compare_prompts)  # a bad file is reported before anything is written
+        model = self._resolve_model(config)
         warnings: list[str] = []
-        prepared = prepare_dataset(self.config, model, warnings)  # every source and format; bad rows per on_bad_row
+        prepared = prepare_dataset(config, model, warnings)  # every source and format; bad rows per on_bad_row
         prepared.report.warnings += warnings
         return model, prepared
 
-    def _plan(self, model, prepared, machine=None) -> TrainingPlan:
+    def _plan(self, config: TrainConfig, user_set: set[str], model, prepared, machine=None) -> TrainingPlan:
         from .data.packing import packed_groups
         from .hardware import probe
         from .modeling import pick_device
         from .presets import ModelFacts
 
         seq_len = prepared.report.max_seq_len
-        held_out = 0 if "eval_split" in self.user_set or prepared.eval else held_out_rows(len(prepared.train))
+        held_out = 0 if "eval_split" in user_set or prepared.eval else held_out_rows(len(prepared.train))
         train = prepared.train[: len(prepared.train) - held_out]  # split_eval's rows: the eval rows come last
         lengths = [len(e) for e in train]
-        rows = len(packed_groups(lengths, seq_len)) if self.config.packing else len(lengths)
+        rows = len(packed_groups(lengths, seq_len)) if config.packing else len(lengths)
         trained = sum(e.trained_tokens for e in train)
         facts = ModelFacts.from_config(json.loads((model.path / "config.json").read_text()))
         size = DataSize(rows, trained, seq_len, examples=len(train), held_out=held_out)
-        plan = plan_training(self.config, self.user_set, facts, size, machine or probe(), pick_device(), self.dist.world_size)
-        backend = check_backend(self.config)
-        plan.choices.append(Choice("backend", backend.name, backend.reason, by_user="backend" in self.user_set))
+        plan = plan_training(config, user_set, facts, size, machine or probe(), pick_device(), self.dist.world_size)
+        backend = check_backend(config)
+        plan.choices.append(Choice("backend", backend.name, backend.reason, by_user="backend" in user_set))
         return plan
 
     def resume(self) -> TrainResult:
@@ -127,23 +131,13 @@ class Trainer:
     def _execute(self, model, data, resume_from: Path | None = None, planned: Event | None = None) -> TrainResult:
         bus = self.bus if self.dist.is_main else EventBus()  # rank 0 alone reports and writes files
         sinks = [JsonlSink(self.run.events_path), *open_trackers(self.config, self.run.path)] if self.dist.is_main else []
-        for sink in sinks:  # trackers: --report-to
-            self.bus.add(sink)
-        try:
-            with self._controlled(self.run.path, bus):
-                if planned is not None:
-                    bus.emit(planned)
-                self.result = run_training(
-                    self.config, model, data.train, self.run, bus, self.control,
-                    eval_examples=data.eval, report=data.report, resume_from=resume_from, dist=self.dist, compare=True,
-                )
-        except BaseException as exc:
-            bus.emit(RunFailed(f"{type(exc).__name__}: {exc}"))
-            raise
-        finally:
-            for sink in sinks:
-                self.bus.remove(sink)
-                sink.close()
+        with attached(bus, *sinks), self._controlled(self.run.path, bus):  # trackers: --report-to
+            if planned is not None:
+                bus.emit(planned)
+            self.result = run_training(
+                self.config, model, data.train, self.run, bus, self.control,
+                eval_examples=data.eval, report=data.report, resume_from=resume_from, dist=self.dist, compare=True,
+            )
         return self.result
 
     @contextlib.contextmanager
@@ -192,11 +186,8 @@ class Trainer:
         )
         self.config = TrainConfig.with_overrides(**(self.config.to_dict() | {"data": plan.tasks[0], "steps": plan.steps_per_run}))
         output = Path(output_dir) if output_dir else self._default_run_path()
-        try:
+        with attached(self.bus):
             result = run_multi(self.config, plan, output, self.bus, self.control)
-        except BaseException as exc:
-            self.bus.emit(RunFailed(f"{type(exc).__name__}: {exc}"))
-            raise
         self.run = RunDir(result.path)
         return result
 
@@ -240,12 +231,12 @@ class Trainer:
 
         return chat_once(self._require_run().path, prompt, system=system, max_tokens=max_tokens)
 
-    def _resolve_model(self):
-        config = self.config
+    def _resolve_model(self, config: TrainConfig | None = None):
+        config = config or self.config
         model = resolve_model(config.model, allow_pickle=config.allow_pickle, trust_remote_code=config.trust_remote_code)
         if model.quantized_from:
             self.bus.emit(WarningEvent(
-                f"{config.model}: the base model comes from a {model.quantized_from} GGUF, dequantized into {model.path}; "
+                message=f"{config.model}: the base model comes from a {model.quantized_from} GGUF, dequantized into {model.path}; "
                 "it keeps that file's quantization error"
             ))
         return model

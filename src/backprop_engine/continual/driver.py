@@ -12,7 +12,7 @@ from ..config import TrainConfig
 from ..data import DataSpec, load_chat_tokenizer, prepare_data
 from ..data.tokenize import TokenizedExample
 from ..errors import ConfigError, DataError
-from ..events import ContinualEval, EventBus, JsonlSink, MultiRunFinished, MultiRunProgress, RunFailed
+from ..events import ContinualEval, EventBus, JsonlSink, MultiRunFinished, MultiRunProgress, attached
 from ..fsutil import atomic_dir
 from ..modeling import model_context
 from ..presets import ResolvedModel, resolve_model
@@ -70,7 +70,7 @@ class Task:
     eval: list[TokenizedExample]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class MultiRunResult:
     path: Path
     adapter_path: Path
@@ -92,16 +92,9 @@ def run_multi(config: TrainConfig, plan: MultiRunPlan, output: Path, bus: EventB
     state = MultiRunDir(Path(output).expanduser().resolve())
     progress = _open(state, config, plan, model)
     sink = JsonlSink(state.run.events_path)
-    bus.add(sink)
-    try:
-        with RunClaim(state.run.path), ControlServer(state.run.path, control, bus):  # see channel.py
-            return _train_runs(config, plan, model, tasks, runs, state, progress, bus, control)
-    except BaseException as exc:
-        sink(RunFailed(f"{type(exc).__name__}: {exc}"))  # for `backprop watch` and the Runs screen; callers hear it from Trainer
-        raise
-    finally:
-        bus.remove(sink)
-        sink.close()
+    # The failure goes to the file (for `backprop watch` and the Runs screen); callers hear it from Trainer.
+    with attached(bus, sink, report_to=sink), RunClaim(state.run.path), ControlServer(state.run.path, control, bus):
+        return _train_runs(config, plan, model, tasks, runs, state, progress, bus, control)
 
 
 def prepare_tasks(config: TrainConfig, plan: MultiRunPlan, model: ResolvedModel) -> tuple[list[Task], list[Task]]:
@@ -164,7 +157,7 @@ def _train_runs(config, plan, model, tasks, runs, state, progress, bus, control)
             break
         run_config = _run_config(config, plan, index)
         run, checkpoint = _open_run_dir(state, index, run_config, model)
-        bus.emit(MultiRunProgress(index, plan.num_runs, runs[index - 1].name, str(run.path), run_config.learning_rate))
+        bus.emit(MultiRunProgress(run=index, total_runs=plan.num_runs, task=runs[index - 1].name, run_dir=str(run.path), learning_rate=run_config.learning_rate))
         built = []
 
         def adapter_init(peft_model, start=None if checkpoint else previous_ft, built=built):  # a checkpoint holds the weights
@@ -173,15 +166,11 @@ def _train_runs(config, plan, model, tasks, runs, state, progress, bus, control)
                 _load_state(peft_model, initial_state(start, plan.merge_mode))
 
         run_sink = JsonlSink(run.events_path)  # each run's own events.jsonl, so `backprop watch RUN` follows it
-        bus.add(run_sink)
-        try:
+        with attached(bus, run_sink, report_failure=False):  # the multi-run's own file reports it
             result = run_training(
                 run_config, model, _with_replay(runs, index, plan, config.seed), run, bus, control,
                 eval_examples=runs[index - 1].eval, adapter_init=adapter_init, resume_from=checkpoint,
             )
-        finally:
-            bus.remove(run_sink)
-            run_sink.close()
         if result.stopped_early and control.stop_requested:  # interrupted, not early-stopped: a resume continues it
             break
         peft_model = built[-1]  # the model the run finished with
@@ -194,13 +183,13 @@ def _train_runs(config, plan, model, tasks, runs, state, progress, bus, control)
         progress.matrix = [row + [loss] for row, loss in zip(progress.matrix or [[] for _ in tasks], column)]
         progress.completed_runs = index
         state.write_progress(progress)
-        bus.emit(ContinualEval(index, plan.num_runs, [t.name for t in tasks], progress.matrix))
+        bus.emit(ContinualEval(run=index, total_runs=plan.num_runs, tasks=[t.name for t in tasks], matrix=progress.matrix))
     done = progress.completed_runs == plan.num_runs
     if done:
         _write_merged_adapter(state, plan.num_runs)
-        bus.emit(MultiRunFinished(plan.num_runs, plan.merge_mode, str(state.run.adapter)))
+        bus.emit(MultiRunFinished(runs=plan.num_runs, merge_mode=plan.merge_mode, adapter_path=str(state.run.adapter)))
     return MultiRunResult(
-        state.path, state.run.adapter, [t.name for t in tasks], progress.matrix, progress.completed_runs,
+        path=state.path, adapter_path=state.run.adapter, tasks=[t.name for t in tasks], matrix=progress.matrix, completed_runs=progress.completed_runs,
         stopped_early=not done, run_dirs=[state.run_dir(i).path for i in range(1, progress.completed_runs + 1)],
     )
 

@@ -114,7 +114,7 @@ class Sample:
     spans: list[tuple[str, bool]]  # (text, trained)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class DataReport:
     sources: list[str]
     rows_read: int = 0
@@ -225,7 +225,7 @@ class _RowCollector:
 def check_data(spec: DataSpec) -> DataReport:
     """Validate every row without keeping any (for ``data check``): counts, formats and every problem."""
     spec = DataSpec(**{**asdict(spec), "on_bad_row": "skip"})
-    report = DataReport(spec.sources)
+    report = DataReport(sources=spec.sources)
     collector = _RowCollector(spec, report)
     for row in iter_rows(spec, keep_going=True, report=report):
         collector.accept(row)
@@ -258,7 +258,7 @@ def prepare_data(spec: DataSpec, tokenizer, model_context: int, use_cache: bool 
     if key and (hit := cache.load(key)):
         hit.report.cached = True
         return hit
-    report = DataReport(spec.sources)
+    report = DataReport(sources=spec.sources)
     examples = load_examples(spec, report)
     _refuse_pairs(examples, spec)
     tokenized = _tokenize(examples, tokenizer, _RowCollector(spec, report))
@@ -440,7 +440,7 @@ class DataPreview:
         return report
 
     def _load(self, spec: DataSpec) -> None:
-        base = DataReport(spec.sources)
+        base = DataReport(sources=spec.sources)
         collector = _RowCollector(DataSpec(spec.sources, format=spec.format), base)
         reservoir: list[Example] = []
         rng = random.Random(spec.seed)

@@ -1,9 +1,10 @@
 """Export: merge, HF→GGUF conversion, llama.cpp quantization, verification, Ollama Modelfile and registration, chat."""
 
+from ..quantizations import QUANTIZATIONS
 from .chat import chat_once, find_gguf
 from .gguf_writer import convert_hf_to_gguf
 from .pipeline import ExportOptions, ExportResult, export, resolve_source
-from .quantize import QUANTIZATIONS, quantize_gguf
+from .quantize import quantize_gguf
 
 __all__ = [
     "QUANTIZATIONS",

@@ -54,7 +54,7 @@ def _settings_host() -> str:
 
 
 def _register_with_cli(cli: str, name: str, modelfile_path: Path, url: str, bus: EventBus) -> None:
-    bus.emit(ExportProgress("ollama", f"ollama create {name} -f {modelfile_path.name}"))
+    bus.emit(ExportProgress(stage="ollama", detail=f"ollama create {name} -f {modelfile_path.name}"))
     process = subprocess.Popen(
         [cli, "create", name, "-f", str(modelfile_path)], cwd=modelfile_path.parent, env={**os.environ, "OLLAMA_HOST": url},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
@@ -63,7 +63,7 @@ def _register_with_cli(cli: str, name: str, modelfile_path: Path, url: str, bus:
     for line in process.stdout:
         if line.strip():
             last = line.strip()
-            bus.emit(ExportProgress("ollama", last))
+            bus.emit(ExportProgress(stage="ollama", detail=last))
     if process.wait() != 0:
         raise ExportError(f"`ollama create {name}` failed: {last or f'exit status {process.returncode}'}", "is `ollama serve` running?")
 
@@ -76,13 +76,13 @@ def _register_over_http(url: str, name: str, folder: Path, modelfile: Modelfile,
     try:
         files = {modelfile.model: _upload_blob(client, url, folder / modelfile.model, bus)}
         adapters = {modelfile.adapter: _upload_blob(client, url, folder / modelfile.adapter, bus)} if modelfile.adapter else None
-        bus.emit(ExportProgress("ollama", f"creating {name}"))
+        bus.emit(ExportProgress(stage="ollama", detail=f"creating {name}"))
         progress = client.create(
             name, files=files, adapters=adapters, template=modelfile.template, system=modelfile.system,
             parameters=modelfile.parameters(), stream=True,
         )
         for update in progress:
-            bus.emit(ExportProgress("ollama", update.status or ""))
+            bus.emit(ExportProgress(stage="ollama", detail=update.status or ""))
     except ConnectionError:
         raise ExportError(f"cannot reach Ollama at {url}", "start it with `ollama serve`, or set OLLAMA_HOST") from None
     except (ollama.ResponseError, httpx.HTTPError) as error:
@@ -98,9 +98,9 @@ def _upload_blob(client, url: str, path: Path, bus: EventBus) -> str:
     except httpx.ConnectError:
         raise ConnectionError(url) from None
     if exists:
-        bus.emit(ExportProgress("ollama", f"{path.name} already on the server"))
+        bus.emit(ExportProgress(stage="ollama", detail=f"{path.name} already on the server"))
         return digest
-    bus.emit(ExportProgress("ollama", f"uploading {path.name} ({path.stat().st_size / 2**20:.1f} MiB)"))
+    bus.emit(ExportProgress(stage="ollama", detail=f"uploading {path.name} ({path.stat().st_size / 2**20:.1f} MiB)"))
     uploaded = client.create_blob(path)
     if uploaded != digest:
         raise ExportError(f"{path.name} changed while it was uploaded", "export again")

@@ -18,20 +18,16 @@ from ..events import EventBus, ExportProgress, WarningEvent
 from ..fsutil import atomic_write_text
 from ..paths import default_runs_dir, ensure_writable_dir, safe_name
 from ..presets import resolve_model
+from ..quantizations import BITS_PER_WEIGHT, DIRECT_TYPES
 from ..rundir import RunDir
 from .gguf_writer import convert_hf_to_gguf, model_parameter_count
 from .merge import merge_adapter
 from .modelfile import Modelfile, check_ollama_name, quote
-from .quantize import DIRECT_TYPES, check_quantization, fallback_summary, quantize_gguf
+from .quantize import check_quantization, fallback_summary, quantize_gguf
 from .verify import Reference, Verification, verify_gguf
 
 MIN_NUM_CTX = 256
 
-# Approximate bits per weight of each type, to check the free disk space before writing anything.
-BITS_PER_WEIGHT = {
-    "f32": 32, "f16": 16, "bf16": 16, "q8_0": 8.5, "q6_k": 6.6, "q5_k_m": 5.7, "q5_0": 5.5,
-    "q4_k_m": 4.9, "q4_0": 4.5, "q3_k_m": 3.9, "q2_k": 3.4,
-}
 
 
 @dataclass(frozen=True)
@@ -68,7 +64,7 @@ class ExportOptions:
         return replace(self, quantizations=quants)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ExportResult:
     path: Path
     quantization: str
@@ -104,7 +100,7 @@ def export(source: ExportSource, options: ExportOptions, bus: EventBus | None = 
     modelfile_base = _modelfile_base(hf_dir, source, options, bus)
     reference = None
     if options.verify:
-        bus.emit(ExportProgress("verify", "computing reference logits with the HF model"))
+        bus.emit(ExportProgress(stage="verify", detail="computing reference logits with the HF model"))
         reference = Reference.from_hf(hf_dir)
     results = []
     with _Intermediate(out_dir, name, hf_dir, bus) as intermediate:
@@ -149,7 +145,7 @@ class _Intermediate:
 
     def get(self) -> Path:
         if not self.written:
-            self.bus.emit(ExportProgress("convert", "writing f16 GGUF"))
+            self.bus.emit(ExportProgress(stage="convert", detail="writing f16 GGUF"))
             _convert(self.hf_dir, self.path, "f16", self.name)
             self.written = True
         return self.path
@@ -160,18 +156,18 @@ class _Intermediate:
 
 def _write_gguf(hf_dir: Path, target: Path, quantization: str, intermediate: _Intermediate, name: str, bus: EventBus) -> list[str]:
     if quantization in DIRECT_TYPES:
-        bus.emit(ExportProgress("convert", f"writing {quantization} GGUF"))
+        bus.emit(ExportProgress(stage="convert", detail=f"writing {quantization} GGUF"))
         _convert(hf_dir, target, quantization, name)
         return []
     source = intermediate.get()
-    bus.emit(ExportProgress("quantize", f"f16 -> {quantization} with llama.cpp"))
+    bus.emit(ExportProgress(stage="quantize", detail=f"f16 -> {quantization} with llama.cpp"))
     try:
         fallbacks = quantize_gguf(source, target, quantization)
     except OSError as error:
         raise _disk_error(error, target) from None
     summary = fallback_summary(quantization, fallbacks, target)
     if summary:
-        bus.emit(WarningEvent(summary))
+        bus.emit(WarningEvent(message=summary))
     return [str(f) for f in fallbacks]
 
 
@@ -193,16 +189,16 @@ def _finish(target, quantization, fallbacks, reference, modelfile_base, hf_dir, 
     verification = None
     if reference is not None:
         verification = verify_gguf(target, reference, quantization)
-        bus.emit(ExportProgress("verify", f"{target.name}: {verification.verdict()}"))
+        bus.emit(ExportProgress(stage="verify", detail=f"{target.name}: {verification.verdict()}"))
     modelfile_path = None
     if modelfile_base is not None:
         modelfile_path = target.with_suffix(".Modelfile")
         atomic_write_text(modelfile_path, replace(modelfile_base, model=target.name).text())
-    result = ExportResult(target, quantization, target.stat().st_size, target.with_suffix(".report.json"), verification, fallbacks, modelfile_path)
+    result = ExportResult(path=target, quantization=quantization, size_bytes=target.stat().st_size, report=target.with_suffix(".report.json"), verification=verification, fallbacks=fallbacks, modelfile=modelfile_path)
     _write_report(result, hf_dir)
     if verification is not None and not verification.passed:
         raise ExportError(f"{target.name} failed verification: {'; '.join(verification.problems)}", f"details in {result.report}")
-    bus.emit(ExportProgress("done", f"{target} ({result.size_bytes / 2**20:.1f} MiB)"))
+    bus.emit(ExportProgress(stage="done", detail=f"{target} ({result.size_bytes / 2**20:.1f} MiB)"))
     return result
 
 
@@ -212,18 +208,18 @@ def _export_lora(source, name, out_dir, reference, modelfile_base, hf_dir, bus) 
 
     base, adapter = source.base_and_adapter()
     base_gguf, lora = out_dir / f"{name}.base.f16.gguf", out_dir / f"{name}.lora.gguf"
-    bus.emit(ExportProgress("convert", "writing the base model as f16 GGUF and the adapter as LoRA GGUF"))
+    bus.emit(ExportProgress(stage="convert", detail="writing the base model as f16 GGUF and the adapter as LoRA GGUF"))
     _convert(base, base_gguf, "f16", f"{name}-base")
     convert_lora_to_gguf(adapter, base, lora)
     verification = None
     if reference is not None:
         verification = verify_gguf(base_gguf, reference, "f16", lora=lora)
-        bus.emit(ExportProgress("verify", f"{lora.name} over {base_gguf.name}: {verification.verdict()}"))
+        bus.emit(ExportProgress(stage="verify", detail=f"{lora.name} over {base_gguf.name}: {verification.verdict()}"))
     modelfile_path = None
     if modelfile_base is not None:
         modelfile_path = out_dir / f"{name}.lora.Modelfile"
         atomic_write_text(modelfile_path, replace(modelfile_base, model=base_gguf.name, adapter=lora.name).text())
-    result = ExportResult(lora, "lora", lora.stat().st_size, lora.with_suffix(".report.json"), verification, [], modelfile_path)
+    result = ExportResult(path=lora, quantization="lora", size_bytes=lora.stat().st_size, report=lora.with_suffix(".report.json"), verification=verification, fallbacks=[], modelfile=modelfile_path)
     _write_report(result, hf_dir, base_gguf=base_gguf.name)
     if verification is not None and not verification.passed:
         raise ExportError(f"{lora.name} failed verification: {'; '.join(verification.problems)}", f"details in {result.report}")
@@ -256,7 +252,7 @@ def _modelfile_base(hf_dir: Path, source: ExportSource, options: ExportOptions, 
     except ExportError as error:
         if options.ollama:
             raise
-        bus.emit(WarningEvent(f"no Ollama Modelfile: {error.message}"))
+        bus.emit(WarningEvent(message=f"no Ollama Modelfile: {error.message}"))
         return None
     generation = json.loads((hf_dir / "generation_config.json").read_text()) if (hf_dir / "generation_config.json").is_file() else {}
     eos = generation.get("eos_token_id")
@@ -283,7 +279,7 @@ def _register(result: ExportResult, modelfile: Modelfile, model: str, host: str 
     from .ollama import register
 
     via = register(model, result.modelfile, modelfile, host=host, bus=bus)
-    bus.emit(ExportProgress("ollama", f"registered {model} via {via}; run it with `ollama run {model}`"))
+    bus.emit(ExportProgress(stage="ollama", detail=f"registered {model} via {via}; run it with `ollama run {model}`"))
     registered = replace(result, ollama_model=model)
     _write_report(registered, hf_dir, {"model": model, "via": via})
     return registered
@@ -357,9 +353,9 @@ def _merge_once(base_path: Path, adapter: Path, merged: Path, bus: EventBus) -> 
     digest = _adapter_digest(adapter)
     stamp = merged / "backprop_merge.json"
     if stamp.is_file() and json.loads(stamp.read_text()).get("adapter_sha256") == digest:
-        bus.emit(ExportProgress("merge", "reusing merged model"))
+        bus.emit(ExportProgress(stage="merge", detail="reusing merged model"))
         return merged
-    bus.emit(ExportProgress("merge", "merging the adapter into the base model"))
+    bus.emit(ExportProgress(stage="merge", detail="merging the adapter into the base model"))
     merge_adapter(base_path, adapter, merged)
     atomic_write_text(stamp, json.dumps({"adapter_sha256": digest, "base": str(base_path)}))
     return merged

@@ -16,27 +16,8 @@ from pathlib import Path
 
 from ..errors import ConfigError, ExportError
 from ..fsutil import atomic_path
+from ..quantizations import QUANTIZATIONS
 
-# Our names → llama.cpp file types. f32/f16 are written directly by our converter.
-QUANTIZATIONS = {
-    "f32": "LLAMA_FTYPE_ALL_F32",
-    "f16": "LLAMA_FTYPE_MOSTLY_F16",
-    "bf16": "LLAMA_FTYPE_MOSTLY_BF16",
-    "q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0",
-    "q6_k": "LLAMA_FTYPE_MOSTLY_Q6_K",
-    "q5_k_m": "LLAMA_FTYPE_MOSTLY_Q5_K_M",
-    "q5_0": "LLAMA_FTYPE_MOSTLY_Q5_0",
-    "q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M",
-    "q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0",
-    "q3_k_m": "LLAMA_FTYPE_MOSTLY_Q3_K_M",
-    "q2_k": "LLAMA_FTYPE_MOSTLY_Q2_K",
-}
-DIRECT_TYPES = ("f32", "f16")
-# Approximate bits per weight of each type (llama.cpp's figures for 7B-class models), for size estimates.
-BITS_PER_WEIGHT = {
-    "f32": 32.0, "f16": 16.0, "bf16": 16.0, "q8_0": 8.5, "q6_k": 6.6, "q5_k_m": 5.7, "q5_0": 5.5, "q4_k_m": 4.9,
-    "q4_0": 4.6, "q3_k_m": 3.9, "q2_k": 3.4,
-}
 # llama.cpp's log line for a tensor it cannot give the requested type (k-quants need rows divisible by 256).
 _FALLBACK = re.compile(
     r"warning: (?P<tensor>\S+)\s+- ncols\s+(?P<cols>\d+) not divisible by (?P<block>\d+) "

@@ -54,7 +54,7 @@ class Reference:
         return cls(probe_ids, prompt_ids, logits, precision)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Verification:
     quantization: str
     tokenization_matches: int
@@ -111,6 +111,6 @@ def verify_gguf(path: Path, reference: Reference, quantization: str, lora: Path 
     if bound is not None and not delta <= bound:
         problems.append(f"logits differ by {delta:.2e} > {bound:.2e}")
     return Verification(
-        quantization, matches, len(PROBES), delta, bound, int(logits.argmax()) == int(reference.logits.argmax()),
-        reply, time.perf_counter() - started, problems,
+        quantization=quantization, tokenization_matches=matches, tokenization_probes=len(PROBES), max_logit_delta=delta, logit_bound=bound, same_top_token=int(logits.argmax()) == int(reference.logits.argmax()),
+        reply=reply, seconds=time.perf_counter() - started, problems=problems,
     )

@@ -156,7 +156,7 @@ class Distributed:
         dist.all_gather_object(tallies, (self.steps, self.tokens))
         from ..events import RanksFinished
 
-        bus.emit(RanksFinished(self.backend, [s for s, _ in tallies], [t for _, t in tallies]))
+        bus.emit(RanksFinished(backend=self.backend, steps=[s for s, _ in tallies], tokens=[t for _, t in tallies]))
 
     def _from_main(self, value):
         import torch.distributed as dist

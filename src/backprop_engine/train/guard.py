@@ -49,12 +49,12 @@ class DivergenceGuard:
             self._check_spike(step, loss)
             return True
         if scale is not None and scale > 1 and math.isfinite(loss):
-            self.bus.emit(StepSkipped(step, loss, grad_norm, f"fp16 gradient overflow at loss scale {scale:.6g}: the scale is halved", 0, self.limit))
+            self.bus.emit(StepSkipped(step=step, loss=loss, grad_norm=grad_norm, reason=f"fp16 gradient overflow at loss scale {scale:.6g}: the scale is halved", in_a_row=0, limit=self.limit))
             return False
         self.in_a_row += 1
         self.first_bad_step = step if self.in_a_row == 1 else self.first_bad_step
         what = "loss" if not math.isfinite(loss) else "gradient norm"
-        self.bus.emit(StepSkipped(step, loss, grad_norm, f"the {what} is not finite", self.in_a_row, self.limit))
+        self.bus.emit(StepSkipped(step=step, loss=loss, grad_norm=grad_norm, reason=f"the {what} is not finite", in_a_row=self.in_a_row, limit=self.limit))
         return False
 
     @property
@@ -75,7 +75,7 @@ class DivergenceGuard:
             median = statistics.median(self.recent)
             if median > 0 and loss > self.spike_factor * median:
                 self.bus.emit(WarningEvent(
-                    f"loss spike at step {step}: {loss:.4f} is {loss / median:.1f}× the running median {median:.4f}; "
+                    message=f"loss spike at step {step}: {loss:.4f} is {loss / median:.1f}× the running median {median:.4f}; "
                     f"if it keeps rising, lower the learning rate (this run: {self.learning_rate:g})"
                 ))
         self.recent.append(loss)

@@ -41,7 +41,7 @@ from .loss import summed_loss
 from .safety import ThermalGuard
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TrainResult:
     run_dir: Path
     adapter_path: Path
@@ -99,9 +99,9 @@ def run_training(
     pack_len = max(report.max_seq_len if report else config.max_seq_len, longest) if packing else 0
     batches = _batch_stream(examples, config, tokenizer.pad_token_id, device, pack_len, dist)
     trainable, total = _count_parameters(peft_model)
-    bus.emit(RunStarted(str(run.path), config.model, config.steps, len(examples), trainable, total, built.backend, built.reason))
+    bus.emit(RunStarted(run_dir=str(run.path), model=config.model, total_steps=config.steps, num_examples=len(examples), trainable_params=trainable, total_params=total, backend=built.backend, backend_reason=built.reason))
     if config.packing and not packing:
-        bus.emit(WarningEvent("packing is off: this model's attention does not honour per-example position ids"))
+        bus.emit(WarningEvent(message="packing is off: this model's attention does not honour per-example position ids"))
     if report is not None:
         _emit_data_events(bus, report, packing, batch_efficiency(examples, config.batch_size, config.seed, pack_len))
 
@@ -134,7 +134,7 @@ def run_training(
         step, tokens, first_loss, micro.parts = state.step, state.tokens, state.first_loss, state.micro_parts
         for _ in range(step * config.grad_accum):  # the seeded stream continues where the run stopped
             next(batches)
-        bus.emit(RunResumed(step))
+        bus.emit(RunResumed(step=step))
     while step < config.steps and not control.stop_requested:
         paused_seconds += _wait_while_paused(control, step, bus) + thermal.check(step, bus, control)
         if dist.is_main and step + 1 < config.steps and clock.due(time.perf_counter() - started - paused_seconds):
@@ -170,8 +170,8 @@ def run_training(
     adapter = dist.main_only(lambda: _save_trained(built, run, tokenizer))
     dist.report(bus)
     stopped = step < config.steps
-    bus.emit(RunFinished(step, loss_value, tokens, seconds, str(adapter), stopped_early=stopped))
-    return TrainResult(run.path, adapter, step, loss_value, first_loss, tokens, seconds, stopped_early=stopped, eval_loss=eval_loss)
+    bus.emit(RunFinished(steps=step, final_loss=loss_value, tokens=tokens, seconds=seconds, adapter_path=str(adapter), stopped_early=stopped))
+    return TrainResult(run_dir=run.path, adapter_path=adapter, steps=step, final_loss=loss_value, first_loss=first_loss, tokens=tokens, seconds=seconds, stopped_early=stopped, eval_loss=eval_loss)
 
 
 class Checkpointer:
@@ -190,7 +190,7 @@ class Checkpointer:
             return path
         save_checkpoint(path, self.model, self.optimizer, self.scheduler, state, tokenizer=self.tokenizer, scaler=self.scaler)
         self.last_step = step
-        self.bus.emit(CheckpointSaved(step, str(path)))
+        self.bus.emit(CheckpointSaved(step=step, path=str(path)))
         if self.keep:
             for old in sorted(self.folder.glob("step-*"))[: -self.keep]:
                 shutil.rmtree(old, ignore_errors=True)
@@ -217,7 +217,7 @@ class EarlyStopping:
         if self.evals_without_gain < self.patience:
             return False
         bus.emit(WarningEvent(
-            f"early stopping at step {step}: eval loss has not improved for {self.patience} evals "
+            message=f"early stopping at step {step}: eval loss has not improved for {self.patience} evals "
             f"(best {self.best:.4f} at step {self.best_step})"
         ))
         return True
@@ -225,13 +225,13 @@ class EarlyStopping:
 
 def _emit_data_events(bus: EventBus, report: DataReport, packing: bool, efficiency: float) -> None:
     if report.bad_row_count:
-        bus.emit(RowsSkipped(report.bad_row_count, [str(row) for row in report.bad_rows[:5]]))
+        bus.emit(RowsSkipped(count=report.bad_row_count, first=[str(row) for row in report.bad_rows[:5]]))
     for warning in report.warnings:
-        bus.emit(WarningEvent(warning))
+        bus.emit(WarningEvent(message=warning))
     removed = {step.name: step.removed for step in report.filters}
     bus.emit(DataPrepared(
-        report.rows_read, report.formats, report.train_examples, report.eval_examples, report.max_seq_len,
-        report.truncated, report.trained_fraction, removed, packing, efficiency, report.cached,
+        rows_read=report.rows_read, formats=report.formats, train_examples=report.train_examples, eval_examples=report.eval_examples, max_seq_len=report.max_seq_len,
+        truncated=report.truncated, trained_fraction=report.trained_fraction, removed=removed, packing=packing, packing_efficiency=efficiency, cached=report.cached,
     ))
 
 
@@ -244,17 +244,17 @@ def _learning_check(config, model, tokenizer, held_out, trained, bus, dist: Dist
 
 def _emit_eval(model, examples, config, pad_id, device, step, bus, dist: Distributed) -> float:
     loss = evaluate(model, examples, config.batch_size, pad_id, device, dist)
-    bus.emit(EvalMetrics(step, loss, len(examples)))
+    bus.emit(EvalMetrics(step=step, loss=loss, examples=len(examples)))
     return loss
 
 
 def _wait_while_paused(control: TrainingControl, step: int, bus: EventBus) -> float:
     if not control.paused:
         return 0.0
-    bus.emit(RunPaused(step))
+    bus.emit(RunPaused(step=step))
     started = time.perf_counter()
     control.wait_until_running()
-    bus.emit(RunResumed(step))
+    bus.emit(RunResumed(step=step))
     return time.perf_counter() - started
 
 
@@ -387,7 +387,7 @@ def _train_step(
             before = micro.size(rows)
             micro.parts *= 2
             bus.emit(WarningEvent(
-                f"out of memory at micro-batch {before}: retrying with micro-batch {micro.size(rows)} × "
+                message=f"out of memory at micro-batch {before}: retrying with micro-batch {micro.size(rows)} × "
                 f"{config.grad_accum * micro.parts} accumulation (same effective batch)"
             ))
 

@@ -198,7 +198,7 @@ def _memory_pct(gpu: GpuReading) -> float:
 
 
 def _emit(bus: EventBus, level: str, action: str, gpu: GpuReading, message: str) -> None:
-    bus.emit(GpuSafety(level, action, gpu.index, gpu.temperature_c, round(_memory_pct(gpu), 1), message))
+    bus.emit(GpuSafety(level=level, action=action, gpu=gpu.index, temperature_c=gpu.temperature_c, memory_pct=round(_memory_pct(gpu), 1), message=message))
 
 
 def _stop_with_checkpoint(control: TrainingControl) -> None:

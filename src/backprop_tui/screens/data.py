@@ -12,7 +12,7 @@ from textual.screen import Screen
 from textual.widgets import Checkbox, Footer, Input, Label, Sparkline, Static
 from textual.worker import Worker, WorkerState
 
-from backprop_engine.errors import BackpropError
+from backprop_engine.errors import BackpropError, render_error
 
 from ..widgets.nav import NavBar
 from ..widgets.path_suggester import PathSuggester
@@ -138,11 +138,7 @@ class DataScreen(Screen):
             self.query_one("#data-summary", Static).update("")
 
     def _show_error(self, error: BaseException) -> None:
-        if isinstance(error, BackpropError):
-            text = f"{error.message}\nhint: {error.hint}" if error.hint else error.message
-        else:
-            text = str(error)
-        self.query_one("#data-error", Static).update(text)
+        self.query_one("#data-error", Static).update(render_error(error, prefix=""))
 
     # ----- showing the report
 

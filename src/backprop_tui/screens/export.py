@@ -15,11 +15,11 @@ from textual.widgets import Checkbox, Footer, Input, Label, RadioButton, RadioSe
 from textual.worker import Worker, WorkerState
 
 from backprop_engine.detach import EXPORT_EVENTS, Launched, LaunchSpec, launch
-from backprop_engine.errors import BackpropError
+from backprop_engine.errors import BackpropError, render_error
 from backprop_engine.export.modelfile import check_ollama_name
-from backprop_engine.export.quantize import BITS_PER_WEIGHT, QUANTIZATIONS
 from backprop_engine.paths import safe_name
 from backprop_engine.presets import PRESETS, model_facts
+from backprop_engine.quantizations import BITS_PER_WEIGHT, QUANTIZATIONS
 from backprop_engine.runs import EventFollower
 
 from ..widgets.comparison import ComparisonPanel
@@ -142,7 +142,7 @@ class ExportScreen(Screen):
             name = safe_name(self.query_one("#export-name", Input).value.strip(), "file name")
             ollama_name = check_ollama_name(self.query_one("#ollama-name", Input).value.strip()) if register else None
         except BackpropError as exc:
-            error.update(f"{exc.message} — {exc.hint}")
+            error.update(render_error(exc, prefix=""))
             return
         if self.exporting is not None and self.exporting.process.poll() is None:
             error.update("an export is running; it goes on even if you leave the app")
@@ -160,9 +160,9 @@ class ExportScreen(Screen):
         self.follower = EventFollower(events)
         self.follower.poll()  # earlier exports of this run are not this one's
         try:
-            self.exporting = launch(LaunchSpec("export", str(run), export=options))
+            self.exporting = launch(LaunchSpec(action="export", run_dir=str(run), export=options))
         except (BackpropError, OSError) as exc:
-            self.query_one("#export-error", Static).update(str(exc))
+            self.query_one("#export-error", Static).update(render_error(exc, prefix=""))
             self.exporting = None
             return
         self.app.exporting[run] = self.exporting
@@ -203,7 +203,7 @@ class ExportScreen(Screen):
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.worker.group == "chat" and event.state == WorkerState.ERROR:
             error = event.worker.error
-            text = error.message if isinstance(error, BackpropError) else f"{type(error).__name__}: {error}"
+            text = render_error(error, prefix="" if isinstance(error, BackpropError) else f"{type(error).__name__}: ")
             self.query_one("#export-error", Static).update(text)
 
     def _open_chat(self, path: Path) -> None:

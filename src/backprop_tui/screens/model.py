@@ -8,7 +8,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Label, Select, Static
 
-from backprop_engine.errors import ModelError
+from backprop_engine.errors import ModelError, render_error
 from backprop_engine.hardware import HardwareReading
 from backprop_engine.planner import fit_verdict
 from backprop_engine.presets import PRESETS, check_model_name
@@ -95,7 +95,7 @@ class ModelScreen(Screen):
         try:
             kind = check_model_name(name)
         except ModelError as exc:
-            error.update(f"{exc.message}\nhint: {exc.hint}" if exc.hint else exc.message)
+            error.update(render_error(exc, prefix=""))
             return
         error.update("")
         self._use_model(name, note="downloaded from the hub when training starts" if kind == "hub" else "")

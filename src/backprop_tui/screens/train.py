@@ -22,7 +22,7 @@ from textual.worker import Worker, WorkerState
 
 from backprop_engine.channel import live_owner, send_control
 from backprop_engine.detach import Launched, LaunchSpec, launch
-from backprop_engine.errors import BackpropError
+from backprop_engine.errors import BackpropError, render_error
 from backprop_engine.events import Event, format_duration, format_event
 from backprop_engine.rundir import RunDir
 from backprop_engine.runs import EventFollower, summarize_run
@@ -144,7 +144,8 @@ class TrainScreen(Screen):
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.worker.group == "plan" and event.state == WorkerState.ERROR:
             error = event.worker.error
-            self.query_one("#train-error", Static).update(str(error) if isinstance(error, BackpropError) else f"planning failed: {error}")
+            prefix = "" if isinstance(error, BackpropError) else "planning failed: "
+            self.query_one("#train-error", Static).update(render_error(error, prefix=prefix))
 
     # ----- starting and controlling a run (it trains in a process of its own: backprop_engine.detach)
 
@@ -165,7 +166,7 @@ class TrainScreen(Screen):
         stamp = time.strftime("%Y%m%d-%H%M%S")
         output = self.app.session.settings.runs_dir() / f"{stamp}-{Path(self.app.session.model).name}"
         steps = overrides.pop("steps", None)
-        spec = LaunchSpec("train", str(output), self.app.session.model, self.app.session.data, steps, overrides)
+        spec = LaunchSpec(action="train", run_dir=str(output), model=self.app.session.model, data=self.app.session.data, steps=steps, overrides=overrides)
         self._launch(spec, f"training {self.app.session.model} → {output}")
 
     def _read_form(self) -> dict:
@@ -194,19 +195,19 @@ class TrainScreen(Screen):
             question = f"{run.name} has no checkpoint to continue from. Start it again from step 0 as a new run?"
             self.app.push_screen(ConfirmScreen(question), lambda yes: yes and self._start_again(run))
         else:
-            self._launch(LaunchSpec("resume", str(run)), f"continuing {run}")
+            self._launch(LaunchSpec(action="resume", run_dir=str(run)), f"continuing {run}")
 
     def _start_again(self, run: Path) -> None:
         settings = RunDir.open(run).read_config().to_dict()
         model, data, steps = settings.pop("model"), settings.pop("data"), settings.pop("steps")
         output = run.with_name(f"{time.strftime('%Y%m%d-%H%M%S')}-{Path(model).name}-again")
-        self._launch(LaunchSpec("train", str(output), model, data, steps, settings), f"training {model} again → {output}")
+        self._launch(LaunchSpec(action="train", run_dir=str(output), model=model, data=data, steps=steps, overrides=settings), f"training {model} again → {output}")
 
     def _launch(self, spec: LaunchSpec, title: str) -> None:
         try:
             self.launched = launch(spec)
         except (BackpropError, OSError) as exc:
-            self._show_error(str(exc))
+            self._show_error(render_error(exc, prefix=""))
             return
         self.app.launched[self.launched.run_dir] = self.launched
         self.follow_run(self.launched.run_dir, read_only=False, title=title)
@@ -251,7 +252,7 @@ class TrainScreen(Screen):
         try:
             send_control(self.run_dir, action)
         except BackpropError as error:
-            self.notify(error.message, severity="warning", timeout=5)
+            self.notify(render_error(error, prefix=""), severity="warning", timeout=5)
             return False
         return True
 
