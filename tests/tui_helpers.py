@@ -9,6 +9,7 @@ from pathlib import Path
 
 import tomli_w
 
+from backprop_engine.events import CheckpointSaved, Event, RunFinished, RunStarted, StepMetrics
 from backprop_engine.hardware import GpuReading, HardwareReading
 
 SNAPSHOT_HOME = Path("/tmp/backprop-snapshot-home")  # fixed: paths appear on screen
@@ -54,18 +55,16 @@ def write_fixed_run(runs_dir: Path, name: str, steps: int = 30, finished: bool =
     run = runs_dir / name
     run.mkdir(parents=True, exist_ok=True)
     (run / "config.toml").write_text(tomli_w.dumps({"train": {"model": "tiny", "data": "sample", "steps": steps}}))
-    events = [{"event": "run_started", "time": 0.0, "run_dir": str(run), "model": "tiny", "total_steps": steps,
-               "num_examples": 320, "trainable_params": 155648, "total_params": 2516224}]
+    events: list[Event] = [RunStarted(time=0.0, run_dir=str(run), model="tiny", total_steps=steps, num_examples=320,
+                                      trainable_params=155648, total_params=2516224)]
     for step in range(1, steps + 1):
-        loss = 2.0 + 5.5 * 0.9 ** step
-        events.append({"event": "step", "time": float(step), "step": step, "total_steps": steps, "loss": loss,
-                       "learning_rate": 3e-3 * (1 - step / (steps + 1)), "grad_norm": 1.0 / step ** 0.5,
-                       "tokens_per_second": 5200.0, "eta_seconds": float(steps - step), "memory_mb": 512.0,
-                       "temperature_c": None})
+        events.append(StepMetrics(time=float(step), step=step, total_steps=steps, loss=2.0 + 5.5 * 0.9 ** step,
+                                  learning_rate=3e-3 * (1 - step / (steps + 1)), grad_norm=1.0 / step ** 0.5,
+                                  tokens_per_second=5200.0, eta_seconds=float(steps - step), memory_mb=512.0))
         if step % 10 == 0:
-            events.append({"event": "checkpoint", "time": float(step), "step": step, "path": str(run / "checkpoints" / f"step-{step:06d}")})
+            events.append(CheckpointSaved(time=float(step), step=step, path=str(run / "checkpoints" / f"step-{step:06d}")))
     if finished:
-        events.append({"event": "finished", "time": float(steps + 1), "steps": steps, "final_loss": 2.0 + 5.5 * 0.9 ** steps,
-                       "tokens": 12_000, "seconds": float(steps), "adapter_path": str(run / "adapter"), "stopped_early": False})
-    (run / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+        events.append(RunFinished(time=float(steps + 1), steps=steps, final_loss=2.0 + 5.5 * 0.9 ** steps, tokens=12_000,
+                                  seconds=float(steps), adapter_path=str(run / "adapter")))
+    (run / "events.jsonl").write_text("".join(json.dumps(e.to_dict()) + "\n" for e in events))
     return run
