@@ -14,7 +14,7 @@ from backprop_engine.compare import (
 )
 from backprop_engine.data import load_chat_tokenizer
 from backprop_engine.data.tokenize import tokenize_conversation
-from backprop_engine.events import Comparison, Event
+from backprop_engine.events import Comparison
 
 
 def recorded(run) -> list[dict]:
@@ -44,8 +44,7 @@ def test_compare_cli_typed_prompts_two_columns_and_the_event_log(trained_run, ca
     assert out.startswith("base vs fine-tune on 2 prompts (--prompt), greedy")
     assert "> Arr, what be the weather?" in out and " | " in out
     assert recorded(run) == before  # events.jsonl is the run's; it still ends with "finished"
-    latest = saved_comparisons(run.path)[-1]
-    event = Event.from_dict(latest)
+    event = saved_comparisons(run.path)[-1]
     assert isinstance(event, Comparison) and event.base != event.tuned and event.base_loss is None
     assert event.prompts == ["Arr, what be the weather?", "Who goes there?"]
 

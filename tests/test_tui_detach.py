@@ -182,6 +182,28 @@ async def test_a_bad_start_shows_the_error_and_leaves_nothing(tmp_path):
     assert not runs.exists() or not any(runs.iterdir())
 
 
+async def test_a_second_start_while_the_first_process_starts_is_refused(tmp_path, monkeypatch):
+    """Between the launch and the run's lock (the process is still importing), a second `s` used to start a
+    second run. The data is missing, so the one process started exits soon after."""
+    import backprop_tui.screens.train as train_screen
+
+    from .tui_helpers import text_of
+
+    launched = []
+    real_launch = train_screen.launch
+    monkeypatch.setattr(train_screen, "launch", lambda spec: launched.append(real_launch(spec)) or launched[-1])
+    app = make_app(write_settings(tmp_path / "home"))
+    async with app.run_test(size=(100, 32)) as pilot:
+        app.session.data = str(tmp_path / "missing.jsonl")
+        await pilot.press("3")
+        screen = app.screen
+        await pilot.press("s", "s", "s")
+        assert len(launched) == 1 and live_owner(launched[0].run_dir) is None  # not claimed yet: the window
+        assert any("is starting or training" in n.message for n in app._notifications)
+        await wait_for(pilot, lambda: "missing.jsonl" in text_of(screen.query_one("#train-error")), what="the error")
+    assert launched[0].process.wait(timeout=60) != 0
+
+
 async def test_an_export_started_in_the_app_finishes_after_the_app_quits(trained_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(trained_run("tiny").run.path, run, ignore=shutil.ignore_patterns("export", "merged", "export.jsonl", "export.log"))

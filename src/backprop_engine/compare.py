@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .data.tokenize import IGNORE_INDEX, TokenizedExample
 from .errors import ConfigError
+from .events import Comparison, Event, SampleReply
 
 COMPARE_MAX_TOKENS = 48
 COMPARISON_FILE = "comparison.json"  # the latest `backprop compare RUN`
@@ -242,17 +243,19 @@ def compare_run(run_dir: str | Path, prompts: list[str] | None = None, prompts_f
     return event
 
 
-def saved_comparisons(run_dir: Path) -> list[dict]:
+def saved_comparisons(run_dir: Path) -> list[SampleReply | Comparison]:
     """A run's sample and comparison events (from training), then its latest `backprop compare`, oldest first."""
-    from .runs import read_events
+    from .runs import EventFollower
 
-    events = [e for e in read_events(Path(run_dir) / "events.jsonl") if e.get("event") in ("sample", "comparison")]
+    events = [e for e in EventFollower(Path(run_dir) / "events.jsonl").poll_events() if isinstance(e, (SampleReply, Comparison))]
     latest = Path(run_dir) / COMPARISON_FILE
     if latest.is_file():
         try:
-            events.append(json.loads(latest.read_text(encoding="utf-8")))
+            event = Event.from_dict(json.loads(latest.read_text(encoding="utf-8")))
         except (OSError, ValueError):
-            pass  # a damaged file is ignored; `backprop compare` writes it again
+            event = None  # a damaged file is ignored; `backprop compare` writes it again
+        if isinstance(event, Comparison):
+            events.append(event)
     return events
 
 

@@ -199,10 +199,13 @@ class RunFailed(Event):
     error: str
 
 
+EXPORT_STAGES = ("merge", "convert", "quantize", "verify", "ollama")  # ExportProgress.stage in order ("done" ends)
+
+
 @dataclass(kw_only=True)
 class ExportProgress(Event):
     kind: ClassVar[str] = "export"
-    stage: str
+    stage: str  # one of EXPORT_STAGES, or "done"
     detail: str
 
 

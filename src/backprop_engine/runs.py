@@ -6,6 +6,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from .events import Event
+
 LIVE = ("starting", "running", "paused")
 
 
@@ -132,3 +134,7 @@ class EventFollower:
             except json.JSONDecodeError:
                 continue
         return events
+
+    def poll_events(self) -> list[Event]:
+        """The new events, typed: parsed here, once, for every reader (kinds this version lacks are left out)."""
+        return [event for event in map(Event.from_dict, self.poll()) if event is not None]

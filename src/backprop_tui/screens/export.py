@@ -16,6 +16,7 @@ from textual.worker import Worker, WorkerState
 
 from backprop_engine.detach import EXPORT_EVENTS, Launched, LaunchSpec, launch
 from backprop_engine.errors import BackpropError, render_error
+from backprop_engine.events import EXPORT_STAGES, ExportFinished, ExportProgress
 from backprop_engine.export.modelfile import check_ollama_name
 from backprop_engine.paths import safe_name
 from backprop_engine.presets import PRESETS, model_facts
@@ -25,8 +26,7 @@ from backprop_engine.runs import EventFollower
 from ..widgets.comparison import ComparisonPanel
 from ..widgets.nav import NavBar
 
-STAGES = ["merge", "convert", "quantize", "verify", "register"]
-STAGE_OF_EVENT = {"ollama": "register"}  # engine stage names that the screen shows under another label
+STAGE_LABELS = {"ollama": "register"}  # the engine's stage names (EXPORT_STAGES) the screen shows otherwise
 
 
 def expected_size(params_billion: float | None, quantization: str) -> str:
@@ -41,16 +41,20 @@ class ExportScreen(Screen):
     BINDINGS = [Binding("e", "export", "Export")]
 
     class Reply(Message):
-        def __init__(self, text: str) -> None:
+        """The chat worker's answer, handing back the llama.cpp model it used (opened there if need be)."""
+
+        def __init__(self, text: str, llm, path: Path) -> None:
             super().__init__()
             self.text = text
+            self.llm = llm
+            self.path = path
 
     def __init__(self) -> None:
         super().__init__()
         self.gguf_path: Path | None = None
         self.stage: str | None = None
         self.registering = False
-        self.llm = None
+        self.llm = None  # the chat's llama.cpp model, held by the main thread between replies
         self.history: list[dict[str, str]] = []
         self.exporting: Launched | None = None  # the export process this screen started
         self.follower: EventFollower | None = None
@@ -170,32 +174,28 @@ class ExportScreen(Screen):
     def _poll_export(self) -> None:
         if self.follower is None:
             return
-        for event in self.follower.poll():
-            if event.get("event") == "export_finished":
-                self._show_stages("finished", event["paths"][0])
-                self._open_chat(Path(event["paths"][0]))
-            elif event.get("event") == "export":
-                self._show_progress(event["stage"], event["detail"])
+        for event in self.follower.poll_events():
+            if isinstance(event, ExportFinished):
+                self._show_stages("finished", event.paths[0])
+                self._open_chat(Path(event.paths[0]))
+            elif isinstance(event, ExportProgress):
+                self._show_stages(event.stage if event.stage in EXPORT_STAGES else self.stage, event.detail)
         message = self.exporting.error() if self.exporting is not None else None
         if message is not None:
             self.query_one("#export-error", Static).update(message)
             self.exporting = self.follower = None
 
-    def _show_progress(self, engine_stage: str, detail: str) -> None:
-        stage = STAGE_OF_EVENT.get(engine_stage, engine_stage)
-        self._show_stages(stage if stage in STAGES else self.stage, detail)
-
     def _show_stages(self, current: str | None, detail: str = "") -> None:
         """One line per stage: ✓ done, … running, · to come, – skipped (no Ollama registration)."""
         self.stage = current
         lines = []
-        reached = len(STAGES) if current == "finished" else STAGES.index(current) if current in STAGES else -1
-        for index, stage in enumerate(STAGES):
-            if stage == "register" and not self.registering:
+        reached = len(EXPORT_STAGES) if current == "finished" else EXPORT_STAGES.index(current) if current in EXPORT_STAGES else -1
+        for index, stage in enumerate(EXPORT_STAGES):
+            if stage == "ollama" and not self.registering:
                 mark = "[dim]–[/]"
             else:
                 mark = "[green]✓[/]" if index < reached else "[yellow]…[/]" if index == reached else "[dim]·[/]"
-            lines.append(f"{mark} {stage}")
+            lines.append(f"{mark} {STAGE_LABELS.get(stage, stage)}")
         if detail:
             lines.append(f"[dim]{escape(detail)}[/]")
         self.query_one("#export-stages", Static).update("\n".join(lines) if current else "")
@@ -222,19 +222,27 @@ class ExportScreen(Screen):
             self.query_one("#chat-log", RichLog).write(f"[b]you[/b] {escape(event.value)}")
             event.input.value = ""
             self.history.append({"role": "user", "content": event.value})
-            self.reply_in_background(list(self.history))
+            self.reply_in_background(self.llm, self.gguf_path, list(self.history))
+            self.llm = None  # the worker holds it until its Reply hands it back
         elif event.input.id in ("export-name", "ollama-name"):
             self.action_export()
 
     @work(thread=True, exclusive=True, group="chat", exit_on_error=False)
-    def reply_in_background(self, messages: list[dict[str, str]]) -> None:
+    def reply_in_background(self, llm, path: Path, messages: list[dict[str, str]]) -> None:
+        """Touches no screen state: the main thread takes the model back with the Reply."""
         from backprop_engine.export.chat import chat_reply, open_gguf
 
-        if self.llm is None:
-            self.llm = open_gguf(self.gguf_path)
-        self.post_message(self.Reply(chat_reply(self.llm, messages, max_tokens=64)))
+        llm = llm or open_gguf(path)
+        self.post_message(self.Reply(chat_reply(llm, messages, max_tokens=64), llm, path))
 
     def on_export_screen_reply(self, message: Reply) -> None:
+        if message.path != self.gguf_path:  # another GGUF was opened meanwhile: this reply is not its chat's
+            message.llm.close()
+            return
+        if self.llm is None:
+            self.llm = message.llm
+        elif message.llm is not self.llm:  # two replies were in flight: keep one model
+            message.llm.close()
         self.history.append({"role": "assistant", "content": message.text})
         self.query_one("#chat-log", RichLog).write(f"[b green]model[/b green] {escape(message.text)}")
 

@@ -23,15 +23,31 @@ from textual.worker import Worker, WorkerState
 from backprop_engine.channel import live_owner, send_control
 from backprop_engine.detach import Launched, LaunchSpec, launch
 from backprop_engine.errors import BackpropError, render_error
-from backprop_engine.events import Event, format_duration, format_event
+from backprop_engine.events import (
+    CheckpointSaved,
+    EvalMetrics,
+    Event,
+    GpuSafety,
+    MultiRunFinished,
+    RunFailed,
+    RunFinished,
+    RunPaused,
+    RunResumed,
+    RunStarted,
+    StepMetrics,
+    StepSkipped,
+    WarningEvent,
+    format_duration,
+    format_event,
+)
 from backprop_engine.rundir import RunDir
 from backprop_engine.runs import EventFollower, summarize_run
 
 from ..widgets.chart import LineChart
-from ..widgets.comparison import KINDS as COMPARISON_EVENTS
+from ..widgets.comparison import EVENTS as COMPARISON_EVENTS
 from ..widgets.comparison import ComparisonPanel
 from ..widgets.gauge import Gauge
-from ..widgets.multirun import KINDS as MULTI_RUN_EVENTS
+from ..widgets.multirun import EVENTS as MULTI_RUN_EVENTS
 from ..widgets.multirun import MultiRunPanel
 from ..widgets.nav import NavBar
 from .modals import ConfirmScreen
@@ -43,16 +59,16 @@ class TrainScreen(Screen):
     AUTO_FOCUS = "#start"
     BINDINGS = [
         Binding("s", "start", "Start"),
-        Binding("p", "toggle_pause", "Pause"),
-        Binding("c", "checkpoint", "Ckpt"),
-        Binding("x", "stop", "Stop"),
-        Binding("v", "toggle_view", "View"),
+        Binding("p", "toggle_pause", "Pause", tooltip="pause/resume"),
+        Binding("c", "checkpoint", "Ckpt", tooltip="checkpoint now"),
+        Binding("x", "stop", "Stop", tooltip="stop (asks)"),
+        Binding("v", "toggle_view", "View", tooltip="settings/dashboard"),
     ]
 
     class EngineEvent(Message):
-        """One engine event (as its JSON dict), from the training worker or a followed events.jsonl."""
+        """One engine event, typed, from a followed events.jsonl (EventFollower parsed it)."""
 
-        def __init__(self, event: dict) -> None:
+        def __init__(self, event: Event) -> None:
             super().__init__()
             self.event = event
 
@@ -204,6 +220,9 @@ class TrainScreen(Screen):
         self._launch(LaunchSpec(action="train", run_dir=str(output), model=model, data=data, steps=steps, overrides=settings), f"training {model} again → {output}")
 
     def _launch(self, spec: LaunchSpec, title: str) -> None:
+        if self.launched is not None and self.launched.process.poll() is None:  # before its lock exists, too
+            self.notify(f"{self.launched.run_dir.name} is starting or training; stop it (x) first", severity="warning")
+            return
         try:
             self.launched = launch(spec)
         except (BackpropError, OSError) as exc:
@@ -286,7 +305,7 @@ class TrainScreen(Screen):
     def _poll_events(self) -> None:
         self._check_launch()
         if self.follower is not None:
-            for event in self.follower.poll():
+            for event in self.follower.poll_events():
                 self.post_message(self.EngineEvent(event))
 
     # ----- the dashboard
@@ -300,36 +319,35 @@ class TrainScreen(Screen):
 
     def on_train_screen_engine_event(self, message: EngineEvent) -> None:
         event = message.event
-        kind = event.get("event")
-        if kind == "run_started":
-            self.total_steps = event["total_steps"]
+        if isinstance(event, RunStarted):
+            self.total_steps = event.total_steps
             self.query_one("#progress", ProgressBar).update(total=self.total_steps, progress=0)
-        elif kind == "step":
+        elif isinstance(event, StepMetrics):
             self._show_step(event)
-        elif kind == "eval":
-            self.query_one("#loss-chart", LineChart).add_point("eval", self._chart_x(event["step"]), event["loss"])
-        elif kind in ("paused", "resumed"):
-            self.paused = kind == "paused"
-        elif kind == "finished":
-            self.query_one("#progress", ProgressBar).update(progress=event["steps"])
-        elif kind in MULTI_RUN_EVENTS:
+        elif isinstance(event, EvalMetrics):
+            self.query_one("#loss-chart", LineChart).add_point("eval", self._chart_x(event.step), event.loss)
+        elif isinstance(event, (RunPaused, RunResumed)):
+            self.paused = isinstance(event, RunPaused)
+        elif isinstance(event, RunFinished):
+            self.query_one("#progress", ProgressBar).update(progress=event.steps)
+        elif isinstance(event, MULTI_RUN_EVENTS):
             self.query_one(MultiRunPanel).show(event)
-        elif kind in COMPARISON_EVENTS:
+        elif isinstance(event, COMPARISON_EVENTS):
             self.query_one(ComparisonPanel).show(event)
-            if kind == "comparison":  # the panel shows the answers; the log keeps the headline
-                self._log(self._styled(kind, self._describe(event).splitlines()[0]))
+            if event.kind == "comparison":  # the panel shows the answers; the log keeps the headline
+                self._log(self._styled(event, self._describe(event).splitlines()[0]))
                 return
-        if kind in ("finished", "failed", "multirun_finished"):
+        if isinstance(event, (RunFinished, RunFailed, MultiRunFinished)):
             self.app.session.run_dir = self.run_dir  # the Export screen's run
-        self._log(self._styled(kind, self._describe(event)))
+        self._log(self._styled(event, self._describe(event)))
 
-    def _show_step(self, event: dict) -> None:
-        self.query_one("#loss-chart", LineChart).add_point("train", self._chart_x(event["step"]), event["loss"])
-        self.query_one("#progress", ProgressBar).update(total=event["total_steps"], progress=event["step"])
+    def _show_step(self, event: StepMetrics) -> None:
+        self.query_one("#loss-chart", LineChart).add_point("train", self._chart_x(event.step), event.loss)
+        self.query_one("#progress", ProgressBar).update(total=event.total_steps, progress=event.step)
         self.query_one("#stats", Static).update(
-            f"step [b]{event['step']}[/b]/{event['total_steps']}  loss [b]{event['loss']:.4f}[/b]  "
-            f"lr {event['learning_rate']:.2e}  grad {event['grad_norm']:.3f}  "
-            f"{event['tokens_per_second']:,.0f} tok/s  ETA {format_duration(event['eta_seconds'])}"
+            f"step [b]{event.step}[/b]/{event.total_steps}  loss [b]{event.loss:.4f}[/b]  "
+            f"lr {event.learning_rate:.2e}  grad {event.grad_norm:.3f}  "
+            f"{event.tokens_per_second:,.0f} tok/s  ETA {format_duration(event.eta_seconds)}"
         )
 
     def _chart_x(self, step: int) -> int:
@@ -337,13 +355,14 @@ class TrainScreen(Screen):
         return step + self.query_one(MultiRunPanel).step_offset(self.total_steps)
 
     @staticmethod
-    def _describe(event: dict) -> str:
-        parsed = Event.from_dict(event)
-        return (format_event(parsed) if parsed else "") or str(event.get("event", event))
+    def _describe(event: Event) -> str:
+        return format_event(event) or event.kind
 
     @staticmethod
-    def _styled(kind: str | None, line: str) -> str:
-        style = {"warning": "yellow", "step_skipped": "yellow", "gpu_safety": "bold yellow", "failed": "bold red", "finished": "bold green", "checkpoint": "cyan"}.get(kind or "")
+    def _styled(event: Event, line: str) -> str:
+        styles = {WarningEvent: "yellow", StepSkipped: "yellow", GpuSafety: "bold yellow", RunFailed: "bold red",
+                  RunFinished: "bold green", CheckpointSaved: "cyan"}
+        style = styles.get(type(event))
         return f"[{style}]{escape(line)}[/{style}]" if style else escape(line)
 
     def _log(self, line: str) -> None:

@@ -1,7 +1,7 @@
 """The multi-run panel of the Train dashboard: run i/N, its task, and the task × run held-out loss matrix.
 
-Fed with the engine's multi-run events (as JSON dicts, live or read back from events.jsonl); hidden until
-the first one arrives, so a single run's dashboard does not change.
+Fed with the engine's multi-run events (typed, live or read back from events.jsonl); hidden until the first
+one arrives, so a single run's dashboard does not change.
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ from rich.table import Table
 from rich.text import Text
 from textual.widget import Widget
 
-KINDS = ("multirun_run", "continual_eval", "multirun_finished")
+from backprop_engine.events import ContinualEval, Event, MultiRunFinished, MultiRunProgress
+
+EVENTS = (MultiRunProgress, ContinualEval, MultiRunFinished)  # what :meth:`MultiRunPanel.show` takes
 
 
 class MultiRunPanel(Widget):
@@ -29,18 +31,17 @@ class MultiRunPanel(Widget):
         self.learning_rate = 0.0
         self.tasks: list[str] = []
         self.matrix: list[list[float]] = []  # matrix[task][run]: held-out loss after that run
-        self.finished: dict | None = None
+        self.finished: MultiRunFinished | None = None
         self.display = False
 
-    def show(self, event: dict) -> None:
-        """Take one multi-run event (``kind`` in :data:`KINDS`)."""
-        kind = event["event"]
-        if kind == "multirun_run":
-            self.current_run, self.total_runs = event["run"], event["total_runs"]
-            self.current_task, self.learning_rate = event["task"], event["learning_rate"]
-        elif kind == "continual_eval":
-            self.total_runs, self.tasks, self.matrix = event["total_runs"], event["tasks"], event["matrix"]
-        elif kind == "multirun_finished":
+    def show(self, event: Event) -> None:
+        """Take one multi-run event (one of :data:`EVENTS`)."""
+        if isinstance(event, MultiRunProgress):
+            self.current_run, self.total_runs = event.run, event.total_runs
+            self.current_task, self.learning_rate = event.task, event.learning_rate
+        elif isinstance(event, ContinualEval):
+            self.total_runs, self.tasks, self.matrix = event.total_runs, event.tasks, event.matrix
+        elif isinstance(event, MultiRunFinished):
             self.finished = event
         self.display = True
         self.refresh(layout=True)
@@ -56,8 +57,8 @@ class MultiRunPanel(Widget):
         text = Text(no_wrap=True, overflow="ellipsis")
         text.append("Multi-run ", style="bold")
         if self.finished:
-            text.append(f"{self.finished['runs']}/{self.finished['runs']} runs done", style="bold green")
-            return text.append(f" · {self.finished['merge_mode']} merged adapter → {self.finished['adapter_path']}")
+            text.append(f"{self.finished.runs}/{self.finished.runs} runs done", style="bold green")
+            return text.append(f" · {self.finished.merge_mode} merged adapter → {self.finished.adapter_path}")
         done = len(self.matrix[0]) if self.matrix else 0
         width = 12
         filled = round(done / max(self.total_runs, 1) * width)
