@@ -267,3 +267,17 @@ async def test_runs_screen_continues_a_stopped_run_from_its_checkpoint(tmp_path)
         screen = app.screen
         await wait_for(pilot, lambda: "finished: 6 steps" in log_text(screen, "#event-log"), what="resumed run")
         assert "resumed at step 3" in log_text(screen, "#event-log")  # the checkpoint saved when it stopped
+
+
+def test_help_is_built_from_every_screens_bindings():
+    from backprop_tui.app import BackpropApp
+    from backprop_tui.screens.modals import help_text
+    from backprop_tui.widgets.nav import SCREENS
+
+    screens = [(key, title, BackpropApp.MODES[mode]) for key, mode, title in SCREENS]
+    rows = dict(line.split("[/b] ", 1) for line in help_text(BackpropApp.BINDINGS, screens).split("\n") if "[/b] " in line)
+    for _, title, screen in screens:
+        row = next(text for area, text in rows.items() if area.strip("[b] ") == title)
+        for binding in screen.BINDINGS:
+            assert f"{binding.key} " in row, (title, binding.key)
+    assert "v settings/dashboard" in rows["[b]Train    "]  # the key the hand-written help once left out

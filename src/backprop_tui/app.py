@@ -17,12 +17,13 @@ from backprop_engine.settings import load_settings
 
 from .screens.data import DataScreen
 from .screens.export import ExportScreen
-from .screens.modals import HelpScreen, QuitScreen
+from .screens.modals import HelpScreen, QuitScreen, help_text
 from .screens.model import ModelScreen
 from .screens.runs import RunsScreen
 from .screens.settings import SettingsScreen
 from .screens.train import TrainScreen
 from .state import Session, theme_of
+from .widgets.nav import SCREENS
 
 
 class BackpropApp(App[None]):
@@ -40,14 +41,9 @@ class BackpropApp(App[None]):
     ENABLE_COMMAND_PALETTE = False  # every action has its own key; the footer space goes to them
     # The screen keys 1-6 are shown by the NavBar at the top instead of the footer.
     BINDINGS = [
-        Binding("1", "switch_mode('model')", "Model", show=False),
-        Binding("2", "switch_mode('data')", "Data", show=False),
-        Binding("3", "switch_mode('train')", "Train", show=False),
-        Binding("4", "switch_mode('export')", "Export", show=False),
-        Binding("5", "switch_mode('runs')", "Runs", show=False),
-        Binding("6", "switch_mode('settings')", "Settings", show=False),
+        *(Binding(key, f"switch_mode('{mode}')", title, show=False) for key, mode, title in SCREENS),
         Binding("question_mark", "help", "Help"),
-        Binding("escape", "leave_field", "Leave field", show=False),
+        Binding("escape", "leave_field", "Leave field", show=False, tooltip="leave a text field"),
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
 
@@ -107,7 +103,8 @@ class BackpropApp(App[None]):
         return "\nexports go on in the background: " + ", ".join(str(launched.log) for launched in going) if going else ""
 
     def action_help(self) -> None:
-        self.push_screen(HelpScreen())
+        screens = [(key, title, self.MODES[mode]) for key, mode, title in SCREENS]
+        self.push_screen(HelpScreen(help_text(self.BINDINGS, screens)))
 
     def action_leave_field(self) -> None:
         """Escape leaves a text field so that the single-key bindings work again."""

@@ -25,7 +25,7 @@ FILTERS = [("min_tokens", "min tok", int), ("max_tokens", "max tok", int), ("max
 
 class DataScreen(Screen):
     AUTO_FOCUS = "#sample-scroll"  # not a text field: number keys must still switch screens
-    BINDINGS = [Binding("n", "next_sample", "Next sample"), Binding("b", "previous_sample", "Prev sample")]
+    BINDINGS = [Binding("n", "next_sample", "Next sample"), Binding("b", "previous_sample", "Prev sample", tooltip="previous sample")]
 
     def __init__(self) -> None:
         super().__init__()

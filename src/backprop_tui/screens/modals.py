@@ -10,29 +10,52 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Label, Static
 
-KEYS = [
-    ("Screens", "1 Model · 2 Data · 3 Train · 4 Export · 5 Runs · 6 Settings"),
-    ("Anywhere", "? help · esc leave a text field · tab move focus · ctrl+q quit"),
-    ("Model", "u or enter use the preset · type an id or folder, then enter"),
-    ("Data", "enter (in the path field) load · n / b next / previous sample"),
-    ("Train", "s start · p pause/resume · c checkpoint now · x stop (asks) · v settings/dashboard"),
-    ("Export", "e export · enter (in the chat field) send"),
-    ("Runs", "enter attach (with control) · w watch read-only · c continue from the last checkpoint · e export · r refresh"),
-    ("Settings", "ctrl+s save"),
-]
-HELP_TEXT = "\n".join(f"[b]{area:<9}[/b] {keys}" for area, keys in KEYS) + (
+# Keys that are no binding of their screen (enter in a text field, focus moves): the help adds them.
+NOTES = {
+    "Anywhere": "tab move focus",
+    "Model": "type an id or folder, then enter",
+    "Data": "enter (in the path field) load",
+    "Export": "enter (in the chat field) send",
+}
+RUNS_NOTE = (
     "\n\nRuns train in a process of their own: an SSH drop or ctrl+q never ends one. Take one over from anywhere"
     " with [b]backprop attach RUN_DIR[/b] (or [b]watch[/b], read-only; [b]control RUN_DIR pause|stop[/b] headless)."
 )
+KEY_NAMES = {"question_mark": "?", "escape": "esc"}
+
+
+def help_text(app_bindings: list, screens: list[tuple[str, str, type]]) -> str:
+    """The keys of the app and of each screen, read from their BINDINGS; ``screens``: (key, title, class)."""
+    rows = [("Screens", " · ".join(f"{key} {title}" for key, title, _ in screens))]
+    screen_keys = {key for key, _, _ in screens}
+    rows.append(("Anywhere", _keys([b for b in app_bindings if _binding(b).key not in screen_keys], "Anywhere")))
+    rows += [(title, _keys(screen.BINDINGS, title)) for _, title, screen in screens]
+    return "\n".join(f"[b]{area:<9}[/b] {keys}" for area, keys in rows) + RUNS_NOTE
+
+
+def _keys(bindings: list, area: str) -> str:
+    shown = []
+    for binding in map(_binding, bindings):
+        key = binding.key.split(",")[0]
+        shown.append(f"{KEY_NAMES.get(key, key)} {binding.tooltip or binding.description.lower()}")
+    return " · ".join(shown + ([NOTES[area]] if area in NOTES else []))
+
+
+def _binding(binding: Binding | tuple) -> Binding:
+    return binding if isinstance(binding, Binding) else Binding(*binding)
 
 
 class HelpScreen(ModalScreen[None]):
     BINDINGS = [Binding("escape,question_mark,q", "dismiss", "Close")]
 
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
     def compose(self) -> ComposeResult:
         with Vertical(id="help-box", classes="modal-box"):
             yield Label("[b]Keys[/b]")
-            yield Static(HELP_TEXT)
+            yield Static(self.text)
             yield Label("[dim]esc to close[/dim]")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from textual import work
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Label, Select, Static
@@ -20,7 +21,7 @@ METHODS = [("LoRA", "lora"), ("QLoRA (4-bit)", "qlora"), ("DoRA", "dora"), ("rsL
 
 class ModelScreen(Screen):
     AUTO_FOCUS = "#presets"
-    BINDINGS = [("u", "use_preset", "Use preset")]  # enter on a table row works too
+    BINDINGS = [Binding("u", "use_preset", "Use preset", tooltip="or enter use the preset")]
 
     def compose(self) -> ComposeResult:
         yield NavBar("model")

@@ -19,10 +19,10 @@ from ..widgets.nav import NavBar
 class RunsScreen(Screen):
     AUTO_FOCUS = "#runs"
     BINDINGS = [
-        Binding("enter", "attach", "Attach"),
-        Binding("w", "watch", "Watch"),
+        Binding("enter", "attach", "Attach", tooltip="attach (with control)"),
+        Binding("w", "watch", "Watch", tooltip="watch read-only"),
         Binding("e", "export", "Export"),
-        Binding("c", "resume", "Continue"),
+        Binding("c", "resume", "Continue", tooltip="continue from the last checkpoint"),
         Binding("r", "refresh", "Refresh"),
     ]
 
