@@ -12,7 +12,7 @@ from pathlib import Path
 
 from . import __version__
 from .channel import ACTIONS as CONTROL_ACTIONS
-from .config import METHODS
+from .config import METHODS, option_of
 from .quantizations import DEFAULT_QUANTIZATION, QUANTIZATIONS
 
 DEMO_PROMPT = "What is the capital of France?"
@@ -31,38 +31,31 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-tui", action="store_true", help="headless (train always runs headless; the app is `backprop`)")
     train.add_argument("--model", default="tiny", help="preset name, local folder, hub id, a .gguf file or ollama:NAME[:TAG] (default: tiny)")
     train.add_argument("--data", default="sample", help="data file, folder, saved dataset, hub id org/name[:config][@split] or built-in (default: sample)")
-    train.add_argument("--steps", type=int, help="optimizer steps (default: planned from the data size)")
+    _add_options(train, "steps")
     train.add_argument("--output", type=Path, help="run directory to create (default: under the user data dir)")
-    train.add_argument("--learning-rate", "--lr", type=float, dest="learning_rate")
+    _add_options(train, "learning_rate")
     train.add_argument("--method", choices=METHODS, help="default: lora; qlora loads the base in 4-bit nf4; full trains every weight (small models)")
     train.add_argument("--dry-run", action="store_true", help="print every setting the run would use, with its reason, and exit")
     train.add_argument("--backend", choices=("auto", "transformers", "unsloth"), help="default: auto (Unsloth when installed and usable)")
     train.add_argument("--precision", choices=("fp32", "bf16", "fp16"), help="default: bf16/fp16 on GPU by capability, fp32 on CPU")
-    train.add_argument("--lora-alpha", type=int, help="default: 2 × rank (rank for rsLoRA)")
-    train.add_argument("--warmup-steps", type=int, help="default: 5 %% of the steps")
+    _add_options(train, "lora_alpha", "warmup_steps")
     train.add_argument("--lr-scheduler", choices=("cosine", "linear", "constant"), help="after warmup (default: cosine to 10 %% of the peak)")
-    train.add_argument("--save-total-limit", type=int, help="keep the newest N checkpoints (default: 3; 0: all)")
-    train.add_argument("--early-stopping-patience", type=int, help="stop after N evals without improvement (needs --eval-split and --eval-steps)")
+    _add_options(train, "save_total_limit", "early_stopping_patience")
     train.add_argument("--trust-remote-code", action="store_true", default=None, help="run Python code shipped with the model (only for models you trust)")
     train.add_argument("--allow-pickle", action="store_true", default=None, help="load *.bin pickle weights (they can run code; safetensors otherwise)")
     train.add_argument("--gradient-checkpointing", action="store_true", default=None, help="recompute activations: less memory, slower")
     _add_gpu_safety_options(train)
     train.add_argument("--report-to", help="experiment trackers, comma-separated: tensorboard, wandb (offline) or none (default)")
-    train.add_argument("--lora-rank", type=int)
-    train.add_argument("--batch-size", type=int)
-    train.add_argument("--grad-accum", type=int)
-    train.add_argument("--max-seq-len", type=int)
-    train.add_argument("--seed", type=int)
+    _add_options(train, "lora_rank", "batch_size", "grad_accum", "max_seq_len", "seed")
     train.add_argument("--json", action="store_true", help="print events as JSON lines")
     train.add_argument("--rebuild", action="store_true", help="rebuild a built-in tiny model before training")
-    train.add_argument("--save-steps", type=int, help="save a resumable checkpoint every N steps (default: at the midpoint)")
+    _add_options(train, "save_steps")
     train.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue RUN_DIR from its newest checkpoint (other options are ignored)")
     _add_data_options(train, on_bad_row_default="skip")
-    train.add_argument("--eval-split", type=float, help="held-out rows: a fraction below 1 or a count (default: none)")
-    train.add_argument("--eval-steps", type=int, help="evaluate every N steps (default: at the end only)")
+    _add_options(train, "eval_split", "eval_steps")
     train.add_argument("--no-packing", dest="packing", action="store_false", default=None, help="one example per row, padded")
     train.add_argument("--compare-prompts", metavar="FILE", help="prompts (one per line) the base and the fine-tune answer at the end (default: held-out rows)")
-    train.add_argument("--max-nonfinite-steps", type=int, help="stop after N steps in a row with a non-finite loss or gradient (default: 5)")
+    _add_options(train, "max_nonfinite_steps")
     train.set_defaults(handler=cmd_train)
 
     compare = commands.add_parser("compare", help="base model vs fine-tune: greedy answers to held-out prompts, side by side")
@@ -151,10 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     multi.add_argument("--replay", type=float, default=0.0, help="add this fraction of examples from earlier runs (default: 0)")
     multi.add_argument("--eval-split", type=float, default=0.1, help="held-out rows per task, evaluated after every run (default: 0.1)")
     multi.add_argument("--output", type=Path, help="multi-run directory; an unfinished one with the same settings resumes")
-    multi.add_argument("--learning-rate", "--lr", type=float, dest="learning_rate")
-    multi.add_argument("--lora-rank", type=int)
-    multi.add_argument("--batch-size", type=int)
-    multi.add_argument("--seed", type=int)
+    _add_options(multi, "learning_rate", "lora_rank", "batch_size", "seed")
     multi.add_argument("--save-steps", type=int, help="checkpoint every N steps of a run, to resume inside it (default: its midpoint)")
     multi.add_argument("--json", action="store_true", help="print events as JSON lines")
     multi.set_defaults(handler=cmd_multi_run)
@@ -339,6 +329,13 @@ def cmd_multi_run(args) -> int:
 
 
 GPU_SAFETY_OPTIONS = ("gpu_temperature_warn_c", "max_gpu_temperature_c", "gpu_temperature_emergency_c", "gpu_memory_warn_pct", "gpu_cool_timeout_s")
+
+
+def _add_options(parser: argparse.ArgumentParser, *names: str) -> None:
+    """TrainConfig fields as flags, each as its field declares it (config.option)."""
+    for name in names:
+        option = option_of(name)
+        parser.add_argument(*option.flags, type=option.kind, dest=name, help=option.help)
 
 
 def _add_gpu_safety_options(parser: argparse.ArgumentParser) -> None:

@@ -16,35 +16,59 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SCHEDULERS = ("cosine", "linear", "constant")
 
 
+def option(default: Any, label: str = "", help: str | None = None, flags: tuple[str, ...] = ()) -> Any:
+    """A field as the front ends show it: ``label`` on the app's forms, ``help`` and ``flags`` (default
+    ``--field-name``) in the CLI. Both read them from here (:func:`option_of`), so an option is declared once."""
+    return field(default=default, metadata={"label": label, "help": help, "flags": flags})
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    kind: type
+    label: str
+    help: str | None
+    flags: tuple[str, ...]
+
+
+def option_of(name: str) -> Option:
+    """The declaration of TrainConfig field ``name`` (its type is its default's)."""
+    spec = next(f for f in fields(TrainConfig) if f.name == name)
+    meta = spec.metadata
+    flags = meta.get("flags") or ("--" + name.replace("_", "-"),)
+    label = meta.get("label") or name.replace("_", " ").capitalize()
+    return Option(name, type(spec.default), label, meta.get("help"), flags)
+
+
 @dataclass
 class TrainConfig:
     model: str = "tiny"
     data: str = "sample"
-    steps: int = 60
-    learning_rate: float = 2e-4
+    steps: int = option(60, help="optimizer steps (default: planned from the data size)")
+    learning_rate: float = option(2e-4, flags=("--learning-rate", "--lr"))
     method: str = "lora"  # lora, qlora (4-bit nf4 base), dora, rslora, full (every weight; small models)
     backend: str = "auto"  # auto (Unsloth when installed and usable, else transformers), transformers, unsloth
     trust_remote_code: bool = False  # run Python code shipped with a hub model (only for models you trust)
     allow_pickle: bool = False  # load *.bin pickle weights (can run arbitrary code; safetensors otherwise)
-    lora_rank: int = 16
-    lora_alpha: int = 32
+    lora_rank: int = option(16, label="LoRA rank")
+    lora_alpha: int = option(32, label="LoRA alpha", help="default: 2 × rank (rank for rsLoRA)")
     lora_dropout: float = 0.0
     lora_targets: list[str] = field(default_factory=lambda: list(ALL_LINEAR))
-    batch_size: int = 8
-    grad_accum: int = 1
-    max_seq_len: int = 0  # 0: from the data (p99 rounded up to 64), capped by the model's context
-    warmup_steps: int = 5
+    batch_size: int = option(8)
+    grad_accum: int = option(1)
+    max_seq_len: int = option(0, label="Max seq len")  # 0: from the data (p99 rounded up to 64), capped by the model's context
+    warmup_steps: int = option(5, help="default: 5 %% of the steps")
     lr_scheduler: str = "cosine"  # after warmup: cosine or linear decay to 10 % of the peak, or constant
     precision: str = "auto"  # weights and activations: auto (bf16/fp16 on GPU, fp32 on CPU), fp32, bf16, fp16
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     logging_steps: int = 5
-    save_steps: int = 0  # 0: a checkpoint at the midpoint; one is also saved whenever a run stops early
-    save_total_limit: int = 3  # keep the newest K checkpoints (0: keep all)
+    save_steps: int = option(0, help="save a resumable checkpoint every N steps (default: at the midpoint)")  # also when a run stops early
+    save_total_limit: int = option(3, help="keep the newest N checkpoints (default: 3; 0: all)")
     checkpoint_every_s: int = 0  # also every N seconds of training; 0: the checkpoint_minutes setting (default 20)
-    early_stopping_patience: int = 0  # stop after this many evals without improvement (0: off; needs eval_steps)
+    early_stopping_patience: int = option(0, help="stop after N evals without improvement (needs --eval-split and --eval-steps)")
     early_stopping_min_delta: float = 0.0  # the eval loss must fall by more than this to count as improvement
-    seed: int = 42
+    seed: int = option(42)
     gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, ~30 % slower
     # GPU safety (train/safety.py); 0: the user's setting (settings.toml).
     gpu_temperature_warn_c: int = 0  # a warning event
@@ -62,14 +86,14 @@ class TrainConfig:
     near_dedupe: float = 0.0  # MinHash Jaccard threshold, e.g. 0.85; 0 is off
     max_samples: int = 0
     shuffle: bool = True
-    eval_split: float = 0.0  # below 1: fraction of rows, 1 or more: number of rows
-    eval_steps: int = 0  # 0: evaluate at the end only (when there is an eval split)
+    eval_split: float = option(0.0, help="held-out rows: a fraction below 1 or a count (default: none)")
+    eval_steps: int = option(0, help="evaluate every N steps (default: at the end only)")
     overlong: str = "truncate"  # rows longer than max_seq_len: truncate or drop
     text_split: str = "auto"  # .txt/.md documents: auto, blank (blank lines), line (one per line), none (whole file)
     chosen_only: bool = False  # preference rows (chosen/rejected): train prompt + chosen reply as a chat
     packing: bool = True  # used when a probe on the model shows it is exact; else padding
     # Divergence guard (train/guard.py): non-finite steps are skipped; this many in a row stop the run.
-    max_nonfinite_steps: int = 5
+    max_nonfinite_steps: int = option(5, help="stop after N steps in a row with a non-finite loss or gradient (default: 5)")
     loss_spike_factor: float = 3.0  # a loss above this × the running median is a warning
     # Did it learn? (compare.py): base vs fine-tune answers at the end; a sample reply during training.
     compare_prompts: str = ""  # a text file, one prompt per line (default: held-out rows)

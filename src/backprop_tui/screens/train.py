@@ -21,6 +21,7 @@ from textual.widgets import Button, ContentSwitcher, Footer, Input, Label, Progr
 from textual.worker import Worker, WorkerState
 
 from backprop_engine.channel import live_owner, send_control
+from backprop_engine.config import option_of
 from backprop_engine.detach import Launched, LaunchSpec, launch
 from backprop_engine.errors import BackpropError, render_error
 from backprop_engine.events import (
@@ -52,7 +53,7 @@ from ..widgets.multirun import MultiRunPanel
 from ..widgets.nav import NavBar
 from .modals import ConfirmScreen
 
-FIELDS = [("steps", "Steps", int), ("learning_rate", "Learning rate", float), ("batch_size", "Batch size", int), ("max_seq_len", "Max seq len", int)]
+FIELDS = [(option.name, option.label, option.kind) for option in map(option_of, ("steps", "learning_rate", "batch_size", "max_seq_len"))]
 
 
 class TrainScreen(Screen):
