@@ -55,7 +55,7 @@ async def test_a_real_run_shows_its_comparison_on_the_dashboard_and_the_export_s
         panel = app.screen.query_one(ComparisonPanel)
         await wait_for(pilot, lambda: panel.comparison is not None, what="the comparison event")
         compared = next(e for e in events if e.kind == "comparison")
-        assert panel.display and panel.comparison["tuned"] == compared.tuned
+        assert panel.display and panel.comparison.tuned == compared.tuned
         text = panel_text(panel)
         assert "Did it learn? held-out loss" in text and "ppl" in text and "fine-tune" in text
         assert compared.prompts[0][:20] in text and compared.tuned[0].split()[0] in text
