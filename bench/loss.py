@@ -38,7 +38,6 @@ def child(model_dir: str, variant: str, steps: int) -> dict:
 
     from backprop_engine.config import TrainConfig
     from backprop_engine.data.packing import pack
-    from backprop_engine.events import EventBus
     from backprop_engine.presets import resolve_model
     from backprop_engine.train import loop
     from backprop_engine.train.backend import build_trainable_model
