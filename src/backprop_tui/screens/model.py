@@ -9,6 +9,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Label, Select, Static
 
+from backprop_engine.config import METHODS as TRAINING_METHODS
 from backprop_engine.errors import ModelError, render_error
 from backprop_engine.hardware import HardwareReading
 from backprop_engine.planner import fit_verdict
@@ -16,7 +17,8 @@ from backprop_engine.presets import PRESETS, check_model_name
 
 from ..widgets.nav import NavBar
 
-METHODS = [("LoRA", "lora"), ("QLoRA (4-bit)", "qlora"), ("DoRA", "dora"), ("rsLoRA", "rslora"), ("Full fine-tune", "full")]
+METHOD_TITLES = {"lora": "LoRA", "qlora": "QLoRA (4-bit)", "dora": "DoRA", "rslora": "rsLoRA", "full": "Full fine-tune"}
+METHODS = [(METHOD_TITLES.get(method, method), method) for method in TRAINING_METHODS]  # the engine's list, in its order
 
 
 class ModelScreen(Screen):
