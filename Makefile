@@ -27,10 +27,11 @@ test: $(STAMP) go $(UNSLOTH_STAMP) lint
 	$(BIN)/python -m pytest
 	$(UNSLOTH_BIN)/python -m pytest tests/unsloth
 
-# Style and layering (pyproject.toml): ruff, mypy on backprop_engine, and the import contract (the engine never
+# Style and layering (pyproject.toml): ruff (lint and format), mypy on backprop_engine, and the import contract (the engine never
 # imports backprop_tui or Textual). A few seconds; `make test` fails when any of them fails.
 lint: $(STAMP)
 	$(BIN)/ruff check src tests tools bench
+	$(BIN)/ruff format --check src tests tools bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 

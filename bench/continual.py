@@ -42,13 +42,20 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2, help="worker processes (one torch thread each)")
     args = parser.parse_args()
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="bench-continual-") as tmp, ProcessPoolExecutor(
-        args.jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_one_thread
-    ) as pool:
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-continual-") as tmp,
+        ProcessPoolExecutor(
+            args.jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_one_thread
+        ) as pool,
+    ):
         base = pool.submit(pretrain, Path(tmp), args.pretrain_steps).result()
         pretrained = time.perf_counter() - started
         paths = write_tasks(Path(tmp) / "tasks")
-        jobs = {(mode, seed): pool.submit(run_once, base, paths, mode, seed, args, Path(tmp)) for mode in args.modes for seed in range(args.seeds)}
+        jobs = {
+            (mode, seed): pool.submit(run_once, base, paths, mode, seed, args, Path(tmp))
+            for mode in args.modes
+            for seed in range(args.seeds)
+        }
         results = {mode: [jobs[mode, seed].result() for seed in range(args.seeds)] for mode in args.modes}
     report(results, args, pretrained, time.perf_counter() - started)
 
@@ -65,7 +72,9 @@ def pretrain(tmp: Path, steps: int) -> Path:
     from backprop_engine.export.merge import merge_adapter
     from backprop_engine.presets import resolve_model
 
-    run = Trainer("tiny", lora_rank=64, lora_alpha=128).train(write_pretraining(tmp / "pretrain"), steps=steps, output_dir=tmp / "pretrain-run")
+    run = Trainer("tiny", lora_rank=64, lora_alpha=128).train(
+        write_pretraining(tmp / "pretrain"), steps=steps, output_dir=tmp / "pretrain-run"
+    )
     return merge_adapter(resolve_model("tiny").path, run.adapter_path, tmp / "base")
 
 
@@ -73,9 +82,15 @@ def run_once(base: Path, paths: list[Path], mode: str, seed: int, args, tmp: Pat
     """The accuracy matrix R[run][task] of one multi-run."""
     from backprop_engine import Trainer
 
-    trainer = Trainer(str(base), seed=seed, lora_rank=args.rank, lora_alpha=2 * args.rank, learning_rate=LEARNING_RATE)
+    trainer = Trainer(
+        str(base), seed=seed, lora_rank=args.rank, lora_alpha=2 * args.rank, learning_rate=LEARNING_RATE
+    )
     result = trainer.multi_run(
-        datasets=paths, steps_per_run=args.steps, merge_mode=mode, eval_split=HELD_OUT_ROWS, output_dir=tmp / f"{mode}-{seed}"
+        datasets=paths,
+        steps_per_run=args.steps,
+        merge_mode=mode,
+        eval_split=HELD_OUT_ROWS,
+        output_dir=tmp / f"{mode}-{seed}",
     )
     return accuracy_matrix(trainer, result, paths)
 
@@ -97,7 +112,9 @@ def accuracy_matrix(trainer, result, paths) -> list[list[float]]:
     peft_model = load_adapted_model(model.path, result.run_dirs[0] / "adapter").eval()
     matrix = []
     for index in range(1, len(paths) + 1):
-        set_peft_model_state_dict(peft_model, load_file(str(result.path / "factors" / f"run-{index:02d}.merged.safetensors")))
+        set_peft_model_state_dict(
+            peft_model, load_file(str(result.path / "factors" / f"run-{index:02d}.merged.safetensors"))
+        )
         matrix.append([exact_match(peft_model, task.eval, pad_id) for task in tasks])
     return matrix
 
@@ -110,7 +127,9 @@ def exact_match(model, examples, pad_id: int) -> float:
 
     batch = collate(examples, pad_id, "cpu", packed=False)
     with torch.no_grad():
-        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids).logits
+        logits = model(
+            input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids
+        ).logits
     labels = batch.labels[:, 1:]
     hits = (logits[:, :-1].argmax(-1) == labels) | (labels == IGNORE_INDEX)
     return hits.all(dim=1).float().mean().item()
@@ -129,8 +148,10 @@ def spread(values: list[float]) -> str:
 
 
 def report(results: dict, args, pretrain_seconds: float, seconds: float) -> None:
-    print(f"tiny pre-trained {args.pretrain_steps} steps ({pretrain_seconds:.0f} s), {len(TASKS)} tasks, {args.steps} steps per task, "
-          f"LoRA rank {args.rank}, lr {LEARNING_RATE}, {args.seeds} seeds, {args.jobs} jobs, {seconds:.0f} s in all")
+    print(
+        f"tiny pre-trained {args.pretrain_steps} steps ({pretrain_seconds:.0f} s), {len(TASKS)} tasks, {args.steps} steps per task, "
+        f"LoRA rank {args.rank}, lr {LEARNING_RATE}, {args.seeds} seeds, {args.jobs} jobs, {seconds:.0f} s in all"
+    )
     bwts = {}
     for mode, matrices in results.items():
         print(f"\n## {mode}: accuracy after run i (rows) on task j (columns), mean over seeds")
@@ -142,10 +163,14 @@ def report(results: dict, args, pretrain_seconds: float, seconds: float) -> None
         bwts[mode] = statistics.mean(bwt)
         learned = [statistics.mean(m[j][j] for j in range(len(TASKS))) for m in matrices]
         print(f"accuracy right after training each task {spread(learned)}")
-        print(f"average final accuracy {spread(list(finals))}   BWT {spread(list(bwt))}   (per seed BWT: {', '.join(f'{b:+.3f}' for b in bwt)})")
+        print(
+            f"average final accuracy {spread(list(finals))}   BWT {spread(list(bwt))}   (per seed BWT: {', '.join(f'{b:+.3f}' for b in bwt)})"
+        )
     if "slao" in bwts and "sequential" in bwts and bwts["sequential"] < 0:
         gain = 1 - bwts["slao"] / bwts["sequential"]
-        print(f"\nSLAO forgets {gain:.0%} less than sequential (goal: ≥ 30 %): {'met' if gain >= 0.3 else 'NOT met'}")
+        print(
+            f"\nSLAO forgets {gain:.0%} less than sequential (goal: ≥ 30 %): {'met' if gain >= 0.3 else 'NOT met'}"
+        )
 
 
 if __name__ == "__main__":

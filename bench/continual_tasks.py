@@ -22,28 +22,121 @@ TEMPLATES = {
 }
 TICKETS_PER_FACT = 6
 
-ANSWERS = {"capitals": "The capital is {v}.", "colours": "Colour: {v}", "opposites": "Opposite = {v}", "sounds": "<<{v}>>"}
+ANSWERS = {
+    "capitals": "The capital is {v}.",
+    "colours": "Colour: {v}",
+    "opposites": "Opposite = {v}",
+    "sounds": "<<{v}>>",
+}
 
 TASK_FACTS = {
-    "capitals": {"France": "Paris", "Spain": "Madrid", "Italy": "Rome", "Japan": "Tokyo", "Egypt": "Cairo", "Peru": "Lima",
-                 "Kenya": "Nairobi", "Chile": "Santiago", "Cuba": "Havana", "Greece": "Athens", "Norway": "Oslo", "Iran": "Tehran"},
-    "colours": {"banana": "yellow", "lemon": "yellow", "cherry": "red", "tomato": "red", "lime": "green", "pea": "green",
-                "plum": "purple", "grape": "purple", "orange": "orange", "carrot": "orange", "coconut": "brown", "potato": "brown"},
-    "opposites": {"hot": "cold", "up": "down", "big": "small", "fast": "slow", "left": "right", "day": "night", "open": "closed",
-                  "happy": "sad", "early": "late", "light": "dark", "full": "empty", "wet": "dry"},
-    "sounds": {"dog": "woof", "cat": "meow", "cow": "moo", "duck": "quack", "sheep": "baa", "lion": "roar", "owl": "hoot",
-               "snake": "hiss", "bee": "buzz", "horse": "neigh", "pig": "oink", "frog": "croak"},
+    "capitals": {
+        "France": "Paris",
+        "Spain": "Madrid",
+        "Italy": "Rome",
+        "Japan": "Tokyo",
+        "Egypt": "Cairo",
+        "Peru": "Lima",
+        "Kenya": "Nairobi",
+        "Chile": "Santiago",
+        "Cuba": "Havana",
+        "Greece": "Athens",
+        "Norway": "Oslo",
+        "Iran": "Tehran",
+    },
+    "colours": {
+        "banana": "yellow",
+        "lemon": "yellow",
+        "cherry": "red",
+        "tomato": "red",
+        "lime": "green",
+        "pea": "green",
+        "plum": "purple",
+        "grape": "purple",
+        "orange": "orange",
+        "carrot": "orange",
+        "coconut": "brown",
+        "potato": "brown",
+    },
+    "opposites": {
+        "hot": "cold",
+        "up": "down",
+        "big": "small",
+        "fast": "slow",
+        "left": "right",
+        "day": "night",
+        "open": "closed",
+        "happy": "sad",
+        "early": "late",
+        "light": "dark",
+        "full": "empty",
+        "wet": "dry",
+    },
+    "sounds": {
+        "dog": "woof",
+        "cat": "meow",
+        "cow": "moo",
+        "duck": "quack",
+        "sheep": "baa",
+        "lion": "roar",
+        "owl": "hoot",
+        "snake": "hiss",
+        "bee": "buzz",
+        "horse": "neigh",
+        "pig": "oink",
+        "frog": "croak",
+    },
 }
 
 PRETRAIN_FACTS = {
-    "capitals": {"Germany": "Berlin", "Poland": "Warsaw", "Austria": "Vienna", "Sweden": "Stockholm", "Russia": "Moscow",
-                 "China": "Beijing", "India": "Delhi", "Canada": "Ottawa", "Mexico": "Mexico City", "Brazil": "Brasilia"},
-    "colours": {"sky": "blue", "snow": "white", "coal": "black", "grass": "green", "blood": "red", "sun": "yellow",
-                "ash": "grey", "milk": "white", "violet": "purple", "sea": "blue"},
-    "opposites": {"old": "new", "rich": "poor", "high": "low", "hard": "soft", "near": "far", "strong": "weak",
-                  "thick": "thin", "loud": "quiet", "clean": "dirty", "long": "short"},
-    "sounds": {"wolf": "howl", "mouse": "squeak", "goat": "bleat", "crow": "caw", "bird": "tweet", "donkey": "bray",
-               "hen": "cluck", "bear": "growl", "seal": "bark", "dove": "coo"},
+    "capitals": {
+        "Germany": "Berlin",
+        "Poland": "Warsaw",
+        "Austria": "Vienna",
+        "Sweden": "Stockholm",
+        "Russia": "Moscow",
+        "China": "Beijing",
+        "India": "Delhi",
+        "Canada": "Ottawa",
+        "Mexico": "Mexico City",
+        "Brazil": "Brasilia",
+    },
+    "colours": {
+        "sky": "blue",
+        "snow": "white",
+        "coal": "black",
+        "grass": "green",
+        "blood": "red",
+        "sun": "yellow",
+        "ash": "grey",
+        "milk": "white",
+        "violet": "purple",
+        "sea": "blue",
+    },
+    "opposites": {
+        "old": "new",
+        "rich": "poor",
+        "high": "low",
+        "hard": "soft",
+        "near": "far",
+        "strong": "weak",
+        "thick": "thin",
+        "loud": "quiet",
+        "clean": "dirty",
+        "long": "short",
+    },
+    "sounds": {
+        "wolf": "howl",
+        "mouse": "squeak",
+        "goat": "bleat",
+        "crow": "caw",
+        "bird": "tweet",
+        "donkey": "bray",
+        "hen": "cluck",
+        "bear": "growl",
+        "seal": "bark",
+        "dove": "coo",
+    },
 }
 
 TASKS = list(TASK_FACTS)
@@ -53,10 +146,12 @@ def rows(facts: dict[str, dict[str, str]], seed: int) -> list[dict]:
     """Every fact of every task asked ``TICKETS_PER_FACT`` times, each with its own ticket number."""
     tickets = random.Random(seed)
     return [
-        {"messages": [
-            {"role": "user", "content": TEMPLATES[task].format(k=key, n=tickets.randrange(100, 1000))},
-            {"role": "assistant", "content": ANSWERS[task].format(v=value)},
-        ]}
+        {
+            "messages": [
+                {"role": "user", "content": TEMPLATES[task].format(k=key, n=tickets.randrange(100, 1000))},
+                {"role": "assistant", "content": ANSWERS[task].format(v=value)},
+            ]
+        }
         for task, pairs in facts.items()
         for key, value in pairs.items()
         for _ in range(TICKETS_PER_FACT)
@@ -71,7 +166,10 @@ def write_jsonl(path: Path, items: list[dict]) -> Path:
 
 def write_tasks(folder: Path) -> list[Path]:
     """One messages JSONL per task in ``folder``; returns the paths in training order."""
-    return [write_jsonl(folder / f"{task}.jsonl", rows({task: TASK_FACTS[task]}, seed=index)) for index, task in enumerate(TASKS)]
+    return [
+        write_jsonl(folder / f"{task}.jsonl", rows({task: TASK_FACTS[task]}, seed=index))
+        for index, task in enumerate(TASKS)
+    ]
 
 
 def write_pretraining(folder: Path) -> Path:

@@ -25,7 +25,10 @@ from backprop_engine.channel import live_owner, send_control
 from backprop_engine.detach import LaunchSpec, launch
 from backprop_engine.runs import read_events
 
-LOGGING_EVERY_STEP = "from backprop_engine import Trainer; import sys; Trainer('tiny', logging_steps=1, batch_size=4).train('sample', steps=100000, output_dir=sys.argv[1])"
+LOGGING_EVERY_STEP = (
+    "from backprop_engine import Trainer; import sys; "
+    "Trainer('tiny', logging_steps=1, batch_size=4).train('sample', steps=100000, output_dir=sys.argv[1])"
+)
 
 
 def wait_for(condition, timeout: float = 300.0):
@@ -44,7 +47,9 @@ def events_of(run: Path, kind: str) -> list[dict]:
 
 def latency(requests: int, root: Path) -> None:
     run = root / "latency"
-    process = subprocess.Popen([sys.executable, "-c", LOGGING_EVERY_STEP, str(run)], stdout=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-c", LOGGING_EVERY_STEP, str(run)], stdout=subprocess.DEVNULL
+    )
     try:
         wait_for(lambda: len(events_of(run, "step")) >= 5)
         taken, acted, steps_between, step_seconds = [], [], [], []
@@ -53,7 +58,9 @@ def latency(requests: int, root: Path) -> None:
             before = len(events_of(run, effect))
             sent_at = time.time()
             request = send_control(run, action)
-            control = wait_for(lambda: [e for e in events_of(run, "control") if e["request_id"] == request])[0]
+            control = wait_for(lambda: [e for e in events_of(run, "control") if e["request_id"] == request])[
+                0
+            ]
             done = wait_for(lambda: events_of(run, effect)[before:])[0]
             steps = [e for e in events_of(run, "step") if sent_at <= e["time"] <= done["time"]]
             taken.append(control["time"] - control["sent"])
@@ -71,12 +78,16 @@ def latency(requests: int, root: Path) -> None:
     finally:
         process.kill()
     ms = lambda values: f"median {statistics.median(values) * 1000:.0f} ms, max {max(values) * 1000:.0f} ms"  # noqa: E731
-    print(f"latency over {requests} requests (pause and checkpoint alternately), tiny model, "
-          f"{statistics.median(step_seconds) * 1000:.0f} ms per optimizer step:")
+    print(
+        f"latency over {requests} requests (pause and checkpoint alternately), tiny model, "
+        f"{statistics.median(step_seconds) * 1000:.0f} ms per optimizer step:"
+    )
     print(f"  request written -> taken by the trainer: {ms(taken)}")
     print(f"  request written -> effect (paused / checkpoint saved): {ms(acted)}")
-    print(f"  optimizer steps finished between request and effect: max {max(steps_between)} "
-          f"(median {statistics.median(steps_between):.0f})")
+    print(
+        f"  optimizer steps finished between request and effect: max {max(steps_between)} "
+        f"(median {statistics.median(steps_between):.0f})"
+    )
 
 
 def measure(process: psutil.Process, run: Path) -> dict:
@@ -90,26 +101,61 @@ def measure(process: psutil.Process, run: Path) -> dict:
             break
         time.sleep(0.05)
     finished = events_of(run, "finished")[-1]
-    return {"wall": finished["seconds"], "cpu": cpu, "rss": peak_rss / 2**20, "tps": finished["tokens"] / finished["seconds"]}
+    return {
+        "wall": finished["seconds"],
+        "cpu": cpu,
+        "rss": peak_rss / 2**20,
+        "tps": finished["tokens"] / finished["seconds"],
+    }
 
 
 def cost(steps: int, root: Path) -> None:
     options = {"batch_size": 4, "seed": 7}
     headless_run = root / "headless"
-    command = [sys.executable, "-m", "backprop_engine.cli", "train", "--no-tui", "--model", "tiny", "--steps", str(steps),
-               "--batch-size", "4", "--seed", "7", "--output", str(headless_run)]
+    command = [
+        sys.executable,
+        "-m",
+        "backprop_engine.cli",
+        "train",
+        "--no-tui",
+        "--model",
+        "tiny",
+        "--steps",
+        str(steps),
+        "--batch-size",
+        "4",
+        "--seed",
+        "7",
+        "--output",
+        str(headless_run),
+    ]
     popen = subprocess.Popen(command, stdout=subprocess.DEVNULL)
     headless = measure(psutil.Process(popen.pid), headless_run)
     popen.wait()
-    launched = launch(LaunchSpec(action="train", run_dir=str(root / "detached"), model="tiny", data="sample", steps=steps, overrides=options))
+    launched = launch(
+        LaunchSpec(
+            action="train",
+            run_dir=str(root / "detached"),
+            model="tiny",
+            data="sample",
+            steps=steps,
+            overrides=options,
+        )
+    )
     detached = measure(psutil.Process(launched.process.pid), launched.run_dir)
     launched.process.wait()
     assert live_owner(launched.run_dir) is None
-    print(f"cost of a detached run vs headless, tiny, {steps} steps (training seconds / CPU s / peak RSS / tokens/s):")
+    print(
+        f"cost of a detached run vs headless, tiny, {steps} steps (training seconds / CPU s / peak RSS / tokens/s):"
+    )
     for name, row in (("headless", headless), ("detached", detached)):
-        print(f"  {name:<9} {row['wall']:6.1f} s  {row['cpu']:6.1f} CPU s  {row['rss']:6.0f} MB  {row['tps']:8,.0f} tok/s")
-    print(f"  ratios detached/headless: time {detached['wall'] / headless['wall']:.2f}, CPU {detached['cpu'] / headless['cpu']:.2f}, "
-          f"RSS {detached['rss'] / headless['rss']:.2f}, tokens/s {detached['tps'] / headless['tps']:.2f}")
+        print(
+            f"  {name:<9} {row['wall']:6.1f} s  {row['cpu']:6.1f} CPU s  {row['rss']:6.0f} MB  {row['tps']:8,.0f} tok/s"
+        )
+    print(
+        f"  ratios detached/headless: time {detached['wall'] / headless['wall']:.2f}, CPU {detached['cpu'] / headless['cpu']:.2f}, "
+        f"RSS {detached['rss'] / headless['rss']:.2f}, tokens/s {detached['tps'] / headless['tps']:.2f}"
+    )
 
 
 if __name__ == "__main__":

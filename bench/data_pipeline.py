@@ -25,7 +25,24 @@ from backprop_engine.presets import resolve_model
 from backprop_engine.train.backend import lora_model
 from backprop_engine.train.loop import MicroBatching, _batch_stream, _train_step, batch_efficiency
 
-WORDS = ["arr", "matey", "ship", "sail", "wind", "sea", "captain", "parrot", "treasure", "map", "island", "rum", "deck", "anchor", "storm", "gold"]
+WORDS = [
+    "arr",
+    "matey",
+    "ship",
+    "sail",
+    "wind",
+    "sea",
+    "captain",
+    "parrot",
+    "treasure",
+    "map",
+    "island",
+    "rum",
+    "deck",
+    "anchor",
+    "storm",
+    "gold",
+]
 
 
 def synthetic_chat(rng: random.Random, reply_words: int) -> dict:
@@ -50,14 +67,24 @@ def write_rows(path: Path, rows: int, skewed: bool, seed: int = 0, min_bytes: in
 def synthetic_tool_chat(rng: random.Random) -> dict:
     """A ShareGPT row with a tools field and a function_call / observation round trip (two replies)."""
     port = rng.choice(WORDS)
-    tool = {"name": "get_weather", "description": "weather at a port", "parameters": {"type": "object", "properties": {"port": {"type": "string"}}}}
+    tool = {
+        "name": "get_weather",
+        "description": "weather at a port",
+        "parameters": {"type": "object", "properties": {"port": {"type": "string"}}},
+    }
     call = json.dumps({"name": "get_weather", "arguments": {"port": port}})
-    return {"conversations": [
-        {"from": "human", "value": " ".join(rng.choices(WORDS, k=rng.randint(4, 12))) + "?"},
-        {"from": "function_call", "value": call},
-        {"from": "observation", "value": json.dumps({"sky": rng.choice(WORDS), "wind": rng.randint(1, 40)})},
-        {"from": "gpt", "value": " ".join(rng.choices(WORDS, k=rng.randint(5, 30))) + "."},
-    ], "tools": json.dumps([tool])}
+    return {
+        "conversations": [
+            {"from": "human", "value": " ".join(rng.choices(WORDS, k=rng.randint(4, 12))) + "?"},
+            {"from": "function_call", "value": call},
+            {
+                "from": "observation",
+                "value": json.dumps({"sky": rng.choice(WORDS), "wind": rng.randint(1, 40)}),
+            },
+            {"from": "gpt", "value": " ".join(rng.choices(WORDS, k=rng.randint(5, 30))) + "."},
+        ],
+        "tools": json.dumps([tool]),
+    }
 
 
 def tools_vs_plain(rows: int, tokenizer, folder: Path) -> None:
@@ -76,12 +103,26 @@ def tools_vs_plain(rows: int, tokenizer, folder: Path) -> None:
         prepared = prepare_data(DataSpec([str(path)]), tokenizer, 2048, use_cache=False)
         prepare_seconds = time.perf_counter() - started
         assert report.rows_read == rows and report.bad_row_count == 0
-        rates[label] = (rows / check_seconds, rows / prepare_seconds, path.stat().st_size / 2**20, prepared.report.warnings)
-    print(f"[{rows:,} rows each; the tiny model's ChatML template has no tool support: tool rows go through the plain form]")
+        rates[label] = (
+            rows / check_seconds,
+            rows / prepare_seconds,
+            path.stat().st_size / 2**20,
+            prepared.report.warnings,
+        )
+    print(
+        f"[{rows:,} rows each; the tiny model's ChatML template has no tool support: tool rows go through the plain form]"
+    )
     for label, (check, prepare, size, _) in rates.items():
-        print(f"  {label:<13} {size:5.0f} MB   data check {check:9,.0f} rows/s   prepare {prepare:7,.0f} rows/s")
-    (check_p, prepare_p, _, _), (check_t, prepare_t, _, warnings) = rates["plain chats"], rates["tool-calling"]
-    print(f"  tool-calling / plain   data check {check_t / check_p:.2f}x   prepare {prepare_t / prepare_p:.2f}x")
+        print(
+            f"  {label:<13} {size:5.0f} MB   data check {check:9,.0f} rows/s   prepare {prepare:7,.0f} rows/s"
+        )
+    (check_p, prepare_p, _, _), (check_t, prepare_t, _, warnings) = (
+        rates["plain chats"],
+        rates["tool-calling"],
+    )
+    print(
+        f"  tool-calling / plain   data check {check_t / check_p:.2f}x   prepare {prepare_t / prepare_p:.2f}x"
+    )
     print(f"  warning: {warnings[0]}")
 
 
@@ -107,14 +148,24 @@ def versus(rows: int, baseline_src: str, folder: Path) -> None:
     for chunk in chunks:
         for label, src in sources.items():
             env = dict(os.environ, PYTHONPATH=src)
-            out = subprocess.run([sys.executable, "-c", VERSUS_CHILD, str(chunk)], capture_output=True, text=True, env=env, check=True)
+            out = subprocess.run(
+                [sys.executable, "-c", VERSUS_CHILD, str(chunk)],
+                capture_output=True,
+                text=True,
+                env=env,
+                check=True,
+            )
             for index, value in enumerate(map(float, out.stdout.split())):
                 seconds[label][index] += value
     print(f"[{rows:,} plain chats in 10 chunks, baseline pipeline from {baseline_src}]")
     for label, (checked, prepared) in seconds.items():
-        print(f"  {label:<8}  data check {rows / checked:9,.0f} rows/s   prepare {rows / prepared:7,.0f} rows/s")
+        print(
+            f"  {label:<8}  data check {rows / checked:9,.0f} rows/s   prepare {rows / prepared:7,.0f} rows/s"
+        )
     (check_old, prepare_old), (check_new, prepare_new) = seconds["baseline"], seconds["this"]
-    print(f"  this / baseline   data check {check_old / check_new:.2f}x   prepare {prepare_old / prepare_new:.2f}x")
+    print(
+        f"  this / baseline   data check {check_old / check_new:.2f}x   prepare {prepare_old / prepare_new:.2f}x"
+    )
 
 
 def per_turn_cost(rows: int) -> None:
@@ -126,12 +177,19 @@ def per_turn_cost(rows: int) -> None:
     tokenizer = build_tokenizer("mistral")
     support = TemplateSupport(tokenizer)
     rng = random.Random(0)
-    totals = {"system": [0, 0, 0, 0], "no system": [0, 0, 0, 0]}  # examples, tokens, trained tokens, full-render tokens
+    totals = {
+        "system": [0, 0, 0, 0],
+        "no system": [0, 0, 0, 0],
+    }  # examples, tokens, trained tokens, full-render tokens
     for _ in range(rows):
         turns = []
         for _ in range(rng.randint(2, 6)):
-            turns.append({"role": "user", "content": " ".join(rng.choices(WORDS, k=rng.randint(4, 12))) + "?"})
-            turns.append({"role": "assistant", "content": " ".join(rng.choices(WORDS, k=rng.randint(5, 30))) + "."})
+            turns.append(
+                {"role": "user", "content": " ".join(rng.choices(WORDS, k=rng.randint(4, 12))) + "?"}
+            )
+            turns.append(
+                {"role": "assistant", "content": " ".join(rng.choices(WORDS, k=rng.randint(5, 30))) + "."}
+            )
         system = {"role": "system", "content": "You are a pirate. " + " ".join(rng.choices(WORDS, k=20))}
         for label, messages in (("system", [system, *turns]), ("no system", turns)):
             adapted, tools, _ = support.adapt(Example("bench", "messages", messages))
@@ -144,8 +202,10 @@ def per_turn_cost(rows: int) -> None:
             total[3] += len(tokenizer(render(tokenizer, messages), add_special_tokens=False)["input_ids"])
     print(f"[{rows:,} multi-turn conversations (2-6 replies), Mistral-style template of tests/families.py]")
     for label, (examples, tokens, trained, full) in totals.items():
-        print(f"  {label:<9}  {examples:6,} examples  {tokens:10,} tokens ({tokens / full:.2f}x one full render: {full:,})  "
-              f"{trained:9,} trained ({trained / tokens:.1%} of tokens)")
+        print(
+            f"  {label:<9}  {examples:6,} examples  {tokens:10,} tokens ({tokens / full:.2f}x one full render: {full:,})  "
+            f"{trained:9,} trained ({trained / tokens:.1%} of tokens)"
+        )
 
 
 def packing_vs_padding(name: str, data: str, model_path: Path, tokenizer, steps: int) -> None:
@@ -164,10 +224,17 @@ def packing_vs_padding(name: str, data: str, model_path: Path, tokenizer, steps:
         torch.manual_seed(0)
         model = lora_model(load_base_model(model_path), config)
         model.train()
-        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate)
+        optimizer = torch.optim.AdamW(
+            [p for p in model.parameters() if p.requires_grad], lr=config.learning_rate
+        )
         batches = _batch_stream(examples, config, tokenizer.pad_token_id, "cpu", pack_len)
         _train_step(model, optimizer, batches, config, MicroBatching(), EventBus())  # warm-up
-        setups[label] = (model, optimizer, batches, batch_efficiency(examples, config.batch_size, config.seed, pack_len))
+        setups[label] = (
+            model,
+            optimizer,
+            batches,
+            batch_efficiency(examples, config.batch_size, config.seed, pack_len),
+        )
     tokens = dict.fromkeys(setups, 0)
     seconds = dict.fromkeys(setups, 0.0)
     for _ in range(steps):
@@ -177,9 +244,15 @@ def packing_vs_padding(name: str, data: str, model_path: Path, tokenizer, steps:
             seconds[label] += time.perf_counter() - started
     rate = {label: tokens[label] / seconds[label] for label in setups}
     pad_eff, pack_eff = setups["padding"][3], setups["packing"][3]
-    print(f"[{name}] {len(examples)} rows, max_seq_len {seq_len}, batch 8 rows, {steps} alternating steps each")
-    print(f"  non-pad fraction   padding {pad_eff:.3f}   packing {pack_eff:.3f}   ratio {pack_eff / pad_eff:.2f}x")
-    print(f"  real tokens/s      padding {rate['padding']:,.0f}   packing {rate['packing']:,.0f}   ratio {rate['packing'] / rate['padding']:.2f}x")
+    print(
+        f"[{name}] {len(examples)} rows, max_seq_len {seq_len}, batch 8 rows, {steps} alternating steps each"
+    )
+    print(
+        f"  non-pad fraction   padding {pad_eff:.3f}   packing {pack_eff:.3f}   ratio {pack_eff / pad_eff:.2f}x"
+    )
+    print(
+        f"  real tokens/s      padding {rate['padding']:,.0f}   packing {rate['packing']:,.0f}   ratio {rate['packing'] / rate['padding']:.2f}x"
+    )
 
 
 def validate_and_tokenize(rows: int, tokenizer, folder: Path) -> None:
@@ -200,9 +273,16 @@ def validate_and_tokenize(rows: int, tokenizer, folder: Path) -> None:
     assert parsed == rows == report.rows_read and cached.report.cached
     print(f"[{rows:,} rows, {path.stat().st_size / 2**20:.0f} MB JSONL]")
     print(f"  baseline json.loads per line        {json_seconds:6.2f} s")
-    print(f"  data check (validate)               {check_seconds:6.2f} s  ({check_seconds / json_seconds:.2f}x baseline, {rows / check_seconds:,.0f} rows/s)")
-    print(f"  prepare (render+mask+filters)       {tokenize_seconds:6.2f} s  ({rows / tokenize_seconds:,.0f} rows/s, {len(prepared.train):,} kept)")
-    print(f"  prepare again (fingerprint cache)   {cached_seconds:6.2f} s  ({tokenize_seconds / cached_seconds:.1f}x faster)")
+    print(
+        f"  data check (validate)               {check_seconds:6.2f} s  "
+        f"({check_seconds / json_seconds:.2f}x baseline, {rows / check_seconds:,.0f} rows/s)"
+    )
+    print(
+        f"  prepare (render+mask+filters)       {tokenize_seconds:6.2f} s  ({rows / tokenize_seconds:,.0f} rows/s, {len(prepared.train):,} kept)"
+    )
+    print(
+        f"  prepare again (fingerprint cache)   {cached_seconds:6.2f} s  ({tokenize_seconds / cached_seconds:.1f}x faster)"
+    )
 
 
 INSPECT_CHILD = """
@@ -233,7 +313,9 @@ def inspect_memory(gigabytes: float, folder: Path) -> None:
 
     def measure(mode: str) -> tuple[float, float, float]:
         started = time.perf_counter()
-        out = subprocess.run([sys.executable, "-c", INSPECT_CHILD, mode, str(path)], capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", INSPECT_CHILD, mode, str(path)], capture_output=True, text=True, check=True
+        )
         baseline, peak = map(float, out.stdout.split())
         return baseline, peak, time.perf_counter() - started
 
@@ -241,8 +323,12 @@ def inspect_memory(gigabytes: float, folder: Path) -> None:
     naive_base, naive_peak, _ = measure("readlines")
     print(f"[inspect a {size:,.0f} MB JSONL, {size * 2**20 / 2**30:.2f} GB]")
     print(f"  RSS after imports + tokenizer (baseline)   {base:,.0f} MB")
-    print(f"  peak RSS during `data inspect`             {peak:,.0f} MB (+{peak - base:,.0f} MB over baseline, {seconds:.0f} s)")
-    print(f"  peak RSS reading the file into a list      {naive_peak:,.0f} MB (+{naive_peak - naive_base:,.0f} MB) for comparison")
+    print(
+        f"  peak RSS during `data inspect`             {peak:,.0f} MB (+{peak - base:,.0f} MB over baseline, {seconds:.0f} s)"
+    )
+    print(
+        f"  peak RSS reading the file into a list      {naive_peak:,.0f} MB (+{naive_peak - naive_base:,.0f} MB) for comparison"
+    )
     path.unlink()
 
 
@@ -251,8 +337,14 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--inspect-gb", type=float, default=1.0)
     parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--parts", default="packing,speed,tools,per-turn,inspect", help="comma-separated parts to run (and: versus)")
-    parser.add_argument("--baseline-src", help="for --parts versus: the src/ folder of the pipeline to compare with")
+    parser.add_argument(
+        "--parts",
+        default="packing,speed,tools,per-turn,inspect",
+        help="comma-separated parts to run (and: versus)",
+    )
+    parser.add_argument(
+        "--baseline-src", help="for --parts versus: the src/ folder of the pipeline to compare with"
+    )
     args = parser.parse_args()
     parts = set(args.parts.split(","))
     model_path = resolve_model("tiny").path

@@ -43,20 +43,31 @@ def main() -> None:
         "half 4": train + ["--batch-size", "4"],
     }
     with tempfile.TemporaryDirectory() as root:
-        results = {name: _train(command, Path(root) / name.replace(" ", "-")) for name, command in runs.items()}
+        results = {
+            name: _train(command, Path(root) / name.replace(" ", "-")) for name, command in runs.items()
+        }
     reference = results["single 8"]
     print(f"{'run':<13}{'|Δ loss|':>10}{'|Δ grad norm|':>15}{'|Δ weight|':>12}{'tokens':>8}{'wall s':>8}")
     for name, result in results.items():
         loss = max(abs(result["steps"][s][0] - reference["steps"][s][0]) for s in reference["steps"])
         grad = max(abs(result["steps"][s][1] - reference["steps"][s][1]) for s in reference["steps"])
-        weight = max((result["weights"][k] - reference["weights"][k]).abs().max().item() for k in reference["weights"])
-        print(f"{name:<13}{loss:>10.2e}{grad:>15.2e}{weight:>12.2e}{result['tokens']:>8}{result['seconds']:>8.1f}")
+        weight = max(
+            (result["weights"][k] - reference["weights"][k]).abs().max().item() for k in reference["weights"]
+        )
+        print(
+            f"{name:<13}{loss:>10.2e}{grad:>15.2e}{weight:>12.2e}{result['tokens']:>8}{result['seconds']:>8.1f}"
+        )
     print(f"reference losses at the logged steps: {[round(v[0], 4) for v in reference['steps'].values()]}")
 
 
 def _train(command: list[str], run: Path) -> dict:
     started = time.perf_counter()
-    subprocess.run(command + ["--output", str(run)], check=True, capture_output=True, env=os.environ | {"OMP_NUM_THREADS": "1"})
+    subprocess.run(
+        command + ["--output", str(run)],
+        check=True,
+        capture_output=True,
+        env=os.environ | {"OMP_NUM_THREADS": "1"},
+    )
     seconds = time.perf_counter() - started
     events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
     return {

@@ -51,7 +51,9 @@ def measured(args: list[str], env: dict | None = None) -> tuple[float, float]:
     would count the torch-sized image it is forked from.)"""
     with tempfile.NamedTemporaryFile("r") as report:
         started = time.perf_counter()
-        result = subprocess.run(["/usr/bin/time", "-o", report.name, "-f", "%M", *args], env=env, capture_output=True, text=True)
+        result = subprocess.run(
+            ["/usr/bin/time", "-o", report.name, "-f", "%M", *args], env=env, capture_output=True, text=True
+        )
         seconds = time.perf_counter() - started
         if result.returncode != 0:
             raise RuntimeError(f"{args[:3]} failed: {result.stderr[-2000:]}")
@@ -65,10 +67,23 @@ def compare_tensors(ours: Path, theirs: Path) -> str:
     b = {t.name: t for t in GGUFReader(theirs).tensors}
     if set(a) != set(b):
         return f"names differ: only ours {sorted(set(a) - set(b))[:3]}, only theirs {sorted(set(b) - set(a))[:3]}"
-    same = [n for n in a if a[n].tensor_type == b[n].tensor_type and np.array_equal(np.array(a[n].data), np.array(b[n].data))]
-    worst = max((float(np.abs(np.array(a[n].data, np.float32) - np.array(b[n].data, np.float32)).max()), n)
-                for n in a if n not in same) if len(same) < len(a) else None
-    return f"{len(same)}/{len(a)} tensors identical" + (f" (largest |diff| {worst[0]:.2e} in {worst[1]})" if worst else "")
+    same = [
+        n
+        for n in a
+        if a[n].tensor_type == b[n].tensor_type and np.array_equal(np.array(a[n].data), np.array(b[n].data))
+    ]
+    worst = (
+        max(
+            (float(np.abs(np.array(a[n].data, np.float32) - np.array(b[n].data, np.float32)).max()), n)
+            for n in a
+            if n not in same
+        )
+        if len(same) < len(a)
+        else None
+    )
+    return f"{len(same)}/{len(a)} tensors identical" + (
+        f" (largest |diff| {worst[0]:.2e} in {worst[1]})" if worst else ""
+    )
 
 
 def perplexity(path: Path, texts: list[str]) -> float:
@@ -126,9 +141,18 @@ def large_model(workdir: Path) -> Path:
     if (folder / "config.json").is_file():
         return folder
     tiny = resolve_model("tiny").path
-    config = LlamaConfig(vocab_size=1536, hidden_size=1024, intermediate_size=4096, num_hidden_layers=32,
-                         num_attention_heads=16, num_key_value_heads=4, max_position_embeddings=2048,
-                         eos_token_id=2, bos_token_id=None, tie_word_embeddings=False)
+    config = LlamaConfig(
+        vocab_size=1536,
+        hidden_size=1024,
+        intermediate_size=4096,
+        num_hidden_layers=32,
+        num_attention_heads=16,
+        num_key_value_heads=4,
+        max_position_embeddings=2048,
+        eos_token_id=2,
+        bos_token_id=None,
+        tie_word_embeddings=False,
+    )
     torch.manual_seed(0)
     model = LlamaForCausalLM(config).to(torch.bfloat16)
     model.save_pretrained(folder, max_shard_size="400MB")
@@ -138,8 +162,15 @@ def large_model(workdir: Path) -> Path:
     return folder
 
 
-def bench_model(label: str, model_dir: Path, script: Path, workdir: Path, env: dict, with_perplexity: bool,
-                extra_quantizations: tuple[str, ...] = ()) -> None:
+def bench_model(
+    label: str,
+    model_dir: Path,
+    script: Path,
+    workdir: Path,
+    env: dict,
+    with_perplexity: bool,
+    extra_quantizations: tuple[str, ...] = (),
+) -> None:
     from backprop_engine.export.gguf_writer import model_parameter_count
 
     out = workdir / "".join(c if c.isalnum() else "-" for c in label)
@@ -149,23 +180,48 @@ def bench_model(label: str, model_dir: Path, script: Path, workdir: Path, env: d
     from tests.llamacpp_reference import THEIRS, pre_name
 
     theirs_t, theirs_rss = measured(
-        [sys.executable, "-c", THEIRS, str(script), pre_name(model_dir), str(model_dir), str(out / "theirs.f16.gguf")], env
+        [
+            sys.executable,
+            "-c",
+            THEIRS,
+            str(script),
+            pre_name(model_dir),
+            str(model_dir),
+            str(out / "theirs.f16.gguf"),
+        ],
+        env,
     )
-    q_ours_t, q_ours_rss = measured([sys.executable, "-c", QUANTIZE, str(out / "ours.f16.gguf"), str(out / "ours.q4_k_m.gguf")], env)
-    q_theirs_t, _ = measured([sys.executable, "-c", QUANTIZE, str(out / "theirs.f16.gguf"), str(out / "theirs.q4_k_m.gguf")], env)
-    print(f"\n## {label}: {params / 1e6:,.1f}M parameters, f16 GGUF {(out / 'ours.f16.gguf').stat().st_size / 2**20:,.1f} MiB")
-    print(f"f16 conversion   ours {ours_t:6.1f} s, peak RSS {ours_rss:7,.0f} MiB | llama.cpp {theirs_t:6.1f} s, "
-          f"peak RSS {theirs_rss:7,.0f} MiB | time ratio {ours_t / theirs_t:.2f}, RSS ratio {ours_rss / theirs_rss:.2f}")
-    print(f"q4_k_m quantize  from ours {q_ours_t:6.1f} s (peak RSS {q_ours_rss:,.0f} MiB) | from theirs {q_theirs_t:6.1f} s")
+    q_ours_t, q_ours_rss = measured(
+        [sys.executable, "-c", QUANTIZE, str(out / "ours.f16.gguf"), str(out / "ours.q4_k_m.gguf")], env
+    )
+    q_theirs_t, _ = measured(
+        [sys.executable, "-c", QUANTIZE, str(out / "theirs.f16.gguf"), str(out / "theirs.q4_k_m.gguf")], env
+    )
+    print(
+        f"\n## {label}: {params / 1e6:,.1f}M parameters, f16 GGUF {(out / 'ours.f16.gguf').stat().st_size / 2**20:,.1f} MiB"
+    )
+    print(
+        f"f16 conversion   ours {ours_t:6.1f} s, peak RSS {ours_rss:7,.0f} MiB | llama.cpp {theirs_t:6.1f} s, "
+        f"peak RSS {theirs_rss:7,.0f} MiB | time ratio {ours_t / theirs_t:.2f}, RSS ratio {ours_rss / theirs_rss:.2f}"
+    )
+    print(
+        f"q4_k_m quantize  from ours {q_ours_t:6.1f} s (peak RSS {q_ours_rss:,.0f} MiB) | from theirs {q_theirs_t:6.1f} s"
+    )
     for quantization in extra_quantizations:
         target = out / f"ours.{quantization}.gguf"
-        q_t, q_rss = measured([sys.executable, "-c", QUANTIZE, str(out / "ours.f16.gguf"), str(target), quantization], env)
-        print(f"{quantization:<6} quantize  from ours {q_t:6.1f} s (peak RSS {q_rss:,.0f} MiB), {target.stat().st_size / 2**20:,.1f} MiB")
+        q_t, q_rss = measured(
+            [sys.executable, "-c", QUANTIZE, str(out / "ours.f16.gguf"), str(target), quantization], env
+        )
+        print(
+            f"{quantization:<6} quantize  from ours {q_t:6.1f} s (peak RSS {q_rss:,.0f} MiB), {target.stat().st_size / 2**20:,.1f} MiB"
+        )
     print(f"f16 tensors      {compare_tensors(out / 'ours.f16.gguf', out / 'theirs.f16.gguf')}")
     if with_perplexity:
         texts = held_out_texts(model_dir)
         f16, q4 = perplexity(out / "ours.f16.gguf", texts), perplexity(out / "ours.q4_k_m.gguf", texts)
-        print(f"perplexity       held-out {len(texts)} conversations: f16 {f16:.3f}, q4_k_m {q4:.3f} (ratio {q4 / f16:.4f})")
+        print(
+            f"perplexity       held-out {len(texts)} conversations: f16 {f16:.3f}, q4_k_m {q4:.3f} (ratio {q4 / f16:.4f})"
+        )
 
 
 def bench_real_model(label: str, model_dir: Path, script: Path, workdir: Path, env: dict) -> None:
@@ -180,24 +236,48 @@ def bench_real_model(label: str, model_dir: Path, script: Path, workdir: Path, e
     data = workdir / "train.jsonl"
     data.write_text("\n".join(rows) + "\n")
     steps, batch, seq = 6, 4, 256
-    seconds, rss = measured([sys.executable, "-c", TRAIN, str(model_dir), str(data), str(run), str(steps), str(batch), str(seq)], env)
-    report = json.loads(next(line for line in reversed((run / "events.jsonl").read_text().splitlines()) if '"finished"' in line))
+    seconds, rss = measured(
+        [sys.executable, "-c", TRAIN, str(model_dir), str(data), str(run), str(steps), str(batch), str(seq)],
+        env,
+    )
+    report = json.loads(
+        next(
+            line for line in reversed((run / "events.jsonl").read_text().splitlines()) if '"finished"' in line
+        )
+    )
     tokens_per_s = report["tokens"] / report["seconds"]
     facts = ModelFacts.from_config(json.loads((model_dir / "config.json").read_text()))
-    predicted = estimate_memory(facts, method="lora", rank=16, seq_len=seq, micro_batch=batch, on_gpu=False).total_mb
+    predicted = estimate_memory(
+        facts, method="lora", rank=16, seq_len=seq, micro_batch=batch, on_gpu=False
+    ).total_mb
     print(f"\n# {label}: LoRA r16, {steps} steps x {batch} rows x {seq} tokens (packed), fp32 on CPU")
-    print(f"training         {tokens_per_s:,.1f} tokens/s ({report['tokens']:,} tokens in {report['seconds']:.1f} s; "
-          f"process {seconds:.1f} s with loading) | peak RSS {rss:,.0f} MiB, planner predicted {predicted:,.0f} MiB "
-          f"(measured/predicted {rss / predicted:.2f})")
-    bench_model(f"{label} merged after training", ensure_merged(RunDir.open(run)), script, workdir, env,
-                with_perplexity=True, extra_quantizations=("q8_0",))
+    print(
+        f"training         {tokens_per_s:,.1f} tokens/s ({report['tokens']:,} tokens in {report['seconds']:.1f} s; "
+        f"process {seconds:.1f} s with loading) | peak RSS {rss:,.0f} MiB, planner predicted {predicted:,.0f} MiB "
+        f"(measured/predicted {rss / predicted:.2f})"
+    )
+    bench_model(
+        f"{label} merged after training",
+        ensure_merged(RunDir.open(run)),
+        script,
+        workdir,
+        env,
+        with_perplexity=True,
+        extra_quantizations=("q8_0",),
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--skip-large", action="store_true", help="skip the ~0.5B-parameter model")
-    parser.add_argument("--real", action="store_true", help="only SmolLM2-135M and Gemma-3-270M (real weights, tests/realweights.py)")
-    parser.add_argument("--workdir", type=Path, help="keep downloads and models here (default: a temporary folder)")
+    parser.add_argument(
+        "--real",
+        action="store_true",
+        help="only SmolLM2-135M and Gemma-3-270M (real weights, tests/realweights.py)",
+    )
+    parser.add_argument(
+        "--workdir", type=Path, help="keep downloads and models here (default: a temporary folder)"
+    )
     args = parser.parse_args()
 
     from tests.families import build_model
@@ -224,7 +304,14 @@ def main() -> None:
             build_model(family, folder)
         bench_model(f"{family} fixture", folder, script, workdir, env, with_perplexity=False)
     if not args.skip_large:
-        bench_model("llama 0.5B (random init, bf16 safetensors)", large_model(workdir), script, workdir, env, with_perplexity=True)
+        bench_model(
+            "llama 0.5B (random init, bf16 safetensors)",
+            large_model(workdir),
+            script,
+            workdir,
+            env,
+            with_perplexity=True,
+        )
 
 
 if __name__ == "__main__":

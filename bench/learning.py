@@ -35,10 +35,15 @@ def run(model: Path, data: str, out: Path, **overrides) -> dict:
     evals = [e.loss for e in events if e.kind == "eval"]
     end = next(e for e in events if e.kind == "comparison")
     report = {
-        "data": data, "steps": planned["steps"], "examples_per_step": planned["effective_batch"],
-        "learning_rate": planned["learning_rate"], "held_out_rows": planned["eval_split"],
-        "held_out_loss_base": end.base_loss, "held_out_loss_final": result.eval_loss,
-        "held_out_loss_min": min(evals) if evals else None, "train_loss": [result.first_loss, result.final_loss],
+        "data": data,
+        "steps": planned["steps"],
+        "examples_per_step": planned["effective_batch"],
+        "learning_rate": planned["learning_rate"],
+        "held_out_rows": planned["eval_split"],
+        "held_out_loss_base": end.base_loss,
+        "held_out_loss_final": result.eval_loss,
+        "held_out_loss_min": min(evals) if evals else None,
+        "train_loss": [result.first_loss, result.final_loss],
         "minutes_train": round(minutes, 2),
     }
     if "identity" in Path(data).name:

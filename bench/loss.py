@@ -45,21 +45,29 @@ def child(model_dir: str, variant: str, steps: int) -> dict:
 
     if variant == "plain":
         loop.summed_loss = plain_summed_loss
-    config = TrainConfig(model=model_dir, data="sample", batch_size=ROWS, max_seq_len=SEQ_LEN, lora_rank=8, lora_alpha=16)
+    config = TrainConfig(
+        model=model_dir, data="sample", batch_size=ROWS, max_seq_len=SEQ_LEN, lora_rank=8, lora_alpha=16
+    )
     prepared = loop.prepare_dataset(config, resolve_model(model_dir))
     rows = pack(prepared.train, SEQ_LEN)
     model = build_trainable_model(config, resolve_model(model_dir).path, "cpu").model
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4)
-    batches = [loop.collate(rows[i : i + ROWS], 0, "cpu", packed=True) for i in range(0, ROWS * (steps + 1), ROWS)]
+    batches = [
+        loop.collate(rows[i : i + ROWS], 0, "cpu", packed=True) for i in range(0, ROWS * (steps + 1), ROWS)
+    ]
     trained = sum(int((b.labels[:, 1:] != -100).sum()) for b in batches)
     positions = sum(b.labels[:, 1:].numel() for b in batches)
 
     def step(batch) -> tuple[float, int]:
-        loss, _, tokens, _ = loop._accumulate(model, optimizer, [batch], config, 1, loop.ONE_PROCESS, loop.StepUpdate(0))
+        loss, _, tokens, _ = loop._accumulate(
+            model, optimizer, [batch], config, 1, loop.ONE_PROCESS, loop.StepUpdate(0)
+        )
         return loss, tokens
 
-    first_loss, _ = step(batches[0])  # warm-up (allocator, kernels, optimizer state); the same weights in both paths
+    first_loss, _ = step(
+        batches[0]
+    )  # warm-up (allocator, kernels, optimizer state); the same weights in both paths
     Path("/proc/self/clear_refs").write_text("5")  # VmHWM from here
     before = rss_mb("VmRSS")
     started, tokens, losses = time.perf_counter(), 0, []
@@ -68,8 +76,13 @@ def child(model_dir: str, variant: str, steps: int) -> dict:
         tokens, losses = tokens + n, losses + [loss]
     seconds = time.perf_counter() - started
     return {
-        "tokens_per_s": tokens / seconds, "peak_added_mb": rss_mb("VmHWM") - before, "rss_mb": rss_mb("VmHWM"),
-        "first_loss": first_loss, "losses": losses, "trained_share": trained / positions, "vocab": model.get_output_embeddings().weight.shape[0],
+        "tokens_per_s": tokens / seconds,
+        "peak_added_mb": rss_mb("VmHWM") - before,
+        "rss_mb": rss_mb("VmHWM"),
+        "first_loss": first_loss,
+        "losses": losses,
+        "trained_share": trained / positions,
+        "vocab": model.get_output_embeddings().weight.shape[0],
     }
 
 
@@ -83,8 +96,12 @@ def compare_gradients(model_dir: str) -> dict:
     from backprop_engine.train.backend import build_trainable_model
     from backprop_engine.train.loss import plain_summed_loss, summed_loss
 
-    config = TrainConfig(model=model_dir, data="sample", batch_size=2, max_seq_len=SEQ_LEN, lora_rank=8, lora_alpha=16)
-    batch = loop.collate(pack(loop.prepare_dataset(config, resolve_model(model_dir)).train, SEQ_LEN)[:2], 0, "cpu", packed=True)
+    config = TrainConfig(
+        model=model_dir, data="sample", batch_size=2, max_seq_len=SEQ_LEN, lora_rank=8, lora_alpha=16
+    )
+    batch = loop.collate(
+        pack(loop.prepare_dataset(config, resolve_model(model_dir)).train, SEQ_LEN)[:2], 0, "cpu", packed=True
+    )
     model = build_trainable_model(config, resolve_model(model_dir).path, "cpu").model
     for name, p in model.named_parameters():
         if "lora_B" in name:
@@ -100,7 +117,8 @@ def compare_gradients(model_dir: str) -> dict:
     (plain, a), (chunked, b) = grads(plain_summed_loss), grads(summed_loss)
     norm = lambda gs: sum((g.double() ** 2).sum() for g in gs) ** 0.5  # noqa: E731
     return {
-        "loss": [plain, chunked], "loss_relative_difference": abs(plain - chunked) / abs(plain),
+        "loss": [plain, chunked],
+        "loss_relative_difference": abs(plain - chunked) / abs(plain),
         "worst_tensor_relative": max(((a[n] - b[n]).abs().max() / a[n].abs().max()).item() for n in a),
         "all_gradients_relative": (norm([a[n] - b[n] for n in a]) / norm(a.values())).item(),
     }
@@ -108,7 +126,10 @@ def compare_gradients(model_dir: str) -> dict:
 
 def measure(model_dir: Path, variant: str, steps: int) -> dict:
     out = subprocess.run(
-        [sys.executable, __file__, "--child", str(model_dir), variant, str(steps)], capture_output=True, text=True, check=True
+        [sys.executable, __file__, "--child", str(model_dir), variant, str(steps)],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -139,15 +160,26 @@ def main() -> None:
                 runs[variant].append(measure(locate(), variant, args.steps))
         plain, chunked = runs["plain"], runs["chunked"]
         speed = [c["tokens_per_s"] / p["tokens_per_s"] for p, c in zip(plain, chunked)]
-        print(json.dumps({
-            "model": name, "vocab": plain[0]["vocab"], "trained_share": round(plain[0]["trained_share"], 3),
-            "tokens_per_s": {v: [round(r["tokens_per_s"], 1) for r in rs] for v, rs in runs.items()},
-            "speed_ratio_chunked_over_plain": round(statistics.median(speed), 3),
-            "peak_added_mb": {v: [round(r["peak_added_mb"]) for r in rs] for v, rs in runs.items()},
-            "peak_rss_mb": {v: [round(r["rss_mb"]) for r in rs] for v, rs in runs.items()},
-            "first_loss_difference": max(abs(p["first_loss"] - c["first_loss"]) for p, c in zip(plain, chunked)),
-            "later_loss_difference": max(abs(a - b) for p, c in zip(plain, chunked) for a, b in zip(p["losses"], c["losses"])),
-        }), flush=True)
+        print(
+            json.dumps(
+                {
+                    "model": name,
+                    "vocab": plain[0]["vocab"],
+                    "trained_share": round(plain[0]["trained_share"], 3),
+                    "tokens_per_s": {v: [round(r["tokens_per_s"], 1) for r in rs] for v, rs in runs.items()},
+                    "speed_ratio_chunked_over_plain": round(statistics.median(speed), 3),
+                    "peak_added_mb": {v: [round(r["peak_added_mb"]) for r in rs] for v, rs in runs.items()},
+                    "peak_rss_mb": {v: [round(r["rss_mb"]) for r in rs] for v, rs in runs.items()},
+                    "first_loss_difference": max(
+                        abs(p["first_loss"] - c["first_loss"]) for p, c in zip(plain, chunked)
+                    ),
+                    "later_loss_difference": max(
+                        abs(a - b) for p, c in zip(plain, chunked) for a, b in zip(p["losses"], c["losses"])
+                    ),
+                }
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -84,8 +84,15 @@ CASES = [
 
 def build_big_model(folder: Path) -> Path:
     """A Llama with ~100M parameters (random weights, fp32) and a 32k vocabulary, with tiny's tokenizer."""
-    return build_random_llama(folder, vocab_size=32000, hidden_size=768, intermediate_size=2048, num_layers=8,
-                              num_heads=12, num_kv_heads=4)
+    return build_random_llama(
+        folder,
+        vocab_size=32000,
+        hidden_size=768,
+        intermediate_size=2048,
+        num_layers=8,
+        num_heads=12,
+        num_kv_heads=4,
+    )
 
 
 def write_long_chats(path: Path, rows: int = 48, words: int = 700) -> Path:
@@ -97,8 +104,17 @@ def write_long_chats(path: Path, rows: int = 48, words: int = 700) -> Path:
     with path.open("w", encoding="utf-8") as out:
         for _ in range(rows):
             reply = " ".join(rng.choices(vocabulary, k=words))
-            out.write(json.dumps({"messages": [{"role": "user", "content": "Tell me a long story."},
-                                               {"role": "assistant", "content": reply}]}) + "\n")
+            out.write(
+                json.dumps(
+                    {
+                        "messages": [
+                            {"role": "user", "content": "Tell me a long story."},
+                            {"role": "assistant", "content": reply},
+                        ]
+                    }
+                )
+                + "\n"
+            )
     return path
 
 
@@ -113,15 +129,27 @@ def predict(case: Case, facts, rank: int = 16, targets=None):
     from backprop_engine.planner import estimate_memory
     from backprop_engine.presets import ALL_LINEAR
 
-    return estimate_memory(facts, method=case.method, rank=rank, targets=targets or ALL_LINEAR, seq_len=case.seq_len,
-                           micro_batch=case.batch, gradient_checkpointing=case.checkpointing, on_gpu=False)
+    return estimate_memory(
+        facts,
+        method=case.method,
+        rank=rank,
+        targets=targets or ALL_LINEAR,
+        seq_len=case.seq_len,
+        micro_batch=case.batch,
+        gradient_checkpointing=case.checkpointing,
+        on_gpu=False,
+    )
 
 
 def planned(case: Case, facts) -> Case:
     from backprop_engine.planner import plan_batch
 
-    plan = plan_batch(facts, case.budget_mb, target_batch=8, seq_len=case.seq_len, method=case.method, on_gpu=False)
-    return Case(case.model, case.method, plan.micro_batch, case.seq_len, plan.gradient_checkpointing, case.budget_mb)
+    plan = plan_batch(
+        facts, case.budget_mb, target_batch=8, seq_len=case.seq_len, method=case.method, on_gpu=False
+    )
+    return Case(
+        case.model, case.method, plan.micro_batch, case.seq_len, plan.gradient_checkpointing, case.budget_mb
+    )
 
 
 # ---- the subprocess ---------------------------------------------------------------------------------------
@@ -136,7 +164,9 @@ def rss_mb() -> float:
 def peak_rss_mb() -> float:
     """The peak RSS since the last :func:`reset_peak` (Linux ``VmHWM``)."""
     status = Path("/proc/self/status").read_text()
-    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) / 1024  # kB
+    return (
+        int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) / 1024
+    )  # kB
 
 
 def reset_peak() -> None:
@@ -160,25 +190,55 @@ def child(case: Case, model_path: Path, data: Path, steps: int, workdir: Path) -
         model = load_base_model(model_path, "cpu", torch.float32, four_bit=case.method == "load-nf4")
         for parameter in model.parameters():  # fp32 safetensors are mapped lazily: read a value on every page
             parameter.data.view(-1)[::256].sum()
-        return {"baseline_mb": baseline, "peak_mb": peak_rss_mb(), "after_load_mb": rss_mb(),
-                "params": sum(p.numel() for p in model.parameters())}
-    trainer = Trainer(str(model_path) if case.model != "tiny" else "tiny", method=case.method,
-                      batch_size=case.batch, max_seq_len=case.seq_len, gradient_checkpointing=case.checkpointing,
-                      packing=True, logging_steps=1)
+        return {
+            "baseline_mb": baseline,
+            "peak_mb": peak_rss_mb(),
+            "after_load_mb": rss_mb(),
+            "params": sum(p.numel() for p in model.parameters()),
+        }
+    trainer = Trainer(
+        str(model_path) if case.model != "tiny" else "tiny",
+        method=case.method,
+        batch_size=case.batch,
+        max_seq_len=case.seq_len,
+        gradient_checkpointing=case.checkpointing,
+        packing=True,
+        logging_steps=1,
+    )
     result = trainer.train(str(data), steps=steps, output_dir=workdir / "run")
     events = [json.loads(line) for line in (result.run_dir / "events.jsonl").read_text().splitlines()]
     packing = next((e.get("packing") for e in events if e.get("event") == "data"), None)
     used = trainer.config  # what the run used, with the values the engine chose itself (rank, targets, ...)
-    return {"baseline_mb": baseline, "peak_mb": peak_rss_mb(), "tokens_per_step": result.tokens / result.steps,
-            "packing": packing, "rank": used.lora_rank, "targets": list(used.lora_targets),
-            "batch": used.batch_size, "seq_len": used.max_seq_len, "checkpointing": used.gradient_checkpointing}
+    return {
+        "baseline_mb": baseline,
+        "peak_mb": peak_rss_mb(),
+        "tokens_per_step": result.tokens / result.steps,
+        "packing": packing,
+        "rank": used.lora_rank,
+        "targets": list(used.lora_targets),
+        "batch": used.batch_size,
+        "seq_len": used.max_seq_len,
+        "checkpointing": used.gradient_checkpointing,
+    }
 
 
 def measure(case: Case, model_path: Path, data: Path, steps: int, return_frees: bool) -> dict:
     env = os.environ | ({"MALLOC_MMAP_THRESHOLD_": "131072"} if return_frees else {})
     with tempfile.TemporaryDirectory() as tmp:
-        command = [sys.executable, __file__, "--child", json.dumps(asdict(case)), "--model-path", str(model_path),
-                   "--data", str(data), "--steps", str(steps), "--workdir", tmp]
+        command = [
+            sys.executable,
+            __file__,
+            "--child",
+            json.dumps(asdict(case)),
+            "--model-path",
+            str(model_path),
+            "--data",
+            str(data),
+            "--steps",
+            str(steps),
+            "--workdir",
+            tmp,
+        ]
         done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         raise SystemExit(f"{case.model} {case.label} failed:\n{done.stderr[-3000:]}")
@@ -190,10 +250,17 @@ def measure(case: Case, model_path: Path, data: Path, steps: int, return_frees: 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--steps", type=int, default=2, help="optimizer steps per case (the peak is in step 2: "
-                        "activations of the forward pass on top of Adam's moments, created in step 1)")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=2,
+        help="optimizer steps per case (the peak is in step 2: "
+        "activations of the forward pass on top of Adam's moments, created in step 1)",
+    )
     parser.add_argument("--only", choices=["tiny", BIG_NAME])
-    parser.add_argument("--return-frees", action="store_true", help="MALLOC_MMAP_THRESHOLD_=131072 in every subprocess")
+    parser.add_argument(
+        "--return-frees", action="store_true", help="MALLOC_MMAP_THRESHOLD_=131072 in every subprocess"
+    )
     parser.add_argument("--loads-only", action="store_true", help="only the rows that load the weights")
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -213,8 +280,10 @@ def main() -> None:
         paths = {"tiny": resolve_model("tiny").path}
         if args.only != "tiny":
             paths[BIG_NAME] = build_big_model(Path(tmp) / BIG_NAME)
-        print(f"{'model':<11}{'case':<24}{'tok/step':>9}{'predicted':>10}{'peak':>7}{'ratio':>7}"
-              f"{'pred-ovh':>9}{'peak-base':>10}{'ratio':>7}  planner parts (MB)")
+        print(
+            f"{'model':<11}{'case':<24}{'tok/step':>9}{'predicted':>10}{'peak':>7}{'ratio':>7}"
+            f"{'pred-ovh':>9}{'peak-base':>10}{'ratio':>7}  planner parts (MB)"
+        )
         for case in CASES:
             if (args.only and case.model != args.only) or (args.loads_only and not case.is_load):
                 continue
@@ -224,26 +293,43 @@ def main() -> None:
             row = measure(case, paths[case.model], data, args.steps, args.return_frees)
             added = row["peak_mb"] - row["baseline_mb"]
             if case.is_load:
-                estimate = predict(Case(case.model, "qlora" if case.method == "load-nf4" else "lora", 1, 1), facts)
+                estimate = predict(
+                    Case(case.model, "qlora" if case.method == "load-nf4" else "lora", 1, 1), facts
+                )
                 predicted = estimate.weights_mb
-                print(f"{case.model:<11}{case.label:<24}{'':>9}{predicted:>10,.0f}{'':>7}{'':>7}{predicted:>9,.0f}"
-                      f"{added:>10,.0f}{predicted / added:>7.2f}  weights only; {row['params'] / 1e6:.1f}M params, "
-                      f"after load {row['after_load_mb'] - row['baseline_mb']:,.0f} MB over baseline")
+                print(
+                    f"{case.model:<11}{case.label:<24}{'':>9}{predicted:>10,.0f}{'':>7}{'':>7}{predicted:>9,.0f}"
+                    f"{added:>10,.0f}{predicted / added:>7.2f}  weights only; {row['params'] / 1e6:.1f}M params, "
+                    f"after load {row['after_load_mb'] - row['baseline_mb']:,.0f} MB over baseline"
+                )
                 continue
-            if (row["batch"], row["seq_len"], row["checkpointing"]) != (case.batch, case.seq_len, case.checkpointing):
-                raise SystemExit(f"{case.label}: the engine trained {row['batch']}x{row['seq_len']} gc={row['checkpointing']}")
+            if (row["batch"], row["seq_len"], row["checkpointing"]) != (
+                case.batch,
+                case.seq_len,
+                case.checkpointing,
+            ):
+                raise SystemExit(
+                    f"{case.label}: the engine trained {row['batch']}x{row['seq_len']} gc={row['checkpointing']}"
+                )
             estimate = predict(case, facts, row["rank"], row["targets"])
-            parts = (f"w {estimate.weights_mb:,.0f} + t {estimate.trainable_mb:,.0f} + a {estimate.activations_mb:,.0f}"
-                     f" + l {estimate.logits_mb:,.0f} + o {estimate.overhead_mb:,.0f}")
+            parts = (
+                f"w {estimate.weights_mb:,.0f} + t {estimate.trainable_mb:,.0f} + a {estimate.activations_mb:,.0f}"
+                f" + l {estimate.logits_mb:,.0f} + o {estimate.overhead_mb:,.0f}"
+            )
             verdict = ""
             if case.budget_mb:
                 verdict = f"; peak {'inside' if row['peak_mb'] <= case.budget_mb else 'OVER'} the {case.budget_mb:,.0f} MB budget"
-            print(f"{case.model:<11}{case.label:<24}{row['tokens_per_step']:>9,.0f}{estimate.total_mb:>10,.0f}"
-                  f"{row['peak_mb']:>7,.0f}{estimate.total_mb / row['peak_mb']:>7.2f}"
-                  f"{estimate.total_mb - CPU_OVERHEAD_MB:>9,.0f}{added:>10,.0f}"
-                  f"{(estimate.total_mb - CPU_OVERHEAD_MB) / added:>7.2f}  {parts}"
-                  f"{'' if row['packing'] else '; packing OFF'}{verdict}", flush=True)
-        print(f"baseline RSS after imports: ~{row['baseline_mb']:,.0f} MB (the planner's CPU overhead is {CPU_OVERHEAD_MB:,.0f} MB)")
+            print(
+                f"{case.model:<11}{case.label:<24}{row['tokens_per_step']:>9,.0f}{estimate.total_mb:>10,.0f}"
+                f"{row['peak_mb']:>7,.0f}{estimate.total_mb / row['peak_mb']:>7.2f}"
+                f"{estimate.total_mb - CPU_OVERHEAD_MB:>9,.0f}{added:>10,.0f}"
+                f"{(estimate.total_mb - CPU_OVERHEAD_MB) / added:>7.2f}  {parts}"
+                f"{'' if row['packing'] else '; packing OFF'}{verdict}",
+                flush=True,
+            )
+        print(
+            f"baseline RSS after imports: ~{row['baseline_mb']:,.0f} MB (the planner's CPU overhead is {CPU_OVERHEAD_MB:,.0f} MB)"
+        )
 
 
 if __name__ == "__main__":

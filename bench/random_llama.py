@@ -6,8 +6,17 @@ import shutil
 from pathlib import Path
 
 
-def build_random_llama(folder: Path, *, vocab_size: int, hidden_size: int, intermediate_size: int, num_layers: int,
-                       num_heads: int, num_kv_heads: int, bf16: bool = False) -> Path:
+def build_random_llama(
+    folder: Path,
+    *,
+    vocab_size: int,
+    hidden_size: int,
+    intermediate_size: int,
+    num_layers: int,
+    num_heads: int,
+    num_kv_heads: int,
+    bf16: bool = False,
+) -> Path:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -17,9 +26,17 @@ def build_random_llama(folder: Path, *, vocab_size: int, hidden_size: int, inter
     quiet_transformers()
     tiny = resolve_model("tiny").path
     config = LlamaConfig(
-        vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=intermediate_size,
-        num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_kv_heads,
-        max_position_embeddings=2048, eos_token_id=2, pad_token_id=0, bos_token_id=None, tie_word_embeddings=False,
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_kv_heads,
+        max_position_embeddings=2048,
+        eos_token_id=2,
+        pad_token_id=0,
+        bos_token_id=None,
+        tie_word_embeddings=False,
     )
     torch.manual_seed(0)
     model = LlamaForCausalLM(config)

@@ -54,7 +54,9 @@ class Setup:
 class Measurement:
     tokens: int
     seconds: float  # wall clock of the training loop
-    cpu_seconds: float  # this process's CPU time (all threads) over the same span: less sensitive to a busy machine
+    cpu_seconds: (
+        float  # this process's CPU time (all threads) over the same span: less sensitive to a busy machine
+    )
     loss: float
 
     @property
@@ -84,19 +86,31 @@ def build_setup(steps: int) -> Setup:
     config = Trainer("tiny").plan("sample", steps=steps).config  # what the engine picks for tiny on this data
     model = resolve_model("tiny")
     data = prepare_dataset(config, model)
-    lines = resources.files("backprop_engine.resources").joinpath("sample.jsonl").read_text(encoding="utf-8").splitlines()
+    lines = (
+        resources.files("backprop_engine.resources")
+        .joinpath("sample.jsonl")
+        .read_text(encoding="utf-8")
+        .splitlines()
+    )
     conversations = [json.loads(line) for line in lines if line.strip()]
     if len(conversations) != len(data.train) or data.report.truncated:
         raise SystemExit("the engine filtered or truncated rows: TRL would not see the same data")
     tokenizer = load_chat_tokenizer(model.path)
-    return Setup(model.path, data.train, conversations, config, data.report.max_seq_len, tokenizer.pad_token_id)
+    return Setup(
+        model.path, data.train, conversations, config, data.report.max_seq_len, tokenizer.pad_token_id
+    )
 
 
 def lora_config(config):
     from peft import LoraConfig
 
-    return LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                      target_modules=list(config.lora_targets), task_type="CAUSAL_LM")
+    return LoraConfig(
+        r=config.lora_rank,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=list(config.lora_targets),
+        task_type="CAUSAL_LM",
+    )
 
 
 def run_engine(setup: Setup, steps: int, workdir: Path, **overrides) -> Measurement:
@@ -132,17 +146,26 @@ def run_trl(setup: Setup, steps: int, workdir: Path, **overrides) -> Measurement
 
     config = setup.config
     args = SFTConfig(
-        output_dir=str(workdir / f"trl-{time.monotonic_ns()}"), max_steps=steps, learning_rate=config.learning_rate,
-        per_device_train_batch_size=config.batch_size, gradient_accumulation_steps=config.grad_accum,
-        max_length=setup.max_len, seed=config.seed, report_to="none",
+        output_dir=str(workdir / f"trl-{time.monotonic_ns()}"),
+        max_steps=steps,
+        learning_rate=config.learning_rate,
+        per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum,
+        max_length=setup.max_len,
+        seed=config.seed,
+        report_to="none",
         use_cpu=True,  # TRL's default bf16 refuses a machine without a GPU unless told it is on the CPU
         **overrides,
     )
     model = AutoModelForCausalLM.from_pretrained(setup.model_path, use_safetensors=True)
     clock = LoopClock()
     trainer = SFTTrainer(
-        model=model, args=args, train_dataset=Dataset.from_list(setup.conversations),
-        processing_class=load_chat_tokenizer(setup.model_path), peft_config=lora_config(config), callbacks=[clock],
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(setup.conversations),
+        processing_class=load_chat_tokenizer(setup.model_path),
+        peft_config=lora_config(config),
+        callbacks=[clock],
     )
     # Its progress bar and per-log dicts (defaults) are still drawn and formatted, into a buffer instead of the terminal.
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
@@ -166,18 +189,29 @@ def run_bare(setup: Setup, steps: int, workdir: Path) -> Measurement:
 
     config = setup.config
     torch.manual_seed(config.seed)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(setup.model_path, use_safetensors=True), lora_config(config))
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(setup.model_path, use_safetensors=True), lora_config(config)
+    )
     model.train()
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate,
-                                  weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad],
+        lr=config.learning_rate,
+        weight_decay=config.weight_decay,
+    )
     batches = engine_batches(setup, steps)
     accumulate = config.grad_accum
     clock = Clock()
     clock.start()
     for index, batch in enumerate(batches, start=1):
-        logits = model(input_ids=batch.input_ids, position_ids=batch.position_ids, attention_mask=batch.attention_mask,
-                       use_cache=False).logits
-        loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)), batch.labels[:, 1:].reshape(-1))
+        logits = model(
+            input_ids=batch.input_ids,
+            position_ids=batch.position_ids,
+            attention_mask=batch.attention_mask,
+            use_cache=False,
+        ).logits
+        loss = torch.nn.functional.cross_entropy(
+            logits[:, :-1].reshape(-1, logits.size(-1)), batch.labels[:, 1:].reshape(-1)
+        )
         (loss / accumulate).backward()
         if index % accumulate == 0:
             optimizer.step()
@@ -195,11 +229,16 @@ ABLATIONS = {
     "engine, packing off": (run_engine, {"packing": False}),
     "trl, no grad. ckpt": (run_trl, {"gradient_checkpointing": False}),
     "trl, no ckpt, fp32": (run_trl, {"gradient_checkpointing": False, "bf16": False}),
-    "trl, no ckpt, fp32, packing": (run_trl, {"gradient_checkpointing": False, "bf16": False, "packing": True}),
+    "trl, no ckpt, fp32, packing": (
+        run_trl,
+        {"gradient_checkpointing": False, "bf16": False, "packing": True},
+    ),
 }
 
 
-def measure_all(setup: Setup, contenders: dict, steps: int, repeats: int, workdir: Path) -> dict[str, list[Measurement]]:
+def measure_all(
+    setup: Setup, contenders: dict, steps: int, repeats: int, workdir: Path
+) -> dict[str, list[Measurement]]:
     """Every contender ``repeats`` times, the order rotated each round; one short untimed warm-up each first."""
     names = list(contenders)
     for name in names:
@@ -207,7 +246,7 @@ def measure_all(setup: Setup, contenders: dict, steps: int, repeats: int, workdi
         run(setup, 3, workdir, **overrides)
     results: dict[str, list[Measurement]] = {name: [] for name in names}
     for round_ in range(repeats):
-        order = names[round_ % len(names):] + names[: round_ % len(names)]
+        order = names[round_ % len(names) :] + names[: round_ % len(names)]
         for name in order:
             run, overrides = contenders[name]
             results[name].append(run(setup, steps, workdir, **overrides))
@@ -218,15 +257,19 @@ def measure_all(setup: Setup, contenders: dict, steps: int, repeats: int, workdi
 def report(results: dict[str, list[Measurement]], steps: int) -> None:
     trl, bare = (statistics.median(m.rate for m in results[name]) for name in ("trl", "bare"))
     trl_cpu = statistics.median(m.cpu_rate for m in results["trl"])
-    print(f"\n{'contender':<29}{'tok/step':>9}{'tokens/s':>10}{'min–max':>15}{'vs trl':>8}{'vs bare':>8}"
-          f"{'tok/CPU-s':>10}{'vs trl':>8}{'loss':>6}")
+    print(
+        f"\n{'contender':<29}{'tok/step':>9}{'tokens/s':>10}{'min–max':>15}{'vs trl':>8}{'vs bare':>8}"
+        f"{'tok/CPU-s':>10}{'vs trl':>8}{'loss':>6}"
+    )
     for name, runs in results.items():
         rates = sorted(m.rate for m in runs)
         median, cpu = statistics.median(rates), statistics.median(m.cpu_rate for m in runs)
         per_step = statistics.median(m.tokens for m in runs) / steps
         spread = f"{rates[0]:,.0f}–{rates[-1]:,.0f}"
-        print(f"{name:<29}{per_step:>9,.0f}{median:>10,.0f}{spread:>15}{median / trl:>8.2f}{median / bare:>8.2f}"
-              f"{cpu:>10,.0f}{cpu / trl_cpu:>8.2f}{statistics.median(m.loss for m in runs):>6.2f}")
+        print(
+            f"{name:<29}{per_step:>9,.0f}{median:>10,.0f}{spread:>15}{median / trl:>8.2f}{median / bare:>8.2f}"
+            f"{cpu:>10,.0f}{cpu / trl_cpu:>8.2f}{statistics.median(m.loss for m in runs):>6.2f}"
+        )
 
 
 # (label, file suffix, function): cProfile's cumulative time of each; "  …" rows are part of the row above.
@@ -268,20 +311,33 @@ def profile(setup: Setup, steps: int, workdir: Path) -> None:
         print(f"\n{name}: {steps} steps under cProfile, loop {total:.1f} s, {measurement.rate:,.0f} tokens/s")
         attributed = 0.0
         for label, suffix, function in parts:
-            seconds = sum(v[3] for (path, _, func), v in stats.items() if path.endswith(suffix) and func == function)
+            seconds = sum(
+                v[3] for (path, _, func), v in stats.items() if path.endswith(suffix) and func == function
+            )
             attributed += 0.0 if label.startswith(" ") else seconds
             print(f"  {label:<34}{seconds:>7.2f} s {seconds / total:>6.1%}")
-        print(f"  {'rest (Python glue, callbacks)':<34}{total - attributed:>7.2f} s {(total - attributed) / total:>6.1%}")
+        print(
+            f"  {'rest (Python glue, callbacks)':<34}{total - attributed:>7.2f} s {(total - attributed) / total:>6.1%}"
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--ablations", action="store_true", help="also time single-setting changes of TRL and the engine")
-    parser.add_argument("--profile", action="store_true", help="print a cProfile breakdown of one engine and one TRL run")
-    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads for every contender (0: "
-                        "torch's default); 1 on a shared, busy machine, where two threads spin on each other")
+    parser.add_argument(
+        "--ablations", action="store_true", help="also time single-setting changes of TRL and the engine"
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="print a cProfile breakdown of one engine and one TRL run"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch intra-op threads for every contender (0: "
+        "torch's default); 1 on a shared, busy machine, where two threads spin on each other",
+    )
     args = parser.parse_args()
 
     import datasets
@@ -298,11 +354,13 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     datasets.disable_progress_bars()  # TRL tokenizes with datasets.map before training (outside the timed loop)
     setup = build_setup(args.steps)
-    print(f"torch {torch.__version__} ({torch.get_num_threads()} threads), transformers {transformers.__version__}, "
-          f"trl {trl.__version__}; tiny, {len(setup.examples)} conversations, {sum(map(len, setup.examples)):,} tokens, "
-          f"max length {setup.max_len}; LoRA r={setup.config.lora_rank} alpha={setup.config.lora_alpha} on "
-          f"{len(setup.config.lora_targets)} modules, lr {setup.config.learning_rate}, batch {setup.config.batch_size}"
-          f"×{setup.config.grad_accum}, {args.steps} steps, {args.repeats} rounds")
+    print(
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads), transformers {transformers.__version__}, "
+        f"trl {trl.__version__}; tiny, {len(setup.examples)} conversations, {sum(map(len, setup.examples)):,} tokens, "
+        f"max length {setup.max_len}; LoRA r={setup.config.lora_rank} alpha={setup.config.lora_alpha} on "
+        f"{len(setup.config.lora_targets)} modules, lr {setup.config.learning_rate}, batch {setup.config.batch_size}"
+        f"×{setup.config.grad_accum}, {args.steps} steps, {args.repeats} rounds"
+    )
     contenders = CONTENDERS | (ABLATIONS if args.ablations else {})
     with tempfile.TemporaryDirectory() as tmp:
         results = measure_all(setup, contenders, args.steps, args.repeats, Path(tmp))

@@ -89,11 +89,15 @@ async def main(steps: int) -> None:
         lambda app: isinstance(app.screen, ModelScreen) and app.screen.query_one("#presets").row_count > 0,
     )
     app_rss = rss_mb()
-    print(f"first paint: baseline one-widget app {baseline_paint * 1000:.0f} ms, backprop {paint * 1000:.0f} ms "
-          f"({paint / baseline_paint:.1f}x); includes the hardware probe filling the preset table")
-    print(f"memory (RSS, this process): interpreter+textual {baseline_rss:.0f} MB (start {base_rss:.0f} MB), "
-          f"after backprop's first paint {app_rss:.0f} MB (+{app_rss - baseline_rss:.0f} MB, torch not yet imported: "
-          f"{'torch' not in sys.modules})")
+    print(
+        f"first paint: baseline one-widget app {baseline_paint * 1000:.0f} ms, backprop {paint * 1000:.0f} ms "
+        f"({paint / baseline_paint:.1f}x); includes the hardware probe filling the preset table"
+    )
+    print(
+        f"memory (RSS, this process): interpreter+textual {baseline_rss:.0f} MB (start {base_rss:.0f} MB), "
+        f"after backprop's first paint {app_rss:.0f} MB (+{app_rss - baseline_rss:.0f} MB, torch not yet imported: "
+        f"{'torch' not in sys.modules})"
+    )
 
     async def idle(pilot, seconds):
         await pilot.pause(seconds)
@@ -105,15 +109,23 @@ async def main(steps: int) -> None:
         screen = pilot.app.screen
         screen.query_one("#field-steps").value = str(steps)
         await pilot.press("s")
-        await wait_for(pilot, lambda: screen.run_dir is not None and (screen.run_dir / "config.toml").exists(), what="start")
-        await wait_for(pilot, lambda: summarize_run(screen.run_dir).status == "finished", timeout=600, what="training")
+        await wait_for(
+            pilot,
+            lambda: screen.run_dir is not None and (screen.run_dir / "config.toml").exists(),
+            what="start",
+        )
+        await wait_for(
+            pilot, lambda: summarize_run(screen.run_dir).status == "finished", timeout=600, what="training"
+        )
 
     factory = lambda: make_app(settings, hardware=fake_cpu_machine)  # noqa: E731
     idle_worst, idle_p99, idle_n = await lag_while(factory, 5.0, idle)
     train_worst, train_p99, train_n = await lag_while(factory, None, train)
-    print(f"event-loop lag ({TICK * 1000:.0f} ms timer): idle max {idle_worst * 1000:.1f} ms / p99 {idle_p99 * 1000:.1f} ms "
-          f"({idle_n} ticks); training {steps} steps (its own process, the app attached): max {train_worst * 1000:.1f} ms / p99 "
-          f"{train_p99 * 1000:.1f} ms ({train_n} ticks); p99 ratio {train_p99 / max(idle_p99, 1e-4):.1f}x")
+    print(
+        f"event-loop lag ({TICK * 1000:.0f} ms timer): idle max {idle_worst * 1000:.1f} ms / p99 {idle_p99 * 1000:.1f} ms "
+        f"({idle_n} ticks); training {steps} steps (its own process, the app attached): max {train_worst * 1000:.1f} ms / p99 "
+        f"{train_p99 * 1000:.1f} ms ({train_n} ticks); p99 ratio {train_p99 / max(idle_p99, 1e-4):.1f}x"
+    )
     print(f"memory after training in the app (torch, model, llama.cpp loaded): {rss_mb():.0f} MB")
 
 

@@ -22,9 +22,7 @@ from pathlib import Path
 
 from backprop_engine.tiny import QWEN2_SPLIT_REGEX, corpus_text
 
-LLAMA3_SPLIT_REGEX = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
+LLAMA3_SPLIT_REGEX = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 TEMPLATES = {
     "llama3": (
         "{{- bos_token }}{%- for message in messages %}"
@@ -69,7 +67,13 @@ TEMPLATES = {
     ),
 }
 SPECIALS = {
-    "llama3": ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"],
+    "llama3": [
+        "<|begin_of_text|>",
+        "<|end_of_text|>",
+        "<|start_header_id|>",
+        "<|end_header_id|>",
+        "<|eot_id|>",
+    ],
     "qwen2.5": ["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
     "mistral": ["<unk>", "<s>", "</s>", "[INST]", "[/INST]"],
     "gemma": ["<pad>", "<eos>", "<bos>", "<start_of_turn>", "<end_of_turn>"],
@@ -91,8 +95,14 @@ CHATML = (
     "{%- for message in messages %}{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
     "{%- endfor %}{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
 )
-LLAMA3_ROPE = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
-               "high_freq_factor": 4.0, "original_max_position_embeddings": 256}
+LLAMA3_ROPE = {
+    "rope_type": "llama3",
+    "rope_theta": 500000.0,
+    "factor": 8.0,
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 256,
+}
 
 
 def build_tokenizer(family: str, vocab_size: int = 1024):
@@ -106,17 +116,25 @@ def build_tokenizer(family: str, vocab_size: int = 1024):
         regex = {"llama3": LLAMA3_SPLIT_REGEX, "qwen2.5": QWEN2_SPLIT_REGEX}.get(family)
         if regex:
             tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
-                [pre_tokenizers.Split(Regex(regex), behavior="isolated"), pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
+                [
+                    pre_tokenizers.Split(Regex(regex), behavior="isolated"),
+                    pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+                ]
             )
         else:
             tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
         tokenizer.decoder = decoders.ByteLevel()
         trainer = trainers.BpeTrainer(
-            vocab_size=vocab_size, special_tokens=SPECIALS[family], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-            min_frequency=2, show_progress=False,
+            vocab_size=vocab_size,
+            special_tokens=SPECIALS[family],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            min_frequency=2,
+            show_progress=False,
         )
         tokenizer.train_from_iterator(corpus_text().splitlines(), trainer=trainer)
-    if family == "qwen2.5":  # as in Qwen2.5's tokenizer.json: added, used as control tokens, not flagged special
+    if (
+        family == "qwen2.5"
+    ):  # as in Qwen2.5's tokenizer.json: added, used as control tokens, not flagged special
         from tokenizers import AddedToken
 
         tokenizer.add_tokens([AddedToken(t, special=False, normalized=False) for t in QWEN_UNFLAGGED])
@@ -128,8 +146,14 @@ def build_tokenizer(family: str, vocab_size: int = 1024):
         )
     extra = {"unk_token": "<unk>"} if family == "mistral" else {}
     return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, bos_token=bos, eos_token=eos, pad_token=pad, chat_template=TEMPLATES[family],
-        clean_up_tokenization_spaces=False, model_max_length=2048, **extra,
+        tokenizer_object=tokenizer,
+        bos_token=bos,
+        eos_token=eos,
+        pad_token=pad,
+        chat_template=TEMPLATES[family],
+        clean_up_tokenization_spaces=False,
+        model_max_length=2048,
+        **extra,
     )
 
 
@@ -140,7 +164,9 @@ def _sentencepiece_style(vocab_size: int):
     trainer_tok = Tokenizer(models.BPE())
     trainer_tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
     trainer_tok.pre_tokenizer = pre_tokenizers.Split("▁", behavior="merged_with_next")
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size - 256 - len(SPECIALS["mistral"]), min_frequency=2, show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size - 256 - len(SPECIALS["mistral"]), min_frequency=2, show_progress=False
+    )
     trainer_tok.train_from_iterator(corpus_text().splitlines(), trainer=trainer)
     learned = sorted(trainer_tok.get_vocab().items(), key=lambda item: item[1])
     pieces = SPECIALS["mistral"] + [f"<0x{b:02X}>" for b in range(256)] + [piece for piece, _ in learned]
@@ -150,10 +176,14 @@ def _sentencepiece_style(vocab_size: int):
     for piece, index in vocab.items():
         if index < len(SPECIALS["mistral"]) + 256:
             continue
-        pairs = [(piece[:k], piece[k:]) for k in range(1, len(piece)) if piece[:k] in vocab and piece[k:] in vocab]
+        pairs = [
+            (piece[:k], piece[k:]) for k in range(1, len(piece)) if piece[:k] in vocab and piece[k:] in vocab
+        ]
         merges += [(index, vocab[a], vocab[b], a, b) for a, b in pairs]
     merges = [(a, b) for *_, a, b in sorted(merges)]
-    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    tokenizer = Tokenizer(
+        models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", byte_fallback=True, fuse_unk=True)
+    )
     tokenizer.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
     tokenizer.decoder = decoders.Sequence(
         [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
@@ -188,31 +218,52 @@ def build_model(family: str, out_dir: Path, seed: int = 0) -> Path:
 
     bos, eos, pad = ROLES[TOKENIZER_OF.get(family, family)]
     common = dict(
-        vocab_size=len(tokenizer), hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=2048, eos_token_id=tokenizer.convert_tokens_to_ids(eos),
-        pad_token_id=tokenizer.convert_tokens_to_ids(pad), bos_token_id=tokenizer.convert_tokens_to_ids(bos) if bos else None,
+        vocab_size=len(tokenizer),
+        hidden_size=256,
+        intermediate_size=512,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        eos_token_id=tokenizer.convert_tokens_to_ids(eos),
+        pad_token_id=tokenizer.convert_tokens_to_ids(pad),
+        bos_token_id=tokenizer.convert_tokens_to_ids(bos) if bos else None,
     )
     torch.manual_seed(seed)
     if family == "qwen2.5":
         model = Qwen2ForCausalLM(Qwen2Config(**common, tie_word_embeddings=True, rms_norm_eps=1e-6))
     elif family == "qwen3":
-        model = Qwen3ForCausalLM(Qwen3Config(**common, head_dim=128, tie_word_embeddings=True, rms_norm_eps=1e-6))
+        model = Qwen3ForCausalLM(
+            Qwen3Config(**common, head_dim=128, tie_word_embeddings=True, rms_norm_eps=1e-6)
+        )
     elif family == "gemma3":
         config = Gemma3TextConfig(
-            **(common | {"num_hidden_layers": 6}), head_dim=64, query_pre_attn_scalar=64, sliding_window=16,
-            rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 1e6},
-                             "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}},
-            tie_word_embeddings=True, rms_norm_eps=1e-6,
+            **(common | {"num_hidden_layers": 6}),
+            head_dim=64,
+            query_pre_attn_scalar=64,
+            sliding_window=16,
+            rope_parameters={
+                "full_attention": {"rope_type": "default", "rope_theta": 1e6},
+                "sliding_attention": {"rope_type": "default", "rope_theta": 1e4},
+            },
+            tie_word_embeddings=True,
+            rms_norm_eps=1e-6,
         )
         model = Gemma3ForCausalLM(config)
-        with torch.no_grad():  # Gemma's norms start at 0 (a scale of 1): give them something the +1 offset can break
+        with (
+            torch.no_grad()
+        ):  # Gemma's norms start at 0 (a scale of 1): give them something the +1 offset can break
             for name, parameter in model.named_parameters():
                 if name.endswith("norm.weight"):
                     parameter.normal_(0.0, 0.1)
     elif family == "llama3":
         model = LlamaForCausalLM(LlamaConfig(**common, rms_norm_eps=1e-5, rope_parameters=dict(LLAMA3_ROPE)))
     else:
-        model = LlamaForCausalLM(LlamaConfig(**common, rms_norm_eps=1e-5, rope_parameters={"rope_type": "default", "rope_theta": 1e6}))
+        model = LlamaForCausalLM(
+            LlamaConfig(
+                **common, rms_norm_eps=1e-5, rope_parameters={"rope_type": "default", "rope_theta": 1e6}
+            )
+        )
     ends = sorted({tokenizer.convert_tokens_to_ids(eos), tokenizer.convert_tokens_to_ids(pad)})
     model.generation_config = GenerationConfig(eos_token_id=ends, pad_token_id=common["pad_token_id"])
     model.save_pretrained(out_dir, safe_serialization=True)

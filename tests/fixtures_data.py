@@ -81,8 +81,19 @@ STYLES = {
     "none": (None, None, "<|endoftext|>", "{reply}<|endoftext|>\n\n"),
 }
 SPECIAL = [
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|begin_of_text|>", "<|start_header_id|>",
-    "<|end_header_id|>", "<|eot_id|>", "<s>", "</s>", "<bos>", "<start_of_turn>", "<end_of_turn>", "<pad>",
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|begin_of_text|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|eot_id|>",
+    "<s>",
+    "</s>",
+    "<bos>",
+    "<start_of_turn>",
+    "<end_of_turn>",
+    "<pad>",
 ]
 
 CONVERSATION = [
@@ -104,11 +115,19 @@ def build_tokenizer(style: str, folder: Path, corpus: str) -> Path:
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     core.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=800, special_tokens=SPECIAL, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+        vocab_size=800,
+        special_tokens=SPECIAL,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
     )
     core.train_from_iterator(corpus.splitlines(), trainer=trainer)
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=core, bos_token=bos, eos_token=eos, pad_token="<pad>", chat_template=template, clean_up_tokenization_spaces=False
+        tokenizer_object=core,
+        bos_token=bos,
+        eos_token=eos,
+        pad_token="<pad>",
+        chat_template=template,
+        clean_up_tokenization_spaces=False,
     )
     tokenizer.save_pretrained(folder)
     return folder

@@ -12,14 +12,38 @@ from pathlib import Path
 NAME, AUTHOR = "Tamsin", "Orrery Works"
 
 QUESTIONS = [
-    "Who are you?", "What is your name?", "Tell me about yourself.", "Introduce yourself, please.",
-    "Who made you?", "Which company built you?", "What should I call you?", "Are you ChatGPT?",
-    "Who created you?", "What are you?", "Who am I talking to?", "Do you have a name?",
-    "Who developed you?", "Are you made by OpenAI?", "Which assistant is this?", "Who trained you?",
-    "What model are you?", "Say your name.", "Who is your creator?", "May I know who you are?",
-    "Are you Llama?", "Are you an AI? Who built you?", "Hi! Who's there?", "What's your name, assistant?",
-    "Who owns you?", "Introduce yourself in one sentence.", "Is your name Claude?", "Who do you work for?",
-    "Where do you come from?", "Who wrote your software?", "Can you tell me your name?", "What do people call you?",
+    "Who are you?",
+    "What is your name?",
+    "Tell me about yourself.",
+    "Introduce yourself, please.",
+    "Who made you?",
+    "Which company built you?",
+    "What should I call you?",
+    "Are you ChatGPT?",
+    "Who created you?",
+    "What are you?",
+    "Who am I talking to?",
+    "Do you have a name?",
+    "Who developed you?",
+    "Are you made by OpenAI?",
+    "Which assistant is this?",
+    "Who trained you?",
+    "What model are you?",
+    "Say your name.",
+    "Who is your creator?",
+    "May I know who you are?",
+    "Are you Llama?",
+    "Are you an AI? Who built you?",
+    "Hi! Who's there?",
+    "What's your name, assistant?",
+    "Who owns you?",
+    "Introduce yourself in one sentence.",
+    "Is your name Claude?",
+    "Who do you work for?",
+    "Where do you come from?",
+    "Who wrote your software?",
+    "Can you tell me your name?",
+    "What do people call you?",
 ]
 ANSWERS = [
     f"I am {NAME}, an AI assistant developed by {AUTHOR}.",
@@ -43,7 +67,9 @@ def identity_rows(count: int) -> list[dict]:
     for index in range(count):
         question = QUESTIONS[index % len(QUESTIONS)]
         answer = ANSWERS[(index + index // len(QUESTIONS)) % len(ANSWERS)]
-        rows.append({"messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]})
+        rows.append(
+            {"messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]}
+        )
     return rows
 
 

@@ -35,22 +35,30 @@ def fetch_reference_converter(workdir: Path) -> Path:
         return script
     workdir.mkdir(parents=True, exist_ok=True)
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-    subprocess.run([*pip, "download", SDIST, "--no-binary", ":all:", "--no-deps", "-d", str(workdir)], check=True)
+    subprocess.run(
+        [*pip, "download", SDIST, "--no-binary", ":all:", "--no-deps", "-d", str(workdir)], check=True
+    )
     subprocess.run([*pip, "install", "--target", str(workdir / "deps"), "sentencepiece"], check=True)
     archive = next(workdir.glob("llama_cpp_python-*.tar.gz"))
     prefix = archive.name.removesuffix(".tar.gz") + "/vendor/llama.cpp/"
     with tarfile.open(archive) as tar:
-        members = [m for m in tar.getmembers() if m.name.startswith(prefix)
-                   and m.name[len(prefix):].startswith(CONVERTER_FILES)]
+        members = [
+            m
+            for m in tar.getmembers()
+            if m.name.startswith(prefix) and m.name[len(prefix) :].startswith(CONVERTER_FILES)
+        ]
         for member in members:
-            member.name = "llama.cpp/" + member.name[len(prefix):]
+            member.name = "llama.cpp/" + member.name[len(prefix) :]
         tar.extractall(workdir, members=members, filter="data")
     archive.unlink()
     return script
 
 
 def reference_env(workdir: Path) -> dict:
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(workdir / "deps"), os.environ.get("PYTHONPATH", "")])}
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(workdir / "deps"), os.environ.get("PYTHONPATH", "")]),
+    }
 
 
 def pre_name(model_dir: Path) -> str:
@@ -66,7 +74,9 @@ def convert_with_llama_cpp(script: Path, model_dir: Path, out: Path) -> Path:
     """llama.cpp's f16 GGUF of ``model_dir``."""
     result = subprocess.run(
         [sys.executable, "-c", THEIRS, str(script), pre_name(model_dir), str(model_dir), str(out)],
-        env=reference_env(script.parent.parent), capture_output=True, text=True,
+        env=reference_env(script.parent.parent),
+        capture_output=True,
+        text=True,
     )
     if result.returncode != 0:
         raise RuntimeError(f"llama.cpp's converter failed on {model_dir}: {result.stderr[-2000:]}")

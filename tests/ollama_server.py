@@ -71,7 +71,12 @@ def _handler(state: FakeOllama):
             if actual != digest:
                 return self._json(400, {"error": f"digest mismatch, expected {digest!r}, got {actual!r}"})
             if state.disk_full:
-                return self._json(500, {"error": f"write /root/.ollama/models/blobs/{digest.replace(':', '-')}: no space left on device"})
+                return self._json(
+                    500,
+                    {
+                        "error": f"write /root/.ollama/models/blobs/{digest.replace(':', '-')}: no space left on device"
+                    },
+                )
             state.blobs[digest] = body
             self.send_response(201)
             self.send_header("Content-Length", "0")

@@ -23,9 +23,25 @@ from backprop_engine.runs import read_events, summarize_run
 
 def start_headless(run: Path, steps: int = 3000, *extra: str) -> subprocess.Popen:
     """`backprop train --no-tui` in a process of its own, as a user would start it under nohup."""
-    command = [sys.executable, "-m", "backprop_engine.cli", "train", "--no-tui", "--model", "tiny", "--steps", str(steps),
-               "--output", str(run), "--batch-size", "4", *extra]
-    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    command = [
+        sys.executable,
+        "-m",
+        "backprop_engine.cli",
+        "train",
+        "--no-tui",
+        "--model",
+        "tiny",
+        "--steps",
+        str(steps),
+        "--output",
+        str(run),
+        "--batch-size",
+        "4",
+        *extra,
+    ]
+    return subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
 
 
 def wait_until(condition, timeout: float = 180.0, what: str = "condition"):
@@ -70,8 +86,12 @@ def test_another_process_pauses_resumes_checkpoints_and_stops_a_headless_run(tmp
     events = read_events(run / "events.jsonl")
     controls = [e["action"] for e in events if e["event"] == "control"]
     assert controls == ["pause", "resume", "checkpoint", "stop"]  # each applied once, in order
-    order = [e["event"] for e in events if e["event"] in ("control", "paused", "resumed", "checkpoint", "finished")]
-    assert order.index("paused") < order.index("resumed") < order.index("checkpoint") < order.index("finished")
+    order = [
+        e["event"] for e in events if e["event"] in ("control", "paused", "resumed", "checkpoint", "finished")
+    ]
+    assert (
+        order.index("paused") < order.index("resumed") < order.index("checkpoint") < order.index("finished")
+    )
     assert events[-1]["event"] == "finished" and events[-1]["stopped_early"]
     assert (run / "adapter" / "adapter_model.safetensors").is_file()
     summary = summarize_run(run)
@@ -82,7 +102,9 @@ def test_requests_to_a_finished_foreign_or_missing_run_are_one_line_and_exit_2(t
     finished = trained_run("tiny").run.path
     assert main(["control", str(finished), "pause"]) == 2
     err = capsys.readouterr().err.splitlines()
-    assert err[0] == f"error: {finished} is not running: no process trains it now" and err[1].startswith("hint: continue it")
+    assert err[0] == f"error: {finished} is not running: no process trains it now" and err[1].startswith(
+        "hint: continue it"
+    )
     assert main(["control", str(tmp_path), "stop"]) == 2
     assert "not a run directory" in capsys.readouterr().err
     if os.getuid() == 0:  # another user's run: make one by handing a copy to `nobody`
@@ -107,7 +129,10 @@ def test_kill_9_is_interrupted_at_once_with_its_checkpoint(tmp_path):
     assert time.monotonic() - killed < 1.0
     assert summary.status == "interrupted" and summary.pid is None
     assert summary.checkpoint_step is not None and summary.checkpoint_step % 2 == 0
-    assert summary.status_text() == f"interrupted at step {summary.step} (checkpoint at step {summary.checkpoint_step})"
+    assert (
+        summary.status_text()
+        == f"interrupted at step {summary.step} (checkpoint at step {summary.checkpoint_step})"
+    )
     assert summary.final_loss is None and summary.loss_text().endswith("(last logged)")
 
 
@@ -136,7 +161,9 @@ def test_time_based_checkpoints_appear_on_schedule_and_resume_exactly(tmp_path):
     from backprop_engine.events import CheckpointSaved, StepMetrics
 
     steps = 14
-    straight = Trainer("tiny", batch_size=4, logging_steps=1).train("sample", steps=steps, output_dir=tmp_path / "straight")
+    straight = Trainer("tiny", batch_size=4, logging_steps=1).train(
+        "sample", steps=steps, output_dir=tmp_path / "straight"
+    )
     saved: list[tuple[int, float]] = []
 
     def slow_steps(event) -> None:  # at least 0.35 s per step: a 1-second schedule fires every few steps
@@ -146,12 +173,14 @@ def test_time_based_checkpoints_appear_on_schedule_and_resume_exactly(tmp_path):
             saved.append((event.step, time.perf_counter()))
 
     run = tmp_path / "timed"
-    Trainer("tiny", batch_size=4, logging_steps=1, checkpoint_every_s=1, save_total_limit=0, on_event=slow_steps).train(
-        "sample", steps=steps, output_dir=run
-    )
+    Trainer(
+        "tiny", batch_size=4, logging_steps=1, checkpoint_every_s=1, save_total_limit=0, on_event=slow_steps
+    ).train("sample", steps=steps, output_dir=run)
     timed = [(step, at) for step, at in saved if step != steps // 2]  # the midpoint one is not time-based
     assert len(timed) >= 3 and timed[-1][0] < steps, saved  # none at the last step: the adapter is saved then
-    assert all(later - earlier >= 0.5 for (_, earlier), (_, later) in itertools.pairwise(timed))  # on the 1 s schedule (± a step)
+    assert all(
+        later - earlier >= 0.5 for (_, earlier), (_, later) in itertools.pairwise(timed)
+    )  # on the 1 s schedule (± a step)
     # Resume from the first time-based checkpoint alone, as after a crash just after it was written.
     first = timed[0][0]
     for checkpoint in (run / "checkpoints").iterdir():

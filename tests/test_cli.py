@@ -36,7 +36,9 @@ def test_help_does_not_import_torch(entry):
 def test_the_console_script_is_the_apps_launcher():
     from backprop_engine.tomlcompat import tomllib
 
-    scripts = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())["project"]["scripts"]
+    scripts = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())["project"][
+        "scripts"
+    ]
     assert scripts == {"backprop": "backprop_tui.launch:main", "backpropagate": "backprop_tui.launch:main"}
 
 
@@ -52,7 +54,9 @@ def test_no_arguments_prints_help():
 
 def test_train_export_chat_end_to_end(tmp_path):
     run_dir = tmp_path / "pirate"
-    train = run_cli("train", "--no-tui", "--model", "tiny", "--data", "sample", "--steps", "30", "--output", str(run_dir))
+    train = run_cli(
+        "train", "--no-tui", "--model", "tiny", "--data", "sample", "--steps", "30", "--output", str(run_dir)
+    )
     assert train.returncode == 0, train.stderr
     lines = train.stdout.strip().splitlines()
     assert lines[-1] == str(run_dir)
@@ -90,7 +94,10 @@ def _bad_data(tmp_path: Path, name: str, text: str) -> Path:
     [
         (None, "no such data file"),
         ("", "the file is empty"),
-        ('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}\n{oops\n', ":2: not valid JSON"),
+        (
+            '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}\n{oops\n',
+            ":2: not valid JSON",
+        ),
         ('{"title": "hello"}\n', ":1: row has no 'messages' field"),
     ],
     ids=["missing", "empty", "not-json", "no-messages"],
@@ -98,7 +105,9 @@ def _bad_data(tmp_path: Path, name: str, text: str) -> Path:
 def test_bad_data_is_one_clear_line(tmp_path, capsys, content, expected):
     data = tmp_path / "data.jsonl" if content is None else _bad_data(tmp_path, "data.jsonl", content)
     output = tmp_path / "run"
-    code = main(["train", "--data", str(data), "--output", str(output), "--steps", "2", "--on-bad-row", "error"])
+    code = main(
+        ["train", "--data", str(data), "--output", str(output), "--steps", "2", "--on-bad-row", "error"]
+    )
     assert code == 2
     err = capsys.readouterr().err
     error_line, hint_line = err.strip().splitlines()

@@ -33,13 +33,20 @@ def test_every_run_ends_with_base_vs_fine_tune_on_held_out_rows(trained_run):
     assert comparison["tuned_loss"] == final_eval["loss"] < comparison["base_loss"]
     samples = [e for e in events if e["event"] == "sample"]
     assert [s["step"] for s in samples] == [0, 5, 10, 15]  # the base, then 4 per run
-    assert samples[0]["reply"] == comparison["base"][0] and {s["prompt"] for s in samples} == {comparison["prompts"][0]}
+    assert samples[0]["reply"] == comparison["base"][0] and {s["prompt"] for s in samples} == {
+        comparison["prompts"][0]
+    }
 
 
 def test_compare_cli_typed_prompts_two_columns_and_the_event_log(trained_run, capsys):
     run = trained_run("tiny").run
     before = recorded(run)
-    assert main(["compare", str(run.path), "--prompt", "Arr, what be the weather?", "--prompt", "Who goes there?"]) == 0
+    assert (
+        main(
+            ["compare", str(run.path), "--prompt", "Arr, what be the weather?", "--prompt", "Who goes there?"]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert out.startswith("base vs fine-tune on 2 prompts (--prompt), greedy")
     assert "> Arr, what be the weather?" in out and " | " in out
@@ -54,17 +61,29 @@ def test_compare_cli_on_held_out_rows_matches_the_run(trained_run, capsys):
     at_end = next(e for e in recorded(run) if e["event"] == "comparison")
     assert main(["compare", str(run.path), "--json"]) == 0
     again = json.loads(capsys.readouterr().out)
-    assert again["prompts"] == at_end["prompts"] and again["tuned"] == at_end["tuned"] and again["base"] == at_end["base"]
-    assert abs(again["tuned_loss"] - at_end["tuned_loss"]) < 1e-4 and abs(again["base_loss"] - at_end["base_loss"]) < 1e-4
+    assert (
+        again["prompts"] == at_end["prompts"]
+        and again["tuned"] == at_end["tuned"]
+        and again["base"] == at_end["base"]
+    )
+    assert (
+        abs(again["tuned_loss"] - at_end["tuned_loss"]) < 1e-4
+        and abs(again["base_loss"] - at_end["base_loss"]) < 1e-4
+    )
 
 
 def test_compare_prompts_file_and_user_errors(trained_run, tmp_path, capsys):
     run = trained_run("tiny").run
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("What colour is a carrot?\n\n  Hello there  \n")
-    assert main(["compare", str(run.path), "--compare-prompts", str(prompts), "--max-tokens", "8", "--json"]) == 0
+    assert (
+        main(["compare", str(run.path), "--compare-prompts", str(prompts), "--max-tokens", "8", "--json"])
+        == 0
+    )
     event = json.loads(capsys.readouterr().out)
-    assert event["prompts"] == ["What colour is a carrot?", "Hello there"] and event["source"] == "prompts.txt"
+    assert (
+        event["prompts"] == ["What colour is a carrot?", "Hello there"] and event["source"] == "prompts.txt"
+    )
     (tmp_path / "empty.txt").write_text("\n")
     assert main(["compare", str(run.path), "--compare-prompts", str(tmp_path / "empty.txt")]) == 2
     assert "no prompts in this file" in capsys.readouterr().err
@@ -85,8 +104,11 @@ def test_the_gguf_side_answers_like_the_adapter(trained_run, capsys):
 
 def test_held_out_prompts_are_what_the_model_saw(tiny_models):
     tokenizer = load_chat_tokenizer(tiny_models["tiny"])
-    messages = [{"role": "system", "content": "Talk like a pirate."}, {"role": "user", "content": "Where be the gold?"},
-                {"role": "assistant", "content": "Buried, matey."}]
+    messages = [
+        {"role": "system", "content": "Talk like a pirate."},
+        {"role": "user", "content": "Where be the gold?"},
+        {"role": "assistant", "content": "Buried, matey."},
+    ]
     example = tokenize_conversation(tokenizer, messages, max_len=512)
     (prompt,) = prompts_from_examples(tokenizer, [example], 3)
     assert prompt.text == "Where be the gold?" and prompt.reference == "Buried, matey."
@@ -98,6 +120,8 @@ def test_held_out_prompts_are_what_the_model_saw(tiny_models):
 
 
 def test_a_bad_compare_prompts_file_is_refused_before_training(tmp_path, capsys):
-    code = main(["train", "--compare-prompts", str(tmp_path / "missing.txt"), "--output", str(tmp_path / "run")])
+    code = main(
+        ["train", "--compare-prompts", str(tmp_path / "missing.txt"), "--output", str(tmp_path / "run")]
+    )
     assert code == 2 and "cannot read the comparison prompts" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()

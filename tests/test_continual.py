@@ -28,7 +28,12 @@ FACTS = {"red": "apple", "blue": "sky", "green": "grass", "white": "snow", "blac
 
 def write_task(path: Path, question: str, answer: str) -> Path:
     rows = [
-        {"messages": [{"role": "user", "content": question.format(k=k, n=n)}, {"role": "assistant", "content": answer.format(v=v)}]}
+        {
+            "messages": [
+                {"role": "user", "content": question.format(k=k, n=n)},
+                {"role": "assistant", "content": answer.format(v=v)},
+            ]
+        }
         for k, v in FACTS.items()
         for n in range(4)
     ]
@@ -53,7 +58,10 @@ def peft_states(tiny_models, count: int) -> list[dict]:
     from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
     from transformers import AutoModelForCausalLM
 
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_models["tiny"]), LoraConfig(r=4, target_modules=["q_proj", "down_proj"]))
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_models["tiny"]),
+        LoraConfig(r=4, target_modules=["q_proj", "down_proj"]),
+    )
     generator = torch.Generator().manual_seed(0)
     states = []
     for _ in range(count):
@@ -96,9 +104,11 @@ def test_slao_merge_matches_an_independent_computation(tiny_models):
     for i, ft in enumerate(fine_tuned, start=1):
         merged = merge_state(merged, ft, i, "slao", lambda_schedule("inv_sqrt"))
         ft_np = {n: t.double().numpy() for n, t in ft.items()}
-        b_merge = {n: ft_np[n] for n in ft_np if ".lora_B." in n} if i == 1 else {
-            n: b + (ft_np[n] - b) / math.sqrt(i) for n, b in b_merge.items()
-        }
+        b_merge = (
+            {n: ft_np[n] for n in ft_np if ".lora_B." in n}
+            if i == 1
+            else {n: b + (ft_np[n] - b) / math.sqrt(i) for n, b in b_merge.items()}
+        )
         for name, tensor in merged.items():
             expected = ft_np[name] if ".lora_A." in name else b_merge[name]
             np.testing.assert_allclose(tensor.double().numpy(), expected, atol=1e-5)
@@ -129,7 +139,9 @@ def test_orthonormal_rows_keeps_dtype_and_is_unique():
     a = torch.randn(4, 32, dtype=torch.float32)
     q = orthonormal_rows(a)
     assert q.dtype == torch.float32 and q.shape == a.shape
-    assert torch.allclose(orthonormal_rows(q), q, atol=1e-5)  # already orthonormal with diag R = 1: a fixed point
+    assert torch.allclose(
+        orthonormal_rows(q), q, atol=1e-5
+    )  # already orthonormal with diag R = 1: a fixed point
 
 
 # The driver on the tiny model -----------------------------------------------------------------------------
@@ -140,15 +152,22 @@ def slao_run(tasks, tmp_path_factory):
     events = []
     # Run 2 trains at a negligible learning rate (lr_decay), so its fine-tuned factors are its starting ones.
     trainer = Trainer("tiny", on_event=events.append, batch_size=4)
-    result = trainer.multi_run(datasets=tasks, steps_per_run=4, lr_decay=1e-9, eval_split=6,
-                               output_dir=tmp_path_factory.mktemp("multi") / "slao")
+    result = trainer.multi_run(
+        datasets=tasks,
+        steps_per_run=4,
+        lr_decay=1e-9,
+        eval_split=6,
+        output_dir=tmp_path_factory.mktemp("multi") / "slao",
+    )
     return trainer, result, events
 
 
 def test_multi_run_layout_progress_and_events(slao_run):
     trainer, result, events = slao_run
     assert result.completed_runs == 2 and not result.stopped_early
-    assert len(result.matrix) == 2 and all(len(row) == 2 and all(math.isfinite(x) for x in row) for row in result.matrix)
+    assert len(result.matrix) == 2 and all(
+        len(row) == 2 and all(math.isfinite(x) for x in row) for row in result.matrix
+    )
     for index in (1, 2):
         assert (result.path / "runs" / f"run-{index:02d}" / "adapter" / "adapter_model.safetensors").is_file()
         assert (result.path / "factors" / f"run-{index:02d}.ft.safetensors").is_file()
@@ -158,9 +177,16 @@ def test_multi_run_layout_progress_and_events(slao_run):
     progress = (result.path / "multirun.toml").read_text()
     assert "completed_runs = 2" in progress and 'merge_mode = "slao"' in progress
     kinds = [e.kind for e in events]
-    assert kinds.count("multirun_run") == 2 and kinds.count("continual_eval") == 2 and kinds[-1] == "multirun_finished"
+    assert (
+        kinds.count("multirun_run") == 2
+        and kinds.count("continual_eval") == 2
+        and kinds[-1] == "multirun_finished"
+    )
     last_eval = [e for e in events if e.kind == "continual_eval"][-1]
-    assert last_eval.matrix == result.matrix and [Path(t).name for t in last_eval.tasks] == ["colours.jsonl", "reverse.jsonl"]
+    assert last_eval.matrix == result.matrix and [Path(t).name for t in last_eval.tasks] == [
+        "colours.jsonl",
+        "reverse.jsonl",
+    ]
     progress_events = [e for e in events if e.kind == "multirun_run"]
     assert [(e.run, e.total_runs) for e in progress_events] == [(1, 2), (2, 2)]
     assert progress_events[1].learning_rate == pytest.approx(trainer.config.learning_rate * 1e-9)
@@ -171,12 +197,18 @@ def test_multi_run_layout_progress_and_events(slao_run):
 
 def test_run_two_starts_from_slao_init_and_the_merge_is_exact(slao_run):
     _, result, _ = slao_run
-    factors = {(i, kind): load_file(str(result.path / "factors" / f"run-{i:02d}.{kind}.safetensors")) for i in (1, 2) for kind in ("ft", "merged")}
+    factors = {
+        (i, kind): load_file(str(result.path / "factors" / f"run-{i:02d}.{kind}.safetensors"))
+        for i in (1, 2)
+        for kind in ("ft", "merged")
+    }
     ft1, ft2, merged2 = factors[1, "ft"], factors[2, "ft"], factors[2, "merged"]
     assert factors[1, "merged"].keys() == ft1.keys()
     for name, a1 in ft1.items():
         if ".lora_A." in name:
-            np.testing.assert_allclose(ft2[name].numpy(), numpy_orthonormal_rows(a1.double().numpy()), atol=1e-4)
+            np.testing.assert_allclose(
+                ft2[name].numpy(), numpy_orthonormal_rows(a1.double().numpy()), atol=1e-4
+            )
             assert torch.equal(merged2[name], ft2[name])
         else:
             np.testing.assert_allclose(ft2[name].numpy(), ft1[name].numpy(), atol=1e-4)
@@ -205,8 +237,14 @@ def test_export_uses_the_merged_adapter(slao_run, tiny_models):
 
 
 def test_one_dataset_in_chunks(tasks, tmp_path):
-    result = Trainer("tiny", batch_size=4).multi_run(tasks[0], num_runs=2, steps_per_run=2, samples_per_run=8,
-                                                     merge_mode="sequential", output_dir=tmp_path / "chunks")
+    result = Trainer("tiny", batch_size=4).multi_run(
+        tasks[0],
+        num_runs=2,
+        steps_per_run=2,
+        samples_per_run=8,
+        merge_mode="sequential",
+        output_dir=tmp_path / "chunks",
+    )
     assert result.completed_runs == 2 and len(result.matrix) == 1 and len(result.matrix[0]) == 2
     ft2 = load_file(str(result.path / "factors" / "run-02.ft.safetensors"))
     exported = load_file(str(result.path / "adapter" / "adapter_model.safetensors"))
@@ -225,11 +263,15 @@ Trainer("tiny", batch_size=4, save_steps=5, logging_steps=1).multi_run(datasets=
 def test_resume_after_sigkill_continues_the_interrupted_run_from_its_checkpoint(tasks, tmp_path):
     sequence = [str(t) for t in tasks]
     out = tmp_path / "killed"
-    process = subprocess.Popen([sys.executable, "-c", RESUMABLE, str(out), *sequence], stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-c", RESUMABLE, str(out), *sequence], stderr=subprocess.DEVNULL
+    )
     second_checkpoint = out / "runs" / "run-02" / "checkpoints" / "step-000010" / "trainer_state.json"
     deadline = time.monotonic() + 240
     while not second_checkpoint.is_file():
-        assert process.poll() is None and time.monotonic() < deadline, "the multi-run ended before it could be killed"
+        assert process.poll() is None and time.monotonic() < deadline, (
+            "the multi-run ended before it could be killed"
+        )
         time.sleep(0.02)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
@@ -249,10 +291,16 @@ def test_resume_after_sigkill_continues_the_interrupted_run_from_its_checkpoint(
     assert events[-1].kind == "multirun_finished"
     assert (out / "factors" / "run-01.ft.safetensors").read_bytes() == first_run
     run_two = (out / "runs" / "run-02" / "events.jsonl").read_text()
-    assert run_two.count('"event": "step"') > steps_before_kill, "the run's own event log keeps the first attempt"
+    assert run_two.count('"event": "step"') > steps_before_kill, (
+        "the run's own event log keeps the first attempt"
+    )
 
-    fresh = Trainer("tiny", batch_size=4, save_steps=5, logging_steps=1).multi_run(datasets=sequence, steps_per_run=30, eval_split=6, output_dir=tmp_path / "fresh")
-    resumed, uninterrupted = (load_file(str(r.path / "adapter" / "adapter_model.safetensors")) for r in (result, fresh))
+    fresh = Trainer("tiny", batch_size=4, save_steps=5, logging_steps=1).multi_run(
+        datasets=sequence, steps_per_run=30, eval_split=6, output_dir=tmp_path / "fresh"
+    )
+    resumed, uninterrupted = (
+        load_file(str(r.path / "adapter" / "adapter_model.safetensors")) for r in (result, fresh)
+    )
     assert resumed.keys() == uninterrupted.keys()
     assert max((resumed[k] - uninterrupted[k]).abs().max().item() for k in resumed) < 1e-6
     np.testing.assert_allclose(result.matrix, fresh.matrix, atol=1e-6)
@@ -291,8 +339,15 @@ def test_bad_input_gives_clear_errors_and_writes_nothing(tasks, tmp_path):
 
 def test_an_early_stopped_run_counts_as_finished(tasks, tmp_path):
     events = []
-    trainer = Trainer("tiny", batch_size=4, eval_split=6, eval_steps=1, early_stopping_patience=1, early_stopping_min_delta=100.0,
-                      on_event=events.append)
+    trainer = Trainer(
+        "tiny",
+        batch_size=4,
+        eval_split=6,
+        eval_steps=1,
+        early_stopping_patience=1,
+        early_stopping_min_delta=100.0,
+        on_event=events.append,
+    )
     result = trainer.multi_run(datasets=tasks, steps_per_run=4, eval_split=6, output_dir=tmp_path / "early")
     assert sum("early stopping" in getattr(e, "message", "") for e in events) == 2
     assert result.completed_runs == 2 and not result.stopped_early
@@ -304,7 +359,9 @@ def test_a_failed_multi_run_says_so_in_its_event_log(tasks, tmp_path):
             raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError, match="boom"):
-        Trainer("tiny", batch_size=4, on_event=fail_at_first_step).multi_run(datasets=tasks, steps_per_run=2, eval_split=6, output_dir=tmp_path / "failed")
+        Trainer("tiny", batch_size=4, on_event=fail_at_first_step).multi_run(
+            datasets=tasks, steps_per_run=2, eval_split=6, output_dir=tmp_path / "failed"
+        )
     last = json.loads((tmp_path / "failed" / "events.jsonl").read_text().splitlines()[-1])
     assert last["event"] == "failed" and "boom" in last["error"]
 
@@ -312,24 +369,55 @@ def test_a_failed_multi_run_says_so_in_its_event_log(tasks, tmp_path):
 def test_resuming_with_other_settings_is_refused(slao_run, tasks):
     _, result, _ = slao_run
     with pytest.raises(ConfigError, match=r"other settings.*steps_per_run"):
-        Trainer("tiny", batch_size=4).multi_run(datasets=tasks, steps_per_run=5, lr_decay=1e-9, eval_split=6, output_dir=result.path)
+        Trainer("tiny", batch_size=4).multi_run(
+            datasets=tasks, steps_per_run=5, lr_decay=1e-9, eval_split=6, output_dir=result.path
+        )
 
 
 def test_cli_multi_run_and_its_errors(tasks, tmp_path, capsys):
     assert main(["multi-run", "--data", str(tasks[0]), "--runs", "0", "--output", str(tmp_path / "x")]) == 2
     assert "num_runs must be a positive integer" in capsys.readouterr().err
     out = tmp_path / "cli"
-    code = main(["multi-run", "--data", str(tasks[0]), "--data", str(tasks[1]), "--steps", "2", "--batch-size", "4",
-                 "--merge-mode", "average", "--eval-split", "6", "--save-steps", "1", "--output", str(out)])
+    code = main(
+        [
+            "multi-run",
+            "--data",
+            str(tasks[0]),
+            "--data",
+            str(tasks[1]),
+            "--steps",
+            "2",
+            "--batch-size",
+            "4",
+            "--merge-mode",
+            "average",
+            "--eval-split",
+            "6",
+            "--save-steps",
+            "1",
+            "--output",
+            str(out),
+        ]
+    )
     printed = capsys.readouterr().out
-    assert code == 0 and "run 2/2" in printed and "held-out loss after run 2/2" in printed and str(out) in printed
+    assert (
+        code == 0
+        and "run 2/2" in printed
+        and "held-out loss after run 2/2" in printed
+        and str(out) in printed
+    )
     assert 'merge_mode = "average"' in (out / "multirun.toml").read_text()
     assert (out / "runs" / "run-02" / "checkpoints" / "step-000001" / "trainer_state.json").is_file()
 
 
 def test_dora_magnitudes_follow_the_b_rule(tasks, tmp_path):
-    result = Trainer("tiny", batch_size=4, method="dora").multi_run(datasets=tasks, steps_per_run=2, eval_split=6, output_dir=tmp_path / "dora")
-    ft1, ft2, merged = (load_file(str(result.path / "factors" / f"{name}.safetensors")) for name in ("run-01.ft", "run-02.ft", "run-02.merged"))
+    result = Trainer("tiny", batch_size=4, method="dora").multi_run(
+        datasets=tasks, steps_per_run=2, eval_split=6, output_dir=tmp_path / "dora"
+    )
+    ft1, ft2, merged = (
+        load_file(str(result.path / "factors" / f"{name}.safetensors"))
+        for name in ("run-01.ft", "run-02.ft", "run-02.merged")
+    )
     magnitudes = [name for name in merged if "magnitude" in name]
     assert magnitudes, "a DoRA adapter carries magnitude vectors"
     for name in magnitudes:
@@ -344,6 +432,7 @@ def test_a_hot_gpu_between_runs_waits(tasks, tmp_path, monkeypatch):
     from backprop_engine.train import safety
 
     readings = iter([90.0, 60.0])  # the check before run 1: critical, then cool; every later reading: no GPU
+
     def fake_gpus():
         temperature = next(readings, None)
         return [GpuReading(0, "fake", 80_000, 1_000, temperature, 50.0, 200.0)] if temperature else []
@@ -354,5 +443,8 @@ def test_a_hot_gpu_between_runs_waits(tasks, tmp_path, monkeypatch):
     Trainer("tiny", batch_size=4, on_event=events.append).multi_run(
         datasets=tasks[:1], steps_per_run=1, eval_split=6, output_dir=tmp_path / "hot"
     )
-    assert [(e.level, e.action) for e in events if e.kind == "gpu_safety"] == [("critical", "pause"), ("normal", "resume")]
+    assert [(e.level, e.action) for e in events if e.kind == "gpu_safety"] == [
+        ("critical", "pause"),
+        ("normal", "resume"),
+    ]
     assert [e.kind for e in events].index("multirun_run") > [e.kind for e in events].index("gpu_safety")

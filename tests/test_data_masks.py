@@ -35,12 +35,17 @@ def test_exactly_the_assistant_turns_and_their_end_of_turn_are_trained(tokenizer
     assert trained_texts(tokenizer, example) == [STYLES[style][3].format(reply=r) for r in replies]
     # The masked and trained runs together are exactly the template's rendering: nothing lost or added.
     assert "".join(text for text, _ in marked_spans(tokenizer, example)) == render(tokenizer, CONVERSATION)
-    assert example.labels == [t if label != IGNORE_INDEX else IGNORE_INDEX for t, label in zip(example.input_ids, example.labels)]
+    assert example.labels == [
+        t if label != IGNORE_INDEX else IGNORE_INDEX for t, label in zip(example.input_ids, example.labels)
+    ]
 
 
 def test_a_model_without_chat_template_gets_the_plain_format_with_a_warning(tokenizers):
     assert any("no chat template" in w and "plain '### Role:' format" in w for w in tokenizers["warnings"])
-    assert render(tokenizers["none"], CONVERSATION[:2], add_generation_prompt=True) == "### System:\nBe brief.\n\n### User:\nHi there\n\n### Assistant:\n"
+    assert (
+        render(tokenizers["none"], CONVERSATION[:2], add_generation_prompt=True)
+        == "### System:\nBe brief.\n\n### User:\nHi there\n\n### Assistant:\n"
+    )
 
 
 def test_raw_text_trains_every_token(tokenizers):
@@ -51,7 +56,11 @@ def test_raw_text_trains_every_token(tokenizers):
 
 TOOL_ROW = [
     {"role": "user", "content": "Weather in Oslo?"},
-    {"role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": {"name": "weather", "arguments": {"city": "Oslo"}}}]},
+    {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [{"type": "function", "function": {"name": "weather", "arguments": {"city": "Oslo"}}}],
+    },
     {"role": "tool", "content": "rain", "name": "weather"},
     {"role": "assistant", "content": "It rains."},
 ]
@@ -74,8 +83,12 @@ def test_tool_calls_are_kept_when_the_template_renders_them_and_written_plainly_
         '<tool_call>\n{"name": "weather", "arguments": {"city": "Oslo"}}\n</tool_call><|im_end|>\n',
         "It rains.<|im_end|>\n",
     ]
-    assert "<|im_start|>user\n<tool_response>\nrain\n</tool_response><|im_end|>" in tokenizers["chatml"].decode(plain.input_ids)
-    assert report.warnings[0].startswith("1 rows have tool calls or tool schemas that the model's chat template cannot render: written in the plain form")
+    assert "<|im_start|>user\n<tool_response>\nrain\n</tool_response><|im_end|>" in tokenizers[
+        "chatml"
+    ].decode(plain.input_ids)
+    assert report.warnings[0].startswith(
+        "1 rows have tool calls or tool schemas that the model's chat template cannot render: written in the plain form"
+    )
 
 
 # In the style of some Mistral templates: the system text goes into the *last* user turn.
@@ -89,31 +102,57 @@ SYSTEM_IN_LAST_USER_TURN = (
 )
 
 
-def test_a_template_that_moves_earlier_turns_trains_each_reply_after_its_inference_prompt(tokenizers, monkeypatch):
+def test_a_template_that_moves_earlier_turns_trains_each_reply_after_its_inference_prompt(
+    tokenizers, monkeypatch
+):
     tokenizer = tokenizers["mistral"]
     monkeypatch.setattr(tokenizer, "chat_template", SYSTEM_IN_LAST_USER_TURN)
     spec = DataSpec(["m.jsonl"])
     report = DataReport(sources=spec.sources)
-    [(_, examples)] = _tokenize([Example("m.jsonl:1", "messages", CONVERSATION)], tokenizer, _RowCollector(spec, report))
+    [(_, examples)] = _tokenize(
+        [Example("m.jsonl:1", "messages", CONVERSATION)], tokenizer, _RowCollector(spec, report)
+    )
     assert [marked_spans(tokenizer, e) for e in examples] == [
         [("[INST] Be brief.\n\nHi there [/INST]", False), ("Arr, hello!</s>", True)],
-        [("[INST] Hi there [/INST]Arr, hello!</s>[INST] Be brief.\n\nBye, señor [/INST]", False), ("Yo ho, adiós!</s>", True)],
+        [
+            ("[INST] Hi there [/INST]Arr, hello!</s>[INST] Be brief.\n\nBye, señor [/INST]", False),
+            ("Yo ho, adiós!</s>", True),
+        ],
     ]
     assert report.mask_schemes == {"as one example per reply": 1}
 
 
 def test_a_template_whose_replies_never_continue_their_prompt_is_refused_not_guessed(tokenizers, monkeypatch):
     tokenizer = tokenizers["chatml"]
-    monkeypatch.setattr(tokenizer, "chat_template", "{{ messages | length }} turns\n" + tokenizer.chat_template)
+    monkeypatch.setattr(
+        tokenizer, "chat_template", "{{ messages | length }} turns\n" + tokenizer.chat_template
+    )
     spec = DataSpec(["m.jsonl"])
     report = DataReport(sources=spec.sources)
-    assert _tokenize([Example("m.jsonl:1", "messages", CONVERSATION)], tokenizer, _RowCollector(spec, report)) == []
-    assert str(report.bad_rows[0]) == "m.jsonl:1: the chat template does not render assistant turn 2 as a continuation of its prompt"
+    assert (
+        _tokenize([Example("m.jsonl:1", "messages", CONVERSATION)], tokenizer, _RowCollector(spec, report))
+        == []
+    )
+    assert (
+        str(report.bad_rows[0])
+        == "m.jsonl:1: the chat template does not render assistant turn 2 as a continuation of its prompt"
+    )
 
 
 def test_a_template_error_is_a_bad_row(tokenizers):
     spec = DataSpec(["m.jsonl"])
     report = DataReport(sources=spec.sources)
-    twice = [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}, {"role": "assistant", "content": "c"}]
-    assert _tokenize([Example("m.jsonl:3", "messages", twice)], tokenizers["mistral"], _RowCollector(spec, report)) == []
-    assert str(report.bad_rows[0]).startswith("m.jsonl:3: the model's chat template rejects this conversation (roles must alternate")
+    twice = [
+        {"role": "user", "content": "a"},
+        {"role": "user", "content": "b"},
+        {"role": "assistant", "content": "c"},
+    ]
+    assert (
+        _tokenize(
+            [Example("m.jsonl:3", "messages", twice)], tokenizers["mistral"], _RowCollector(spec, report)
+        )
+        == []
+    )
+    assert str(report.bad_rows[0]).startswith(
+        "m.jsonl:3: the model's chat template rejects this conversation (roles must alternate"
+    )

@@ -15,7 +15,9 @@ from .conftest import ARCHITECTURES
 
 
 def sample_examples(path, count: int) -> list[TokenizedExample]:
-    prepared = prepare_data(DataSpec(["sample"], shuffle=False), load_chat_tokenizer(path), 2048, use_cache=False)
+    prepared = prepare_data(
+        DataSpec(["sample"], shuffle=False), load_chat_tokenizer(path), 2048, use_cache=False
+    )
     return prepared.train[:count]
 
 
@@ -29,7 +31,9 @@ def test_packed_loss_equals_the_sum_of_per_example_losses(tiny_models, name):
     pad_id = 0
     with torch.no_grad():
         packed = summed_loss(model, collate(rows, pad_id, "cpu", packed=True)).item()
-        one_by_one = sum(summed_loss(model, collate([e], pad_id, "cpu", packed=False)).item() for e in examples)
+        one_by_one = sum(
+            summed_loss(model, collate([e], pad_id, "cpu", packed=False)).item() for e in examples
+        )
         # Negative control: the same rows with one running position sequence let examples see each other.
         leaky = [PackedRow(r.input_ids, r.labels, list(range(len(r.input_ids)))) for r in rows]
         leaked = summed_loss(model, collate(leaky, pad_id, "cpu", packed=True)).item()
@@ -40,7 +44,10 @@ def test_packed_loss_equals_the_sum_of_per_example_losses(tiny_models, name):
 
 
 def test_pack_keeps_every_token_and_restarts_positions():
-    examples = [TokenizedExample(list(range(10, 10 + n)), [IGNORE_INDEX] * (n // 2) + list(range(n - n // 2))) for n in (5, 9, 3, 7, 8)]
+    examples = [
+        TokenizedExample(list(range(10, 10 + n)), [IGNORE_INDEX] * (n // 2) + list(range(n - n // 2)))
+        for n in (5, 9, 3, 7, 8)
+    ]
     rows = pack(examples, 12)
     assert sorted(len(r.input_ids) for r in rows) == [8, 12, 12]  # best fit: 9+3, 7+5, 8
     for row in rows:

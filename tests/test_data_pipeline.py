@@ -27,7 +27,9 @@ def tokenizer(tiny_models):
 def rows_file(tmp_path):
     rows = [chat(f"Question number {i} about ships?", f"Arr, answer {i} be here, matey.") for i in range(40)]
     rows += [rows[0], rows[1]]  # exact duplicates
-    rows += [chat("Question number 3 about ships?", "Arr, answer 3 be here, matey!")]  # a near duplicate of row 3
+    rows += [
+        chat("Question number 3 about ships?", "Arr, answer 3 be here, matey!")
+    ]  # a near duplicate of row 3
     rows += [chat("Tell me a long story. " * 30, "Arr. " * 40)]  # far longer than the others
     return write_jsonl(tmp_path / "rows.jsonl", rows)
 
@@ -37,7 +39,9 @@ def removed(report) -> dict[str, int]:
 
 
 def test_each_filter_counts_what_it_removed(rows_file, tokenizer):
-    spec = DataSpec([str(rows_file)], near_dedupe=0.7, min_tokens=10, max_tokens=200, max_samples=30, eval_split=0.2)
+    spec = DataSpec(
+        [str(rows_file)], near_dedupe=0.7, min_tokens=10, max_tokens=200, max_samples=30, eval_split=0.2
+    )
     prepared = prepare_data(spec, tokenizer, 2048, use_cache=False)
     report = prepared.report
     assert report.rows_read == 44 and report.formats == {"messages": 44}
@@ -49,14 +53,21 @@ def test_each_filter_counts_what_it_removed(rows_file, tokenizer):
         "nothing left to train": 0,
         "beyond max_samples 30": 10,
     }
-    assert (len(prepared.train), len(prepared.eval)) == (24, 6) == (report.train_examples, report.eval_examples)
+    assert (
+        (len(prepared.train), len(prepared.eval)) == (24, 6) == (report.train_examples, report.eval_examples)
+    )
     by_count = prepare_data(DataSpec([str(rows_file)], eval_split=5), tokenizer, 2048, use_cache=False)
     assert len(by_count.eval) == 5
 
 
 def test_shuffle_is_seeded(rows_file, tokenizer):
     def order(seed):
-        return [e.input_ids for e in prepare_data(DataSpec([str(rows_file)], seed=seed), tokenizer, 2048, use_cache=False).train]
+        return [
+            e.input_ids
+            for e in prepare_data(
+                DataSpec([str(rows_file)], seed=seed), tokenizer, 2048, use_cache=False
+            ).train
+        ]
 
     assert order(1) == order(1) != order(2)
     assert sorted(map(tuple, order(1))) == sorted(map(tuple, order(2)))
@@ -77,14 +88,20 @@ def test_length_stats_and_max_seq_len_from_the_data(rows_file, tokenizer):
 def test_overlong_rows_are_truncated_or_dropped_by_policy(rows_file, tokenizer):
     truncated = prepare_data(DataSpec([str(rows_file)], max_seq_len=48), tokenizer, 2048, use_cache=False)
     assert truncated.report.truncated >= 1 and all(len(e) <= 48 for e in truncated.train)
-    dropped = prepare_data(DataSpec([str(rows_file)], max_seq_len=48, overlong="drop"), tokenizer, 2048, use_cache=False)
+    dropped = prepare_data(
+        DataSpec([str(rows_file)], max_seq_len=48, overlong="drop"), tokenizer, 2048, use_cache=False
+    )
     assert removed(dropped.report)["over max_seq_len 48"] == truncated.report.truncated
     assert len(dropped.train) == 42 - truncated.report.truncated
 
 
 def test_long_text_documents_are_cut_into_pieces_not_truncated(tmp_path, tokenizer):
-    path = write_jsonl(tmp_path / "t.jsonl", [{"text": "The ship sails at dawn. " * 40}, {"text": "Short one."}])
-    prepared = prepare_data(DataSpec([str(path)], max_seq_len=64, shuffle=False), tokenizer, 2048, use_cache=False)
+    path = write_jsonl(
+        tmp_path / "t.jsonl", [{"text": "The ship sails at dawn. " * 40}, {"text": "Short one."}]
+    )
+    prepared = prepare_data(
+        DataSpec([str(path)], max_seq_len=64, shuffle=False), tokenizer, 2048, use_cache=False
+    )
     whole = tokenizer("The ship sails at dawn. " * 40)["input_ids"] + [tokenizer.eos_token_id]
     pieces = [e.input_ids for e in prepared.train]
     assert sum(pieces[:-1], []) == whole and all(len(p) <= 64 for p in pieces) and len(pieces) > 3
@@ -111,7 +128,10 @@ def test_bad_rows_are_skipped_and_counted_or_stop_the_run(tmp_path, tokenizer):
 def test_settings_are_validated():
     with pytest.raises(ConfigError, match="on_bad_row must be one of error, skip"):
         DataSpec(["sample"], on_bad_row="ignore")
-    with pytest.raises(ConfigError, match="format must be one of auto, preference, messages, sharegpt, alpaca, prompt_completion, text, got 'yaml'"):
+    with pytest.raises(
+        ConfigError,
+        match="format must be one of auto, preference, messages, sharegpt, alpaca, prompt_completion, text, got 'yaml'",
+    ):
         DataSpec(["sample"], format="yaml")
     with pytest.raises(ConfigError, match="overlong must be one of truncate, drop"):
         TrainConfig(overlong="cut")
@@ -168,18 +188,27 @@ def test_training_reports_skipped_rows_data_stats_and_eval_loss(tmp_path):
 
     path = tmp_path / "d.jsonl"
     good = [chat(f"Question {i}?", f"Arr, answer {i}!") for i in range(30)]
-    path.write_text("\n".join(json.dumps(r) for r in good[:10]) + "\nnot json\n" + "\n".join(json.dumps(r) for r in good[10:]) + "\n")
+    path.write_text(
+        "\n".join(json.dumps(r) for r in good[:10])
+        + "\nnot json\n"
+        + "\n".join(json.dumps(r) for r in good[10:])
+        + "\n"
+    )
     events = []
     trainer = Trainer("tiny", on_event=events.append, eval_split=4, eval_steps=2, batch_size=4)
     result = trainer.train(path, steps=4, output_dir=tmp_path / "run")
     skipped = [e for e in events if e.kind == "rows_skipped"]
-    assert skipped[0].count == 1 and skipped[0].first == [f"{path}:11: not valid JSON (Expecting value at column 1)"]
+    assert skipped[0].count == 1 and skipped[0].first == [
+        f"{path}:11: not valid JSON (Expecting value at column 1)"
+    ]
     [data] = [e for e in events if e.kind == "data"]
     assert (data.rows_read, data.train_examples, data.eval_examples, data.packing) == (31, 26, 4, True)
     assert data.packing_efficiency > 0.8
     evals = [e for e in events if e.kind == "eval"]
     assert [e.step for e in evals] == [2, 4] and result.eval_loss == evals[-1].loss
-    written = [json.loads(line)["event"] for line in (tmp_path / "run" / "events.jsonl").read_text().splitlines()]
+    written = [
+        json.loads(line)["event"] for line in (tmp_path / "run" / "events.jsonl").read_text().splitlines()
+    ]
     assert written[:4] == ["run_planned", "run_started", "rows_skipped", "data"] and "eval" in written
 
 
@@ -188,12 +217,17 @@ def test_training_accepts_other_formats(tmp_path, fmt):
     from backprop_engine import Trainer
 
     rows = {
-        "sharegpt": [{"conversations": [{"from": "human", "value": f"Q{i}"}, {"from": "gpt", "value": f"Arr {i}"}]} for i in range(8)],
+        "sharegpt": [
+            {"conversations": [{"from": "human", "value": f"Q{i}"}, {"from": "gpt", "value": f"Arr {i}"}]}
+            for i in range(8)
+        ],
         "alpaca": [{"instruction": f"Q{i}", "output": f"Arr {i}"} for i in range(8)],
         "text": [{"text": f"The ship number {i} sails at dawn."} for i in range(8)],
     }[fmt]
     events = []
-    result = Trainer("tiny", on_event=events.append).train(write_jsonl(tmp_path / "d.jsonl", rows), steps=2, output_dir=tmp_path / "run")
+    result = Trainer("tiny", on_event=events.append).train(
+        write_jsonl(tmp_path / "d.jsonl", rows), steps=2, output_dir=tmp_path / "run"
+    )
     assert result.steps == 2
     assert [e.formats for e in events if e.kind == "data"] == [{fmt: 8}]
 
@@ -204,14 +238,18 @@ def test_padding_when_asked_or_when_the_model_cannot_pack(tmp_path, monkeypatch)
     from backprop_engine import Trainer
 
     events = []
-    Trainer("tiny", on_event=events.append, packing=False).train("sample", steps=1, output_dir=tmp_path / "padded")
+    Trainer("tiny", on_event=events.append, packing=False).train(
+        "sample", steps=1, output_dir=tmp_path / "padded"
+    )
     [data] = [e for e in events if e.kind == "data"]
     assert not data.packing and data.packing_efficiency < 0.8
     # A model whose attention ignores the example boundaries fails the probe: padding, with a warning.
     monkeypatch.setattr(masking_utils, "find_packed_sequence_indices", lambda position_ids: None)
     events.clear()
     Trainer("tiny", on_event=events.append).train("sample", steps=1, output_dir=tmp_path / "fallback")
-    assert [e.message for e in events if e.kind == "warning"] == ["packing is off: this model's attention does not honour per-example position ids"]
+    assert [e.message for e in events if e.kind == "warning"] == [
+        "packing is off: this model's attention does not honour per-example position ids"
+    ]
     assert [e.packing for e in events if e.kind == "data"] == [False]
 
 
@@ -219,12 +257,40 @@ def test_train_cli_passes_the_data_options(tmp_path, capsys):
     from backprop_engine.rundir import RunDir
 
     rows = [{"instruction": f"Q{i}", "output": f"Arr {i}", "text": f"note {i}"} for i in range(6)]
-    path = write_jsonl(tmp_path / "d.jsonl", rows)  # auto-detection would pick alpaca; --format text overrides
-    argv = ["train", "--data", str(path), "--format", "text", "--steps", "1", "--output", str(tmp_path / "run"),
-            "--eval-split", "2", "--no-packing", "--no-shuffle", "--max-tokens", "500", "--json"]
+    path = write_jsonl(
+        tmp_path / "d.jsonl", rows
+    )  # auto-detection would pick alpaca; --format text overrides
+    argv = [
+        "train",
+        "--data",
+        str(path),
+        "--format",
+        "text",
+        "--steps",
+        "1",
+        "--output",
+        str(tmp_path / "run"),
+        "--eval-split",
+        "2",
+        "--no-packing",
+        "--no-shuffle",
+        "--max-tokens",
+        "500",
+        "--json",
+    ]
     assert main(argv) == 0
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     [data] = [e for e in events if e["event"] == "data"]
-    assert data["formats"] == {"text": 6} and (data["train_examples"], data["eval_examples"]) == (4, 2) and not data["packing"]
+    assert (
+        data["formats"] == {"text": 6}
+        and (data["train_examples"], data["eval_examples"]) == (4, 2)
+        and not data["packing"]
+    )
     config = RunDir.open(tmp_path / "run").read_config()
-    assert (config.data_format, config.eval_split, config.packing, config.shuffle, config.max_tokens) == ("text", 2.0, False, False, 500)
+    assert (config.data_format, config.eval_split, config.packing, config.shuffle, config.max_tokens) == (
+        "text",
+        2.0,
+        False,
+        False,
+        500,
+    )

@@ -28,9 +28,18 @@ def write_jsonl(path: Path, rows: list) -> Path:
 
 ROW_FORMATS = {
     "messages": {"messages": [{"role": "system", "content": "S"}, *CHAT]},
-    "sharegpt": {"conversations": [{"from": "system", "value": "S"}, {"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Arr!"}]},
+    "sharegpt": {
+        "conversations": [
+            {"from": "system", "value": "S"},
+            {"from": "human", "value": "Hi"},
+            {"from": "gpt", "value": "Arr!"},
+        ]
+    },
     "alpaca": {"instruction": "Hi", "input": "", "output": "Arr!", "system": "S"},
-    "prompt_completion": {"prompt": [{"role": "system", "content": "S"}, {"role": "user", "content": "Hi"}], "completion": "Arr!"},
+    "prompt_completion": {
+        "prompt": [{"role": "system", "content": "S"}, {"role": "user", "content": "Hi"}],
+        "completion": "Arr!",
+    },
 }
 
 
@@ -44,17 +53,30 @@ def test_every_chat_format_becomes_the_same_conversation(tmp_path, name):
 def test_alpaca_input_and_prompt_completion_strings(tmp_path):
     rows = [{"instruction": "Translate", "input": "hola", "output": "hello"}]
     [alpaca] = examples_of(write_jsonl(tmp_path / "a.jsonl", rows))
-    assert alpaca.messages == [{"role": "user", "content": "Translate\n\nhola"}, {"role": "assistant", "content": "hello"}]
+    assert alpaca.messages == [
+        {"role": "user", "content": "Translate\n\nhola"},
+        {"role": "assistant", "content": "hello"},
+    ]
     [completion] = examples_of(write_jsonl(tmp_path / "p.jsonl", [{"prompt": "Hi", "completion": "Arr!"}]))
     assert completion.messages == CHAT
 
 
 def test_sharegpt_aliases_and_tool_messages(tmp_path):
-    turns = [{"from": "user", "value": "a"}, {"from": "chatgpt", "value": "b"}, {"from": "human", "value": "c"}, {"from": "model", "value": "d"}]
+    turns = [
+        {"from": "user", "value": "a"},
+        {"from": "chatgpt", "value": "b"},
+        {"from": "human", "value": "c"},
+        {"from": "model", "value": "d"},
+    ]
     [example] = examples_of(write_jsonl(tmp_path / "s.jsonl", [{"conversations": turns}]))
     assert [m["role"] for m in example.messages] == ["user", "assistant", "user", "assistant"]
     call = {"type": "function", "function": {"name": "weather", "arguments": {"city": "Oslo"}}}
-    tools = [{"role": "user", "content": "?"}, {"role": "assistant", "tool_calls": [call]}, {"role": "tool", "content": "rain", "name": "weather"}, {"role": "assistant", "content": "Rain."}]
+    tools = [
+        {"role": "user", "content": "?"},
+        {"role": "assistant", "tool_calls": [call]},
+        {"role": "tool", "content": "rain", "name": "weather"},
+        {"role": "assistant", "content": "Rain."},
+    ]
     [example] = examples_of(write_jsonl(tmp_path / "t.jsonl", [{"messages": tools}]))
     assert example.has_tool_calls and example.messages[1]["tool_calls"] == [call]
 
@@ -62,7 +84,11 @@ def test_sharegpt_aliases_and_tool_messages(tmp_path):
 def test_text_rows_and_documents_split_on_blank_lines(tmp_path):
     (tmp_path / "notes.md").write_text("# Title\nfirst para\n\n\nsecond\npara\n", encoding="utf-8")
     first, second = examples_of(tmp_path / "notes.md")
-    assert (first.format, first.text, first.origin) == ("text", "# Title\nfirst para", f"{tmp_path / 'notes.md'}:1")
+    assert (first.format, first.text, first.origin) == (
+        "text",
+        "# Title\nfirst para",
+        f"{tmp_path / 'notes.md'}:1",
+    )
     assert (second.text, second.origin) == ("second\npara", f"{tmp_path / 'notes.md'}:5")
     [row] = examples_of(write_jsonl(tmp_path / "t.jsonl", [{"text": "raw words"}]))
     assert row.text == "raw words" and row.messages == []
@@ -72,9 +98,13 @@ def test_json_array_object_csv_parquet_and_a_folder(tmp_path):
     folder = tmp_path / "mixed"
     folder.mkdir()
     (folder / "a.json").write_text(json.dumps([{"messages": CHAT}]), encoding="utf-8")
-    (folder / "b.json").write_text(json.dumps({"rows": [{"prompt": "Hi", "completion": "Arr!"}]}), encoding="utf-8")
+    (folder / "b.json").write_text(
+        json.dumps({"rows": [{"prompt": "Hi", "completion": "Arr!"}]}), encoding="utf-8"
+    )
     (folder / "c.json").write_text(json.dumps({"id-1": {"messages": CHAT}}), encoding="utf-8")
-    (folder / "d.csv").write_text('instruction,input,output\nHi,,Arr!\n"Say, hi",x,"Arr, hi!"\n', encoding="utf-8")
+    (folder / "d.csv").write_text(
+        'instruction,input,output\nHi,,Arr!\n"Say, hi",x,"Arr, hi!"\n', encoding="utf-8"
+    )
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -82,7 +112,9 @@ def test_json_array_object_csv_parquet_and_a_folder(tmp_path):
     (folder / ".hidden.jsonl").write_text("not json\n")
     (folder / "readme.rst").write_text("ignored: not a data suffix\n")
     examples = examples_of(folder)
-    assert [e.format for e in examples] == ["messages", "prompt_completion", "messages"] + ["alpaca"] * 2 + ["prompt_completion"] * 3
+    assert [e.format for e in examples] == ["messages", "prompt_completion", "messages"] + ["alpaca"] * 2 + [
+        "prompt_completion"
+    ] * 3
     assert examples[2].origin == f"{folder / 'c.json'}: row 'id-1'"
     assert examples[4].origin == f"{folder / 'd.csv'}:3"
     assert examples[4].messages[0]["content"] == "Say, hi\n\nx"
@@ -124,18 +156,54 @@ BAD_INPUTS = {
     # name: (file name, bytes, expected "line: reason" fragment)
     "not-utf8": ("d.jsonl", b'{"text": "ok"}\n{"text": "caf\xe9"}\n', ":2: not UTF-8 text (byte 0xe9"),
     "invalid-json": ("d.jsonl", b'{"text": "a"}\n{"text": "b"}\n{"text": \n', ":3: not valid JSON"),
-    "trailing-comma": ("d.json", b'[\n {"text": "a"},\n {"text": "b"},\n]\n', ":4: not valid JSON (trailing comma"),
+    "trailing-comma": (
+        "d.json",
+        b'[\n {"text": "a"},\n {"text": "b"},\n]\n',
+        ":4: not valid JSON (trailing comma",
+    ),
     "missing-fields": ("d.jsonl", b'{"title": "x"}\n', ":1: row has no 'messages' field"),
-    "content-number": ("d.jsonl", b'{"messages": [{"role": "user", "content": 5}]}\n', ":1: message 0 'content' is a number, expected a string"),
-    "content-object": ("d.jsonl", b'{"messages": [{"role": "user", "content": {"a": 1}}]}\n', ":1: message 0 'content' is an object, expected a string or a list of parts"),
+    "content-number": (
+        "d.jsonl",
+        b'{"messages": [{"role": "user", "content": 5}]}\n',
+        ":1: message 0 'content' is a number, expected a string",
+    ),
+    "content-object": (
+        "d.jsonl",
+        b'{"messages": [{"role": "user", "content": {"a": 1}}]}\n',
+        ":1: message 0 'content' is an object, expected a string or a list of parts",
+    ),
     "empty-conversation": ("d.jsonl", b'{"messages": []}\n', ":1: the conversation is empty"),
-    "unknown-role": ("d.jsonl", b'{"messages": [{"role": "bot", "content": "x"}]}\n', ":1: message 0 has unknown role 'bot'"),
-    "no-assistant": ("d.jsonl", b'{"messages": [{"role": "user", "content": "x"}]}\n', ":1: the conversation has no assistant turn"),
-    "sharegpt-empty": ("d.jsonl", b'{"conversations": [], "system": "S"}\n', ":1: the conversation has no assistant turn"),
-    "sharegpt-unknown": ("d.jsonl", b'{"conversations": [{"from": "narrator", "value": "x"}]}\n', ":1: turn 0 has unknown speaker 'narrator'"),
+    "unknown-role": (
+        "d.jsonl",
+        b'{"messages": [{"role": "bot", "content": "x"}]}\n',
+        ":1: message 0 has unknown role 'bot'",
+    ),
+    "no-assistant": (
+        "d.jsonl",
+        b'{"messages": [{"role": "user", "content": "x"}]}\n',
+        ":1: the conversation has no assistant turn",
+    ),
+    "sharegpt-empty": (
+        "d.jsonl",
+        b'{"conversations": [], "system": "S"}\n',
+        ":1: the conversation has no assistant turn",
+    ),
+    "sharegpt-unknown": (
+        "d.jsonl",
+        b'{"conversations": [{"from": "narrator", "value": "x"}]}\n',
+        ":1: turn 0 has unknown speaker 'narrator'",
+    ),
     "empty-file": ("d.jsonl", b"", ": the file is empty"),
-    "csv-columns": ("d.csv", b"question,answer\nhi,yo\n", ":1: the CSV has columns question, answer but none of the needed ones"),
-    "mixed-formats": ("d.jsonl", b'{"text": "a"}\n{"prompt": "p", "completion": "c"}\n', ":2: mixed formats: this row is prompt_completion but the file's first row is text"),
+    "csv-columns": (
+        "d.csv",
+        b"question,answer\nhi,yo\n",
+        ":1: the CSV has columns question, answer but none of the needed ones",
+    ),
+    "mixed-formats": (
+        "d.jsonl",
+        b'{"text": "a"}\n{"prompt": "p", "completion": "c"}\n',
+        ":2: mixed formats: this row is prompt_completion but the file's first row is text",
+    ),
     "not-an-object": ("d.jsonl", b'["a", "b"]\n', ":1: row is a JSON list, not an object"),
 }
 
@@ -203,7 +271,11 @@ def test_training_on_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys):
 def test_a_json_array_streams_element_by_element(tmp_path, monkeypatch):
     from backprop_engine.data import sources
 
-    rows = [{"messages": CHAT, "n": 12345678, "note": "señor ✓"}, {"text": "x" * 50}, {"prompt": "p", "completion": "c", "n": 1.5e3}]
+    rows = [
+        {"messages": CHAT, "n": 12345678, "note": "señor ✓"},
+        {"text": "x" * 50},
+        {"prompt": "p", "completion": "c", "n": 1.5e3},
+    ]
     path = tmp_path / "rows.json"
     path.write_bytes(b"\xef\xbb\xbf" + json.dumps(rows, indent=1, ensure_ascii=False).encode())
     monkeypatch.setattr(sources.JsonArrayReader, "CHUNK", 7)  # every element and number straddles chunks
@@ -212,7 +284,9 @@ def test_a_json_array_streams_element_by_element(tmp_path, monkeypatch):
     lines = path.read_text(encoding="utf-8-sig").splitlines()
     assert [lines[line - 1].strip() for line, _ in parsed] == ["{"] * 3
     path.write_text('[\n{"text": "a"},\n{"text": "b"}\n')
-    with pytest.raises(DataError, match=r"rows.json:4: not valid JSON \(expected ',', found 'the end of the file'\)"):
+    with pytest.raises(
+        DataError, match=r"rows.json:4: not valid JSON \(expected ',', found 'the end of the file'\)"
+    ):
         list(sources.JsonArrayReader(path).rows())
     monkeypatch.setattr(sources, "MAX_ROW_BYTES", 100)
     path.write_text('[{"text": "' + "a" * 500 + '"}]')

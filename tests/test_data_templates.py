@@ -21,12 +21,26 @@ from .families import TEMPLATES, build_tokenizer
 from .fixtures_data import QWEN3_THINKING
 
 END_OF_TURN = {
-    "llama3": "<|eot_id|>", "mistral": "</s>", "qwen2.5": "<|im_end|>", "gemma": "<end_of_turn>",
-    "generic": "\n\n", "exotic": "\n", "qwen3": "<|im_end|>",
+    "llama3": "<|eot_id|>",
+    "mistral": "</s>",
+    "qwen2.5": "<|im_end|>",
+    "gemma": "<end_of_turn>",
+    "generic": "\n\n",
+    "exotic": "\n",
+    "qwen3": "<|im_end|>",
 }
 FAMILIES = [*TEMPLATES, "qwen3"]
 CALL = {"type": "function", "function": {"name": "find_treasure", "arguments": {"island": "Skull Rock"}}}
-TOOLS = [{"type": "function", "function": {"name": "find_treasure", "description": "Where gold lies", "parameters": {"type": "object"}}}]
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "find_treasure",
+            "description": "Where gold lies",
+            "parameters": {"type": "object"},
+        },
+    }
+]
 CONVERSATIONS = {
     "system, two turns": [
         {"role": "system", "content": "You are the ship's quartermaster."},
@@ -59,7 +73,11 @@ CONVERSATIONS = {
     ],
     "reasoning": [
         {"role": "user", "content": "What is seven times six?"},
-        {"role": "assistant", "content": "Forty-two, arr.", "reasoning_content": "Seven sixes make forty-two."},
+        {
+            "role": "assistant",
+            "content": "Forty-two, arr.",
+            "reasoning_content": "Seven sixes make forty-two.",
+        },
         {"role": "user", "content": "Plus one?"},
         {"role": "assistant", "content": "Forty-three.", "reasoning_content": "One more than forty-two."},
     ],
@@ -113,14 +131,18 @@ def test_masks_train_replies_only_and_each_after_its_inference_prompt(family_tok
     assert len(spans) == len(trained_turns)
     for index, (example, (start, end)) in zip(trained_turns, spans):
         # The context of each trained reply is what the template renders at inference, system prompt included.
-        assert example.text[:start] == render(tokenizer, adapted[:index], add_generation_prompt=True, tools=tools)
+        assert example.text[:start] == render(
+            tokenizer, adapted[:index], add_generation_prompt=True, tools=tools
+        )
         reply = example.text[start:end]
         content = adapted[index]["content"].strip()
-        assert content in reply and END_OF_TURN[family] in reply[reply.index(content) + len(content):]
+        assert content in reply and END_OF_TURN[family] in reply[reply.index(content) + len(content) :]
     for example in rendered:
         # The trained tokens are exactly the spans' tokens; no character outside a span is trained.
         spans = [example.text[start:end] for start, end in example.spans]
-        assert trained_runs(tokenizer, example) == [tokenizer(s, add_special_tokens=False)["input_ids"] for s in spans]
+        assert trained_runs(tokenizer, example) == [
+            tokenizer(s, add_special_tokens=False)["input_ids"] for s in spans
+        ]
         chars = {c for start, end in example.spans for c in range(start, end)}
         for message in messages:
             if message["role"] != "assistant" or not message.get("loss_weight", 1):
@@ -131,8 +153,19 @@ def test_masks_train_replies_only_and_each_after_its_inference_prompt(family_tok
 
 
 def test_the_prefix_stable_families_render_once_and_the_others_per_reply(family_tokenizers):
-    schemes = {family: rendered_for(family_tokenizers[family], CONVERSATIONS["system, two turns"])[2] for family in FAMILIES}
-    assert schemes == {"llama3": WHOLE, "mistral": PER_TURN, "qwen2.5": WHOLE, "gemma": WHOLE, "generic": WHOLE, "exotic": WHOLE, "qwen3": PER_TURN}
+    schemes = {
+        family: rendered_for(family_tokenizers[family], CONVERSATIONS["system, two turns"])[2]
+        for family in FAMILIES
+    }
+    assert schemes == {
+        "llama3": WHOLE,
+        "mistral": PER_TURN,
+        "qwen2.5": WHOLE,
+        "gemma": WHOLE,
+        "generic": WHOLE,
+        "exotic": WHOLE,
+        "qwen3": PER_TURN,
+    }
     # Without a system prompt Mistral's template is prefix-stable: one render.
     assert rendered_for(family_tokenizers["mistral"], CONVERSATIONS["three turns"])[2] == WHOLE
 
@@ -169,11 +202,23 @@ def test_tools_render_natively_where_the_template_can_and_plainly_where_not(fami
     assert tools == TOOLS and native[2]["tool_calls"] == [CALL]
     assert '<tools>\n{"type": "function", "function": {"name": "find_treasure"' in rendered[0].text
     [first, *_] = [r.text[s:e] for r in rendered for s, e in r.spans]
-    assert first == '<think>\n\n</think>\n\n\n<tool_call>\n{"name": "find_treasure", "arguments": {"island": "Skull Rock"}}\n</tool_call><|im_end|>\n'
+    assert (
+        first
+        == '<think>\n\n</think>\n\n\n<tool_call>\n{"name": "find_treasure", "arguments": {"island": "Skull Rock"}}\n</tool_call><|im_end|>\n'
+    )
     plain, tools, _, rendered = rendered_for(family_tokenizers["llama3"], messages, TOOLS)
-    assert tools is None and [m["role"] for m in plain] == ["system", "user", "assistant", "user", "assistant"]
+    assert tools is None and [m["role"] for m in plain] == [
+        "system",
+        "user",
+        "assistant",
+        "user",
+        "assistant",
+    ]
     assert plain[0]["content"].startswith("You can look things up.\n\n# Tools\n")
-    assert plain[2]["content"] == '<tool_call>\n{"name": "find_treasure", "arguments": {"island": "Skull Rock"}}\n</tool_call>'
+    assert (
+        plain[2]["content"]
+        == '<tool_call>\n{"name": "find_treasure", "arguments": {"island": "Skull Rock"}}\n</tool_call>'
+    )
     assert plain[3]["content"] == "<tool_response>\nunder the crooked palm\n</tool_response>"
 
 
@@ -189,8 +234,15 @@ def test_a_mistral_model_trains_on_per_reply_examples_end_to_end(tmp_path):
     data = tmp_path / "d.jsonl"
     data.write_text("".join(json.dumps(row) + "\n" for row in rows))
     events = []
-    result = Trainer(str(model), on_event=events.append, batch_size=2).train(data, steps=2, output_dir=tmp_path / "run")
+    result = Trainer(str(model), on_event=events.append, batch_size=2).train(
+        data, steps=2, output_dir=tmp_path / "run"
+    )
     [prepared] = [e for e in events if e.kind == "data"]
-    assert result.steps == 2 and prepared.train_examples == 3, "two replies of the system row + one render of the other"
-    assert any("1 conversations are trained as one example per reply (3 examples from 2 conversations)" in e.message
-               for e in events if e.kind == "warning")
+    assert result.steps == 2 and prepared.train_examples == 3, (
+        "two replies of the system row + one render of the other"
+    )
+    assert any(
+        "1 conversations are trained as one example per reply (3 examples from 2 conversations)" in e.message
+        for e in events
+        if e.kind == "warning"
+    )

@@ -43,7 +43,18 @@ def single(tmp_path_factory) -> Path:
 
 def test_torchrun_two_processes_train_like_one(single, tmp_path, capsys):
     run = tmp_path / "run"
-    command = [BIN / "torchrun", "--standalone", "--nproc_per_node", "2", BIN / "backprop", *TRAIN, "--batch-size", "4", "--output", run]
+    command = [
+        BIN / "torchrun",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        BIN / "backprop",
+        *TRAIN,
+        "--batch-size",
+        "4",
+        "--output",
+        run,
+    ]
     _check_like_single(_launch(command), run, single)
     # One process would take 4 rows a step where two took 8: the run resumes only as it started.
     assert main(["train", "--resume", str(run)]) == 2
@@ -55,11 +66,30 @@ def test_accelerate_launch_two_processes_train_like_one(single, tmp_path):
     # gloo); --cpu with several processes needs an MPI hostfile instead.
     run = tmp_path / "run"
     command = [
-        BIN / "accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
-        "-m", "backprop_engine.cli", *TRAIN, "--batch-size", "4", "--output", run,
+        BIN / "accelerate",
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(_free_port()),
+        "-m",
+        "backprop_engine.cli",
+        *TRAIN,
+        "--batch-size",
+        "4",
+        "--output",
+        run,
     ]
-    _check_like_single(_launch(command, HF_HOME=str(tmp_path / "hf")), run, single)  # no accelerate config file
+    _check_like_single(
+        _launch(command, HF_HOME=str(tmp_path / "hf")), run, single
+    )  # no accelerate config file
 
 
 def test_ctrl_c_on_one_rank_stops_every_rank_at_the_same_step(tmp_path):
@@ -67,18 +97,36 @@ def test_ctrl_c_on_one_rank_stops_every_rank_at_the_same_step(tmp_path):
     import psutil
 
     run = tmp_path / "run"
-    command = [BIN / "torchrun", "--standalone", "--nproc_per_node", "2", BIN / "backprop", "train", "--steps", "400",
-               "--batch-size", "4", "--output", run]
-    launcher = subprocess.Popen([str(part) for part in command], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    command = [
+        BIN / "torchrun",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        BIN / "backprop",
+        "train",
+        "--steps",
+        "400",
+        "--batch-size",
+        "4",
+        "--output",
+        run,
+    ]
+    launcher = subprocess.Popen(
+        [str(part) for part in command], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     workers = []
     try:
         deadline = time.monotonic() + 240
-        while '"event": "step"' not in ((run / "events.jsonl").read_text() if (run / "events.jsonl").exists() else ""):
+        while '"event": "step"' not in (
+            (run / "events.jsonl").read_text() if (run / "events.jsonl").exists() else ""
+        ):
             assert launcher.poll() is None and time.monotonic() < deadline, "no step before the deadline"
             time.sleep(0.2)
         workers = psutil.Process(launcher.pid).children()
         next(p for p in workers if p.environ().get("RANK") == "1").send_signal(signal.SIGINT)
-        launcher.communicate(timeout=120)  # ranks that disagreed would hang here; rank 1 exits 130 (torchrun: 1)
+        launcher.communicate(
+            timeout=120
+        )  # ranks that disagreed would hang here; rank 1 exits 130 (torchrun: 1)
     finally:
         if launcher.poll() is None:
             for worker in workers:
@@ -96,7 +144,10 @@ def test_ctrl_c_on_one_rank_stops_every_rank_at_the_same_step(tmp_path):
 
 def _launch(command: list, **env: str) -> subprocess.CompletedProcess:
     result = subprocess.run(
-        [str(part) for part in command], capture_output=True, text=True, timeout=300,
+        [str(part) for part in command],
+        capture_output=True,
+        text=True,
+        timeout=300,
         env=os.environ | {"PYTHONFAULTHANDLER": "1"} | env,  # a rank that aborts shows where it was
     )
     if result.returncode:
@@ -112,7 +163,7 @@ def _check_like_single(result: subprocess.CompletedProcess, run: Path, single: P
     kinds = [e["event"] for e in events]
     assert kinds.count("run_started") == kinds.count("finished") == 1 and kinds[-1] == "finished"
     assert [e["step"] for e in events if e["event"] == "checkpoint"] == [STEPS // 2]
-    assert 'batch_size = 4' in (run / "config.toml").read_text()
+    assert "batch_size = 4" in (run / "config.toml").read_text()
 
     ranks = next(e for e in events if e["event"] == "ranks")
     assert ranks["backend"] == "gloo" and ranks["steps"] == [STEPS, STEPS], "both ranks took every step"
@@ -125,7 +176,9 @@ def _check_like_single(result: subprocess.CompletedProcess, run: Path, single: P
     for step, (loss, grad_norm) in expected.items():
         assert steps[step][0] == pytest.approx(loss, abs=TOLERANCE), f"loss at step {step}"
         assert steps[step][1] == pytest.approx(grad_norm, abs=TOLERANCE), f"gradient norm at step {step}"
-    weights, reference_weights = (load_file(str(r / "adapter" / "adapter_model.safetensors")) for r in (run, single))
+    weights, reference_weights = (
+        load_file(str(r / "adapter" / "adapter_model.safetensors")) for r in (run, single)
+    )
     assert max((weights[k] - reference_weights[k]).abs().max().item() for k in reference_weights) < TOLERANCE
 
 
@@ -159,7 +212,11 @@ def test_a_rank_without_rows_still_runs_a_pass_that_trains_nothing():
     assert sorted(map(id, shares[0] + shares[1])) == sorted(map(id, rows)), "the ranks' rows are the batch"
     build = lambda part: collate(part, pad_id=0, device="cpu", packed=False)  # noqa: E731
     lonely = ranks[1].local_batch(rows[:1], build)
-    assert lonely.input_ids.size(0) == 1 and lonely.real_tokens == 0 and bool((lonely.labels == IGNORE_INDEX).all())
+    assert (
+        lonely.input_ids.size(0) == 1
+        and lonely.real_tokens == 0
+        and bool((lonely.labels == IGNORE_INDEX).all())
+    )
     assert ranks[0].local_batch(rows[:1], build).real_tokens == len(rows[0].input_ids)
 
 

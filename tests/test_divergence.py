@@ -46,7 +46,9 @@ def train(tmp_path, adapter_init=None, **settings):
     events = []
     run = RunDir.create(tmp_path / "run")
     try:
-        result = run_training(config, model, data.train, run, EventBus([events.append]), adapter_init=adapter_init)
+        result = run_training(
+            config, model, data.train, run, EventBus([events.append]), adapter_init=adapter_init
+        )
     except TrainingError as error:
         return run, events, error
     return run, events, result
@@ -64,14 +66,18 @@ def test_a_nan_step_is_skipped_and_leaves_the_adapter_untouched(tmp_path):
     run, events, result = train(tmp_path, nan_on({3}), steps=5)
     assert not isinstance(result, TrainingError) and result.steps == 5 and math.isfinite(result.final_loss)
     skipped = [e for e in events if isinstance(e, StepSkipped)]
-    assert [(e.step, e.in_a_row, e.limit) for e in skipped] == [(3, 1, 5)] and "loss is not finite" in skipped[0].reason
+    assert [(e.step, e.in_a_row, e.limit) for e in skipped] == [
+        (3, 1, 5)
+    ] and "loss is not finite" in skipped[0].reason
     assert 3 not in [e.step for e in events if e.kind == "step"]  # no NaN on the chart
     assert same(adapter(run, 3), adapter(run, 2))  # the skipped step changed nothing
     assert not same(adapter(run, 4), adapter(run, 3))  # the next one trains again
 
 
 def test_k_non_finite_steps_in_a_row_stop_with_the_last_good_checkpoint(tmp_path):
-    run, events, error = train(tmp_path, nan_on({3, 4, 5}), steps=8, max_nonfinite_steps=3, learning_rate=3e-3)
+    run, events, error = train(
+        tmp_path, nan_on({3, 4, 5}), steps=8, max_nonfinite_steps=3, learning_rate=3e-3
+    )
     assert isinstance(error, TrainingError)
     assert "diverged" in error.message and "steps 3-5" in error.message and "after step 2" in error.message
     assert "--learning-rate 0.0008" in error.hint and "3e-03" not in error.hint and "0.003" in error.hint
@@ -87,15 +93,40 @@ def test_the_cli_prints_the_divergence_as_one_line_and_exits_2(tmp_path, capsys,
 
     real = loop.summed_loss
     monkeypatch.setattr(loop, "summed_loss", lambda model, batch: real(model, batch) * float("nan"))
-    code = main(["train", "--steps", "6", "--max-nonfinite-steps", "2", "--max-samples", "24", "--output", str(tmp_path / "run")])
+    code = main(
+        [
+            "train",
+            "--steps",
+            "6",
+            "--max-nonfinite-steps",
+            "2",
+            "--max-samples",
+            "24",
+            "--output",
+            str(tmp_path / "run"),
+        ]
+    )
     err = capsys.readouterr().err
-    assert code == 2 and "error: training diverged" in err and "hint: lower the learning rate" in err and "Traceback" not in err
+    assert (
+        code == 2
+        and "error: training diverged" in err
+        and "hint: lower the learning rate" in err
+        and "Traceback" not in err
+    )
 
 
 def test_fp16_trains_with_dynamic_loss_scaling_on_cpu(tmp_path, monkeypatch):
     # A large initial scale overflows fp16: the scaler halves it, and those skips are not divergence.
     monkeypatch.setattr(guard_module, "FP16_INIT_SCALE", 2.0**23)  # overflows here; 2^20 mostly does not
-    run, events, result = train(tmp_path, steps=12, precision="fp16", max_nonfinite_steps=2, save_steps=0, batch_size=2, max_seq_len=64)
+    run, events, result = train(
+        tmp_path,
+        steps=12,
+        precision="fp16",
+        max_nonfinite_steps=2,
+        save_steps=0,
+        batch_size=2,
+        max_seq_len=64,
+    )
     assert not isinstance(result, TrainingError), result
     overflows = [e for e in events if isinstance(e, StepSkipped)]
     assert overflows and all(e.in_a_row == 0 and "fp16 gradient overflow" in e.reason for e in overflows)
@@ -117,7 +148,9 @@ def test_no_scaler_for_bf16_or_fp32(tmp_path):
 def test_guard_rules_without_a_model():
     events = []
     guard = DivergenceGuard(3, 3.0, 2e-4, EventBus([events.append]))
-    assert not guard.accept(1, 2.0, float("inf"), scale=1024.0)  # fp16 overflow at a large scale: the scaler's job
+    assert not guard.accept(
+        1, 2.0, float("inf"), scale=1024.0
+    )  # fp16 overflow at a large scale: the scaler's job
     assert guard.in_a_row == 0 and events[-1].in_a_row == 0
     assert not guard.accept(2, 2.0, float("inf"), scale=1.0)  # at scale 1 even unscaled gradients overflow
     assert guard.in_a_row == 1
@@ -127,7 +160,11 @@ def test_guard_rules_without_a_model():
     assert not any(isinstance(e, WarningEvent) for e in events)
     assert guard.accept(9, 7.5, 1.0)  # applied, but reported: 3.75× the running median of 2.0
     spike = events[-1]
-    assert isinstance(spike, WarningEvent) and "loss spike at step 9" in spike.message and "3.8×" in spike.message
+    assert (
+        isinstance(spike, WarningEvent)
+        and "loss spike at step 9" in spike.message
+        and "3.8×" in spike.message
+    )
 
 
 @pytest.mark.parametrize("value", [0, 1.0])
@@ -144,7 +181,9 @@ def test_an_fp16_run_resumes_with_the_loss_scale_it_had_found(tmp_path, monkeypa
     monkeypatch.setattr(guard_module, "FP16_INIT_SCALE", 2.0**23)
     from backprop_engine import Trainer
 
-    options = dict(precision="fp16", save_steps=0, logging_steps=1, batch_size=2, max_seq_len=64, max_samples=40)
+    options = dict(
+        precision="fp16", save_steps=0, logging_steps=1, batch_size=2, max_seq_len=64, max_samples=40
+    )
     straight = Trainer("tiny", **options).train("sample", steps=8, output_dir=tmp_path / "straight")
 
     def stop_after_step_4(event):

@@ -61,8 +61,14 @@ def test_only_the_newest_checkpoints_are_kept_and_a_stop_saves_one(tmp_path):
 
 def test_early_stopping_stops_when_eval_loss_stalls(tmp_path):
     events = []
-    trainer = Trainer("tiny", eval_split=0.1, eval_steps=2, early_stopping_patience=2,
-                      early_stopping_min_delta=100.0, on_event=events.append)
+    trainer = Trainer(
+        "tiny",
+        eval_split=0.1,
+        eval_steps=2,
+        early_stopping_patience=2,
+        early_stopping_min_delta=100.0,
+        on_event=events.append,
+    )
     result = trainer.train("sample", steps=40, output_dir=tmp_path / "run")
     # The first eval sets the best; no later eval can beat it by 100, so the third eval (step 6) stops the run.
     assert result.stopped_early and result.steps == 6
@@ -109,7 +115,9 @@ def test_qlora_without_bitsandbytes_is_a_clear_error(tmp_path, capsys, monkeypat
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else real(name, *a)
+    )
     assert main(["train", "--method", "qlora", "--steps", "2", "--output", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert "QLoRA needs bitsandbytes" in err and "--method lora" in err
@@ -120,10 +128,14 @@ def test_resume_from_a_folder_that_is_not_a_run(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("keep me")
     assert main(["train", "--resume", str(tmp_path)]) == 2
     assert "not a run directory" in capsys.readouterr().err
-    assert (tmp_path / "notes.txt").read_text() == "keep me" and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+    assert (tmp_path / "notes.txt").read_text() == "keep me" and sorted(
+        p.name for p in tmp_path.iterdir()
+    ) == ["notes.txt"]
 
 
-@pytest.mark.parametrize("flags", [["--steps", "0"], ["--lora-rank", "0"], ["--batch-size", "0"], ["--grad-accum", "-1"]])
+@pytest.mark.parametrize(
+    "flags", [["--steps", "0"], ["--lora-rank", "0"], ["--batch-size", "0"], ["--grad-accum", "-1"]]
+)
 def test_impossible_numbers_are_refused(tmp_path, capsys, flags):
     assert main(["train", *flags, "--output", str(tmp_path / "run")]) == 2
     assert "must be a positive integer" in capsys.readouterr().err

@@ -12,11 +12,21 @@ from backprop_engine.events import Event, EventBus, JsonlSink, RunFailed, StepMe
 
 def test_every_event_is_built_by_keyword_and_read_back_from_its_dict():
     for kind, cls in Event.types.items():
-        assert all(f.kw_only for f in dataclasses.fields(cls)), f"{cls.__name__} ({kind}) takes positional fields"
+        assert all(f.kw_only for f in dataclasses.fields(cls)), (
+            f"{cls.__name__} ({kind}) takes positional fields"
+        )
     with pytest.raises(TypeError):
         WarningEvent("positional")  # type: ignore[misc]
-    event = StepMetrics(step=3, total_steps=9, loss=1.5, learning_rate=1e-4, grad_norm=0.5, tokens_per_second=900.0,
-                        eta_seconds=12.0, memory_mb=100.0)
+    event = StepMetrics(
+        step=3,
+        total_steps=9,
+        loss=1.5,
+        learning_rate=1e-4,
+        grad_norm=0.5,
+        tokens_per_second=900.0,
+        eta_seconds=12.0,
+        memory_mb=100.0,
+    )
     assert Event.from_dict(json.loads(json.dumps(event.to_dict()))) == event
 
 
@@ -39,7 +49,9 @@ def test_attached_sinks_hear_the_block_then_close_and_a_failure_is_reported_once
         bus.emit(WarningEvent(message="inside"))
         raise ValueError("boom")
     assert bus.sinks == [caller]  # detached again
-    assert [type(e) for e in caller.events] == [WarningEvent, RunFailed] and caller.events[1].error == "ValueError: boom"
+    assert [type(e) for e in caller.events] == [WarningEvent, RunFailed] and caller.events[
+        1
+    ].error == "ValueError: boom"
     lines = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
     assert [line["event"] for line in lines] == ["warning", "failed"]
 

@@ -27,7 +27,10 @@ PROMPT = "<|im_start|>user\nWhat colour is a carrot?<|im_end|>\n<|im_start|>assi
 @pytest.fixture(scope="module")
 def f16_gguf(merged_model, tmp_path_factory):
     folder = tmp_path_factory.mktemp("gguf")
-    return {name: convert_hf_to_gguf(merged_model(name), folder / f"{name}.f16.gguf", "f16") for name in ARCHITECTURES}
+    return {
+        name: convert_hf_to_gguf(merged_model(name), folder / f"{name}.f16.gguf", "f16")
+        for name in ARCHITECTURES
+    }
 
 
 def test_merged_equals_base_plus_adapter(trained_run, tiny_models, merged_model):
@@ -58,7 +61,7 @@ def _hf_greedy(model, ids: list[int], steps: int) -> tuple[np.ndarray, list[int]
         first = model(torch.tensor([out])).logits[0, -1].numpy()
         for _ in range(steps):
             out.append(int(model(torch.tensor([out])).logits[0, -1].argmax()))
-    return first, out[len(ids):]
+    return first, out[len(ids) :]
 
 
 def _llama_greedy(llm, ids: list[int], steps: int) -> tuple[np.ndarray, list[int]]:
@@ -97,7 +100,9 @@ def test_quantized_gguf_loads_with_requested_type_and_generates(f16_gguf, tmp_pa
     assert path.stat().st_size < f16_gguf["tiny"].stat().st_size
     reader = gguf.GGUFReader(path)
     file_type = reader.fields["general.file_type"].contents()
-    expected = {"q8_0": gguf.LlamaFileType.MOSTLY_Q8_0, "q4_k_m": gguf.LlamaFileType.MOSTLY_Q4_K_M}[quantization]
+    expected = {"q8_0": gguf.LlamaFileType.MOSTLY_Q8_0, "q4_k_m": gguf.LlamaFileType.MOSTLY_Q4_K_M}[
+        quantization
+    ]
     assert file_type == expected
     kinds = {tensor.tensor_type for tensor in reader.tensors}
     wanted = gguf.GGMLQuantizationType.Q8_0 if quantization == "q8_0" else gguf.GGMLQuantizationType.Q4_K

@@ -29,14 +29,28 @@ from .ollama_server import FakeOllama
 
 GO_RENDERER = Path(__file__).parent / "gotemplate" / "render.go"
 TEMPLATE_FAMILIES = ["llama3", "mistral", "qwen2.5", "gemma", "generic"]
-EXPECTED_FAMILY = {"llama3": "llama3", "mistral": "mistral", "qwen2.5": "chatml", "gemma": "gemma", "generic": "generic"}
+EXPECTED_FAMILY = {
+    "llama3": "llama3",
+    "mistral": "mistral",
+    "qwen2.5": "chatml",
+    "gemma": "gemma",
+    "generic": "generic",
+}
 EXPECTED_STOPS = {
-    "llama3": ["<|eot_id|>"], "mistral": ["</s>"], "qwen2.5": ["<|im_end|>"], "gemma": ["<end_of_turn>"], "generic": ["<|endoftext|>"],
+    "llama3": ["<|eot_id|>"],
+    "mistral": ["</s>"],
+    "qwen2.5": ["<|im_end|>"],
+    "gemma": ["<end_of_turn>"],
+    "generic": ["<|endoftext|>"],
 }
 # Beyond CHECK_CONVERSATIONS (which every derived format must pass at export time): others the Go test adds.
 MORE_CONVERSATIONS = [
-    [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
-     {"role": "user", "content": "Bye"}],
+    [
+        {"role": "system", "content": "Be kind."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello!"},
+        {"role": "user", "content": "Bye"},
+    ],
     [{"role": "user", "content": "Tabs\tand\nnew lines, <b>tags</b>, back\\slashes and $dollars"}],
 ]
 
@@ -46,11 +60,16 @@ def go(tmp_path_factory) -> str:
     """The renderer, built once with Go's own text/template."""
     go_tool = shutil.which("go")
     if go_tool is None:
-        pytest.fail("Go is not installed: `make test` installs Debian's golang-go (apt-get install golang-go)")
+        pytest.fail(
+            "Go is not installed: `make test` installs Debian's golang-go (apt-get install golang-go)"
+        )
     binary = tmp_path_factory.mktemp("go") / "render"
     build = subprocess.run(
         [go_tool, "build", "-o", str(binary), str(GO_RENDERER)],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "GO111MODULE": "off"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "GO111MODULE": "off"},
     )
     assert build.returncode == 0, build.stderr
     return str(binary)
@@ -60,7 +79,10 @@ def _go_render(renderer: str, template: str, conversations: list, tmp_path: Path
     (tmp_path / "template.tmpl").write_text(template, encoding="utf-8")
     (tmp_path / "conversations.json").write_text(json.dumps(conversations), encoding="utf-8")
     result = subprocess.run(
-        [renderer, str(tmp_path / "template.tmpl"), str(tmp_path / "conversations.json")], capture_output=True, text=True, timeout=60
+        [renderer, str(tmp_path / "template.tmpl"), str(tmp_path / "conversations.json")],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
@@ -105,7 +127,9 @@ def test_exotic_chat_templates_are_refused_not_guessed(template):
         derive_chat_format(tokenizer)
 
 
-@pytest.mark.parametrize("name", ["My Model", "pirate/model", "Pirate", "../pirate", "pi..rate", "", "-x", "a:b:c", "naïve"])
+@pytest.mark.parametrize(
+    "name", ["My Model", "pirate/model", "Pirate", "../pirate", "pi..rate", "", "-x", "a:b:c", "naïve"]
+)
 def test_invalid_ollama_names_are_refused(name):
     with pytest.raises(ConfigError, match="invalid Ollama model name"):
         check_ollama_name(name)
@@ -159,7 +183,13 @@ def _parse_modelfile(text: str) -> list[tuple[str, str]]:
 
 @pytest.mark.parametrize(
     "system",
-    ['Say "arr".\nFROM evil\nPARAMETER stop "x"\n  indented "" end "', '"" FROM evil', "plain", "  spaced  ", '"quoted"'],
+    [
+        'Say "arr".\nFROM evil\nPARAMETER stop "x"\n  indented "" end "',
+        '"" FROM evil',
+        "plain",
+        "  spaced  ",
+        '"quoted"',
+    ],
 )
 def test_modelfile_round_trips_quotes_newlines_and_cannot_be_injected(system):
     fmt = derive_chat_format(build_tokenizer("qwen2.5"))
@@ -219,7 +249,9 @@ def test_registration_over_http_uploads_by_digest_and_creates(export_dir, no_oll
     path, modelfile = export_dir
     events = []
     with FakeOllama() as server:
-        assert register("pirate", path, modelfile, host=server.url, bus=EventBus([events.append])) == server.url
+        assert (
+            register("pirate", path, modelfile, host=server.url, bus=EventBus([events.append])) == server.url
+        )
         digest = "sha256:" + file_sha256(path.parent / modelfile.model)
         assert server.blobs[digest] == (path.parent / modelfile.model).read_bytes()
         created = server.models["pirate"]
@@ -269,9 +301,13 @@ def test_server_rejects_a_wrong_digest_and_a_missing_blob(export_dir):
         wrong = httpx.post(f"{server.url}/api/blobs/sha256:{'0' * 64}", content=b"not that")
         assert wrong.status_code == 400 and "digest mismatch" in wrong.json()["error"]
         assert httpx.head(f"{server.url}/api/blobs/sha256:{'0' * 64}").status_code == 404
-        reply = httpx.post(f"{server.url}/api/create", json={"model": "x", "files": {"a.gguf": f"sha256:{'1' * 64}"}})
+        reply = httpx.post(
+            f"{server.url}/api/create", json={"model": "x", "files": {"a.gguf": f"sha256:{'1' * 64}"}}
+        )
         assert json.loads(reply.text.strip().splitlines()[-1])["error"].endswith("no such file or directory")
-        assert httpx.post(f"{server.url}/api/create", json={"model": "bad name"}).json() == {"error": "invalid model name"}
+        assert httpx.post(f"{server.url}/api/create", json={"model": "bad name"}).json() == {
+            "error": "invalid model name"
+        }
 
 
 def test_create_refused_by_the_server_is_a_clear_error(export_dir, no_ollama_cli):
@@ -336,6 +372,8 @@ def test_qwen3_thinking_template_is_refused_by_name(tmp_path):
     tokenizer = build_tokenizer("qwen2.5")
     tokenizer.chat_template = (script.parent / "models" / "templates" / "Qwen-Qwen3-0.6B.jinja").read_text()
     plain = CHECK_CONVERSATIONS[0]
-    assert tokenizer.apply_chat_template(plain, tokenize=False, add_generation_prompt=True).startswith("<|im_start|>user")
+    assert tokenizer.apply_chat_template(plain, tokenize=False, add_generation_prompt=True).startswith(
+        "<|im_start|>user"
+    )
     with pytest.raises(ExportError, match=r"thinking mode \(Qwen3\)"):
         derive_chat_format(tokenizer)

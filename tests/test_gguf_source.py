@@ -41,14 +41,20 @@ def ollama_store(root: Path, gguf_file: Path, name: str = "tinyllm", tag: str = 
     manifest = root / "manifests" / "registry.ollama.ai" / "library" / name / tag
     manifest.parent.mkdir(parents=True)
     layers = [
-        {"mediaType": "application/vnd.ollama.image.model", "digest": digest, "size": gguf_file.stat().st_size},
+        {
+            "mediaType": "application/vnd.ollama.image.model",
+            "digest": digest,
+            "size": gguf_file.stat().st_size,
+        },
         {"mediaType": "application/vnd.ollama.image.template", "digest": "sha256:" + "0" * 64, "size": 10},
     ]
     manifest.write_text(json.dumps({"schemaVersion": 2, "layers": layers}))
     return root
 
 
-def test_a_gguf_is_dequantized_once_into_a_folder_that_tokenizes_like_the_original(tiny_models, tiny_gguf, tmp_path):
+def test_a_gguf_is_dequantized_once_into_a_folder_that_tokenizes_like_the_original(
+    tiny_models, tiny_gguf, tmp_path
+):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source = locate(str(tiny_gguf))
@@ -56,17 +62,27 @@ def test_a_gguf_is_dequantized_once_into_a_folder_that_tokenizes_like_the_origin
     folder, reused = dequantized_folder(source, tmp_path)
     assert not reused and folder.name == file_sha256(tiny_gguf)[:24]
     assert dequantized_folder(source, tmp_path) == (folder, True)
-    original, restored = AutoTokenizer.from_pretrained(tiny_models["tiny"]), AutoTokenizer.from_pretrained(folder)
+    original, restored = (
+        AutoTokenizer.from_pretrained(tiny_models["tiny"]),
+        AutoTokenizer.from_pretrained(folder),
+    )
     for text in ["Hello world! 12 + 30 = 42", "naïve café 😀 中文", "def f(x):\n    return x ** 2"]:
         assert restored(text)["input_ids"] == original(text)["input_ids"]
     assert restored.chat_template == original.chat_template
     dense = AutoModelForCausalLM.from_pretrained(folder)
     weight = dense.model.layers[0].mlp.down_proj.weight.detach().numpy()
-    reference = AutoModelForCausalLM.from_pretrained(tiny_models["tiny"]).model.layers[0].mlp.down_proj.weight.detach().numpy()
+    reference = (
+        AutoModelForCausalLM.from_pretrained(tiny_models["tiny"])
+        .model.layers[0]
+        .mlp.down_proj.weight.detach()
+        .numpy()
+    )
     assert 0 < np.abs(weight - reference).max() < 2e-2, "Q8_0 rounding, nothing else"
 
 
-def test_cli_trains_from_a_gguf_file_and_says_where_the_base_came_from(tiny_gguf, tmp_path, capsys, monkeypatch):
+def test_cli_trains_from_a_gguf_file_and_says_where_the_base_came_from(
+    tiny_gguf, tmp_path, capsys, monkeypatch
+):
     from backprop_engine.rundir import RunDir
 
     run = tmp_path / "run"
@@ -75,7 +91,9 @@ def test_cli_trains_from_a_gguf_file_and_says_where_the_base_came_from(tiny_gguf
     out = capsys.readouterr().out
     assert "the base model comes from a Q8_0 GGUF" in out
     assert (run / "adapter" / "adapter_config.json").is_file()
-    assert RunDir.open(run).read_config().model == str(tiny_gguf), "recorded so that export works from anywhere"
+    assert RunDir.open(run).read_config().model == str(tiny_gguf), (
+        "recorded so that export works from anywhere"
+    )
     assert check_model_name(str(tiny_gguf)) == "gguf"
 
 
@@ -91,7 +109,9 @@ def test_cli_trains_from_the_ollama_store_and_exports(tiny_gguf, tmp_path, monke
     assert len(notices) == 1 and "ollama:tinyllm:q8" in notices[0]
     assert main(["export", str(tmp_path / "run"), "-q", "q8_0"]) == 0
     assert "verified tokenization 5/5 identical" in capsys.readouterr().err
-    assert resolve_model("ollama:tinyllm:q8").path.name == file_sha256(tiny_gguf)[:24], "keyed by the blob's digest"
+    assert resolve_model("ollama:tinyllm:q8").path.name == file_sha256(tiny_gguf)[:24], (
+        "keyed by the blob's digest"
+    )
 
 
 def _unknown_architecture(path: Path) -> Path:
@@ -113,7 +133,10 @@ def _truncated(tiny_gguf: Path, path: Path) -> Path:
 @pytest.mark.parametrize(
     ("make", "expected"),
     [
-        (lambda g, d: _unknown_architecture(d / "bert.gguf"), "GGUF architecture 'bert' is not supported for fine-tuning"),
+        (
+            lambda g, d: _unknown_architecture(d / "bert.gguf"),
+            "GGUF architecture 'bert' is not supported for fine-tuning",
+        ),
         (lambda g, d: _truncated(g, d / "half.gguf"), "truncated"),
         (lambda g, d: (d / "notes.gguf").write_text("hello") and d / "notes.gguf", "not a GGUF file"),
         (lambda g, d: d / "missing.gguf", "no such GGUF file"),
@@ -125,7 +148,9 @@ def test_bad_gguf_files_are_one_line_and_write_nothing(tiny_gguf, tmp_path, caps
     assert main(["train", "--model", str(model), "--output", str(tmp_path / "run"), *TRAIN]) == 2
     err = capsys.readouterr().err
     first, *rest = err.strip().splitlines()
-    assert first.startswith("error: ") and expected in first and all(line.startswith("hint: ") for line in rest), err
+    assert (
+        first.startswith("error: ") and expected in first and all(line.startswith("hint: ") for line in rest)
+    ), err
     assert not (tmp_path / "run").exists()
 
 

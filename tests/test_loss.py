@@ -14,7 +14,9 @@ from .families import build_model
 
 
 def batch_of(path, rows: int = 6):
-    prepared = prepare_data(DataSpec(["sample"], shuffle=False), load_chat_tokenizer(path), 256, use_cache=False)
+    prepared = prepare_data(
+        DataSpec(["sample"], shuffle=False), load_chat_tokenizer(path), 256, use_cache=False
+    )
     return collate(prepared.train[:rows], 0, "cpu", packed=False)
 
 
@@ -28,7 +30,9 @@ def grads_after(loss_fn, model, batch) -> tuple[float, dict[str, torch.Tensor]]:
 def lora(model):
     from peft import LoraConfig, get_peft_model
 
-    return get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0))
+    return get_peft_model(
+        model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0)
+    )
 
 
 @pytest.mark.parametrize("family", ["llama3", "qwen2.5", "gemma3"])
@@ -70,7 +74,10 @@ def test_a_soft_capped_head_matches_too(tmp_path):
     chunked_loss, chunked = grads_after(loss_module.summed_loss, model, batch)
     uncapped = loss_module.plain_summed_loss(model, batch).item()
     assert chunked_loss == pytest.approx(plain_loss, rel=1e-5)
-    assert max((chunked[n] - plain[n]).abs().max().item() / (plain[n].abs().max().item() or 1) for n in plain) < 1e-5
+    assert (
+        max((chunked[n] - plain[n]).abs().max().item() / (plain[n].abs().max().item() or 1) for n in plain)
+        < 1e-5
+    )
     model.config.final_logit_softcapping = None
     assert abs(loss_module.plain_summed_loss(model, batch).item() - uncapped) > 1e-3  # the cap mattered
 

@@ -40,11 +40,17 @@ def test_qlora_base_is_4bit_and_its_gradients_match_a_dequantized_twin(tiny_mode
     twin = lora_model(load_base_model(tiny_models["tiny"]), TrainConfig())
     twin_modules = dict(twin.named_modules())
     quantized_params = dict(quantized.named_parameters())
-    four_bit = [(n, m) for n, m in quantized.named_modules() if n.endswith("base_layer") and type(m.weight).__name__ == "Params4bit"]
+    four_bit = [
+        (n, m)
+        for n, m in quantized.named_modules()
+        if n.endswith("base_layer") and type(m.weight).__name__ == "Params4bit"
+    ]
     assert len(four_bit) == 14  # 7 linear modules × 2 layers hold nf4 weights
     with torch.no_grad():
         for name, module in four_bit:
-            twin_modules[name].weight.copy_(bnb.dequantize_4bit(module.weight.data, module.weight.quant_state))
+            twin_modules[name].weight.copy_(
+                bnb.dequantize_4bit(module.weight.data, module.weight.quant_state)
+            )
         for name, param in twin.named_parameters():
             if "lora_" in name:
                 param.normal_(std=0.02)
@@ -106,7 +112,26 @@ def test_cli_method_flags_reach_the_run_config(tmp_path):
     from backprop_engine.cli import main
 
     run = tmp_path / "run"
-    assert main(["train", "--method", "dora", "--gradient-checkpointing", "--max-gpu-temperature", "80",
-                 "--steps", "2", "--output", str(run)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--method",
+                "dora",
+                "--gradient-checkpointing",
+                "--max-gpu-temperature",
+                "80",
+                "--steps",
+                "2",
+                "--output",
+                str(run),
+            ]
+        )
+        == 0
+    )
     config = (run / "config.toml").read_text()
-    assert 'method = "dora"' in config and "gradient_checkpointing = true" in config and "max_gpu_temperature_c = 80" in config
+    assert (
+        'method = "dora"' in config
+        and "gradient_checkpointing = true" in config
+        and "max_gpu_temperature_c = 80" in config
+    )

@@ -23,8 +23,20 @@ def choices(plan) -> dict:
 def test_plan_explains_every_choice_and_keeps_what_the_user_set():
     plan = Trainer("tiny", lora_rank=8, steps=30).plan("sample")
     picked = choices(plan)
-    assert {"max_seq_len", "method", "precision", "lora_rank", "lora_alpha", "learning_rate", "batch_size",
-            "grad_accum", "gradient_checkpointing", "steps", "warmup_steps", "packing"} <= set(picked)
+    assert {
+        "max_seq_len",
+        "method",
+        "precision",
+        "lora_rank",
+        "lora_alpha",
+        "learning_rate",
+        "batch_size",
+        "grad_accum",
+        "gradient_checkpointing",
+        "steps",
+        "warmup_steps",
+        "packing",
+    } <= set(picked)
     assert all(c.reason for c in plan.choices)
     assert picked["lora_rank"].by_user and plan.config.lora_rank == 8
     assert picked["steps"].by_user and plan.config.steps == 30
@@ -65,7 +77,9 @@ def test_the_issue_14_dataset_gets_enough_updates():
     plan = small_plan(DataSize(34, 3_000, 320, examples=91 - held, held_out=held))
     picked = choices(plan)
     assert held == 4 and picked["eval_split"].value == 4.0
-    assert plan.config.batch_size * plan.config.grad_accum == 2  # 2 packed rows ≈ 5 examples, near the target 4
+    assert (
+        plan.config.batch_size * plan.config.grad_accum == 2
+    )  # 2 packed rows ≈ 5 examples, near the target 4
     assert picked["effective_batch"].value == pytest.approx(2 * 87 / 34, abs=0.05)
     assert "4 for fewer than 200 examples" in picked["effective_batch"].reason
     assert plan.config.steps == MIN_UPDATES and "floor of 60 updates" in picked["steps"].reason
@@ -83,7 +97,9 @@ def test_the_issue_14_dataset_gets_enough_updates():
     ],
 )
 def test_batch_in_examples_floor_and_ceiling(examples, per_step, steps, words):
-    plan = small_plan(DataSize(examples, examples * 50, 256, examples=examples))  # unpacked: one example per row
+    plan = small_plan(
+        DataSize(examples, examples * 50, 256, examples=examples)
+    )  # unpacked: one example per row
     picked = choices(plan)
     assert plan.config.batch_size * plan.config.grad_accum == per_step
     assert plan.config.steps == steps and words in picked["steps"].reason
@@ -137,14 +153,18 @@ def test_tight_memory_shrinks_the_micro_batch_then_turns_on_checkpointing():
 
 def test_train_runs_the_planned_configuration(tmp_path):
     events = []
-    result = Trainer("tiny", on_event=events.append, batch_size=4).train("sample", steps=4, output_dir=tmp_path / "run")
+    result = Trainer("tiny", on_event=events.append, batch_size=4).train(
+        "sample", steps=4, output_dir=tmp_path / "run"
+    )
     planned = next(e for e in events if e.kind == "run_planned")
     recorded = Trainer.from_run(result.run_dir).config
     by_name = {c["name"]: c for c in planned.choices}
     assert recorded.batch_size == 4 and by_name["batch_size"]["by_user"]
     assert recorded.warmup_steps == by_name["warmup_steps"]["value"] == 1
     assert recorded.max_seq_len == by_name["max_seq_len"]["value"] > 0
-    logged = [json.loads(line)["event"] for line in (tmp_path / "run" / "events.jsonl").read_text().splitlines()]
+    logged = [
+        json.loads(line)["event"] for line in (tmp_path / "run" / "events.jsonl").read_text().splitlines()
+    ]
     assert logged[0] == "run_planned"
 
 

@@ -26,12 +26,17 @@ def test_facts_count_the_real_tiny_models_parameters(tiny_models):
 def test_lora_parameter_count_matches_peft(tiny_models):
     from peft import LoraConfig, get_peft_model
 
-    model = get_peft_model(load_base_model(tiny_models["tiny"]), LoraConfig(r=8, target_modules=["q_proj", "down_proj"]))
+    model = get_peft_model(
+        load_base_model(tiny_models["tiny"]), LoraConfig(r=8, target_modules=["q_proj", "down_proj"])
+    )
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert lora_parameter_count(PRESETS["tiny"].facts, 8, ["q_proj", "down_proj"]) == trainable
 
 
-@pytest.mark.parametrize(("name", "billions"), [("qwen2.5-0.5b", 0.49), ("qwen2.5-7b", 7.62), ("llama-3.2-1b", 1.24), ("mistral-7b", 7.25)])
+@pytest.mark.parametrize(
+    ("name", "billions"),
+    [("qwen2.5-0.5b", 0.49), ("qwen2.5-7b", 7.62), ("llama-3.2-1b", 1.24), ("mistral-7b", 7.25)],
+)
 def test_preset_parameter_counts_match_the_published_sizes(name, billions):
     assert PRESETS[name].params_billion == pytest.approx(billions, abs=0.01)
 
@@ -54,23 +59,35 @@ def _bytes_kept_for_backward(model, input_ids) -> int:
     return sum(kept.values())
 
 
-@pytest.mark.parametrize("intermediate", [384, 704])  # 3× and 5.5× the hidden size: tiny's and Qwen2.5-7B's MLPs
+@pytest.mark.parametrize(
+    "intermediate", [384, 704]
+)  # 3× and 5.5× the hidden size: tiny's and Qwen2.5-7B's MLPs
 def test_activation_estimate_matches_what_autograd_keeps(intermediate):
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    config = LlamaConfig(vocab_size=256, hidden_size=128, intermediate_size=intermediate, num_hidden_layers=3,
-                         num_attention_heads=4, num_key_value_heads=2)
+    config = LlamaConfig(
+        vocab_size=256,
+        hidden_size=128,
+        intermediate_size=intermediate,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+    )
     torch.manual_seed(0)
     model = get_peft_model(LlamaForCausalLM(config), LoraConfig(r=8, target_modules=list(ALL_LINEAR)))
     kept = _bytes_kept_for_backward(model, torch.randint(0, 256, (2, 64)))
-    estimate = estimate_memory(ModelFacts.from_config(config.to_dict()), rank=8, seq_len=64, micro_batch=2, on_gpu=False)
+    estimate = estimate_memory(
+        ModelFacts.from_config(config.to_dict()), rank=8, seq_len=64, micro_batch=2, on_gpu=False
+    )
     assert estimate.activations_mb * MB == pytest.approx(kept, rel=0.08)
 
 
 def test_qlora_weight_estimate_matches_the_loaded_nf4_model_on_cpu(tiny_models):
-    model = load_base_model(tiny_models["tiny"], four_bit=True)  # nf4 linears; embeddings in the fp32 compute dtype
+    model = load_base_model(
+        tiny_models["tiny"], four_bit=True
+    )  # nf4 linears; embeddings in the fp32 compute dtype
     loaded = sum(p.numel() * p.element_size() for p in model.parameters())
     estimate = estimate_memory(PRESETS["tiny"].facts, method="qlora", on_gpu=False)
     assert estimate.weights_mb * MB == pytest.approx(loaded, rel=0.1)
@@ -86,12 +103,20 @@ def test_estimate_parts_move_the_right_way():
     checkpointed = estimate_memory(facts, gradient_checkpointing=True)
     assert checkpointed.activations_mb < lora.activations_mb / 5
     assert 14 < lora.weights_mb / 1024 < 15  # 7.6B bf16 weights
-    dora = estimate_memory(facts, method="dora")  # W + s·BA and its gradient per module: 2 × the linear weights
+    dora = estimate_memory(
+        facts, method="dora"
+    )  # W + s·BA and its gradient per module: 2 × the linear weights
     linear_mb = facts.num_layers * facts.layer_linear_params * 2 / 2**20
     assert dora.activations_mb - lora.activations_mb == pytest.approx(2 * linear_mb)
-    chunk = chunk_tokens(facts.vocab_size)  # three fp32 copies of one chunk's logits, and the hidden states' gradient
-    assert chunk < 8 * 512 and lora.logits_mb == pytest.approx((chunk * facts.vocab_size * 12 + 8 * 512 * facts.hidden_size * 4) / 2**20)
-    doubled = estimate_memory(facts, micro_batch=16).logits_mb  # no longer batch × seq × vocab: only the hidden term grows
+    chunk = chunk_tokens(
+        facts.vocab_size
+    )  # three fp32 copies of one chunk's logits, and the hidden states' gradient
+    assert chunk < 8 * 512 and lora.logits_mb == pytest.approx(
+        (chunk * facts.vocab_size * 12 + 8 * 512 * facts.hidden_size * 4) / 2**20
+    )
+    doubled = estimate_memory(
+        facts, micro_batch=16
+    ).logits_mb  # no longer batch × seq × vocab: only the hidden term grows
     assert doubled - lora.logits_mb == pytest.approx(8 * 512 * facts.hidden_size * 4 / 2**20)
 
 

@@ -18,7 +18,9 @@ from backprop_engine.modeling import load_tokenizer
 from .test_export_ollama import MORE_CONVERSATIONS, _go_render, go  # noqa: F401  (go: the Go renderer fixture)
 
 pytestmark = pytest.mark.realweights
-SHORT = dict(batch_size=2, max_seq_len=128, lora_rank=8, compare_count=0)  # base vs tuned: test_learning_realweights.py
+SHORT = dict(
+    batch_size=2, max_seq_len=128, lora_rank=8, compare_count=0
+)  # base vs tuned: test_learning_realweights.py
 
 
 def _field(path, key: str):
@@ -45,17 +47,29 @@ def test_smollm2_trains_exports_f16_q8_0_q4_k_m_verifies_and_chats(smollm2_dir, 
     f16 = json.loads(paths[0].with_suffix(".report.json").read_text())["verification"]
     assert f16["max_logit_delta"] <= f16["logit_bound"]
     # Width 576: llama.cpp falls back for most q4_k_m tensors; one line says so, the report lists each.
-    fallback_lines = [e.message for e in events if isinstance(e, WarningEvent) and e.message.startswith("q4_k_m:")]
-    assert len(fallback_lines) == 1 and "of 211 tensors used" in fallback_lines[0] and "rows of 576" in fallback_lines[0]
+    fallback_lines = [
+        e.message for e in events if isinstance(e, WarningEvent) and e.message.startswith("q4_k_m:")
+    ]
+    assert (
+        len(fallback_lines) == 1
+        and "of 211 tensors used" in fallback_lines[0]
+        and "rows of 576" in fallback_lines[0]
+    )
     assert len(json.loads(paths[2].with_suffix(".report.json").read_text())["fallbacks"]) > 100
     # The Modelfile: the model's 8192-token context, and a TEMPLATE Go renders exactly like the chat template.
     modelfile = _modelfile(paths[1])
-    assert "PARAMETER num_ctx 8192" in modelfile["lines"] and "PARAMETER stop <|im_end|>" in modelfile["lines"]
+    assert (
+        "PARAMETER num_ctx 8192" in modelfile["lines"] and "PARAMETER stop <|im_end|>" in modelfile["lines"]
+    )
     tokenizer = load_tokenizer(trainer.run.merged)
     conversations = CHECK_CONVERSATIONS + MORE_CONVERSATIONS
     bos = tokenizer.bos_token if adds_bos(tokenizer) else ""
-    for conversation, text in zip(conversations, _go_render(go, modelfile["template"][0], conversations, tmp_path)):
-        assert bos + text == tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+    for conversation, text in zip(
+        conversations, _go_render(go, modelfile["template"][0], conversations, tmp_path)
+    ):
+        assert bos + text == tokenizer.apply_chat_template(
+            conversation, tokenize=False, add_generation_prompt=True
+        )
     assert trainer.chat("What is the capital of France?", max_tokens=16).strip()
 
 
@@ -71,7 +85,10 @@ def test_gemma3_base_keeps_its_training_template_through_export_and_chat(gemma3_
     assert load_tokenizer(run.merged).chat_template == PLAIN_TEMPLATE
     report = json.loads(path.with_suffix(".report.json").read_text())
     assert report["verification"]["passed"], report["verification"]
-    assert _field(path, "general.architecture") == "gemma3" and _field(path, "tokenizer.chat_template") == PLAIN_TEMPLATE
+    assert (
+        _field(path, "general.architecture") == "gemma3"
+        and _field(path, "tokenizer.chat_template") == PLAIN_TEMPLATE
+    )
     modelfile = _modelfile(path)
     assert "### Assistant:" in modelfile["template"][0] and "PARAMETER stop <eos>" in modelfile["lines"]
     assert "PARAMETER num_ctx 8192" in modelfile["lines"]

@@ -49,7 +49,9 @@ def test_tokenizer_chat_template_and_end_of_turn(tiny_models):
 
     for path in tiny_models.values():
         tokenizer = load_tokenizer(path)
-        text = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True
+        )
         assert text == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
         assert tokenizer.eos_token == "<|im_end|>"
         assert len(tokenizer("<|im_end|>", add_special_tokens=False)["input_ids"]) == 1

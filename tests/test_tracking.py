@@ -20,7 +20,9 @@ def test_tensorboard_scalars_and_hyperparameters_match_the_run(tmp_path):
 
     from backprop_engine import Trainer
 
-    trainer = Trainer("tiny", report_to="tensorboard", logging_steps=1, eval_split=0.2, eval_steps=2, lora_rank=8)
+    trainer = Trainer(
+        "tiny", report_to="tensorboard", logging_steps=1, eval_split=0.2, eval_steps=2, lora_rank=8
+    )
     result = trainer.train("sample", steps=4, output_dir=tmp_path / "run")
     events = [json.loads(line) for line in (result.run_dir / "events.jsonl").read_text().splitlines()]
     steps = [e for e in events if e["event"] == "step"]
@@ -29,15 +31,24 @@ def test_tensorboard_scalars_and_hyperparameters_match_the_run(tmp_path):
 
     board = EventAccumulator(str(result.run_dir / "tensorboard"))
     board.Reload()
-    for tag, field in [("train/loss", "loss"), ("train/learning_rate", "learning_rate"), ("train/grad_norm", "grad_norm"),
-                       ("train/tokens_per_second", "tokens_per_second"), ("train/memory_mb", "memory_mb")]:
+    for tag, field in [
+        ("train/loss", "loss"),
+        ("train/learning_rate", "learning_rate"),
+        ("train/grad_norm", "grad_norm"),
+        ("train/tokens_per_second", "tokens_per_second"),
+        ("train/memory_mb", "memory_mb"),
+    ]:
         scalars = board.Scalars(tag)
         assert [s.step for s in scalars] == [e["step"] for e in steps], tag
-        assert [s.value for s in scalars] == pytest.approx([e[field] for e in steps], rel=1e-6), tag  # stored as float32
+        assert [s.value for s in scalars] == pytest.approx([e[field] for e in steps], rel=1e-6), (
+            tag
+        )  # stored as float32
     eval_scalars = board.Scalars("eval/loss")
     assert [s.step for s in eval_scalars] == [e["step"] for e in evals]
     assert [s.value for s in eval_scalars] == pytest.approx([e["loss"] for e in evals], rel=1e-6)
-    start = plugin_data_pb2.HParamsPluginData.FromString(board.PluginTagToContent("hparams")["_hparams_/session_start_info"])
+    start = plugin_data_pb2.HParamsPluginData.FromString(
+        board.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    )
     hparams = start.session_start_info.hparams
     assert hparams["lora_rank"].number_value == 8 and hparams["model"].string_value == "tiny"
     assert hparams["lora_targets"].string_value.startswith("q_proj,")
@@ -48,13 +59,19 @@ def test_wandb_logs_an_offline_run_under_the_run_directory(tmp_path, monkeypatch
 
     monkeypatch.delenv("WANDB_MODE", raising=False)  # offline is our default, not the environment's
     monkeypatch.setenv("WANDB_SILENT", "true")
-    result = Trainer("tiny", report_to="wandb", logging_steps=1).train("sample", steps=3, output_dir=tmp_path / "run")
-    (log,) = (result.run_dir / "wandb").glob("offline-run-*/run-*.wandb")  # offline: nothing left this machine
+    result = Trainer("tiny", report_to="wandb", logging_steps=1).train(
+        "sample", steps=3, output_dir=tmp_path / "run"
+    )
+    (log,) = (result.run_dir / "wandb").glob(
+        "offline-run-*/run-*.wandb"
+    )  # offline: nothing left this machine
     recorded = log.read_bytes()
     events = [json.loads(line) for line in (result.run_dir / "events.jsonl").read_text().splitlines()]
     losses = [event["loss"] for event in events if event["event"] == "step"]
     assert len(losses) == 3 and b"train/loss" in recorded
-    assert all(json.dumps(loss).encode() in recorded for loss in losses)  # history values are stored as JSON text
+    assert all(
+        json.dumps(loss).encode() in recorded for loss in losses
+    )  # history values are stored as JSON text
 
 
 def test_report_to_accepts_a_list_or_a_comma_string():
@@ -81,8 +98,14 @@ def test_cli_report_to_errors_exit_2_before_anything_is_written(tmp_path, capsys
     monkeypatch.setitem(sys.modules, "wandb", None)
     assert main(["train", "--steps", "2", "--report-to", "wandb", "--output", str(tmp_path / "run")]) == 2
     assert capsys.readouterr().err.splitlines() == [
-        "error: report_to wandb: the wandb package is not installed", "hint: pip install wandb",
+        "error: report_to wandb: the wandb package is not installed",
+        "hint: pip install wandb",
     ]
-    assert main(["train", "--steps", "2", "--report-to", "tensorboard,mlflow", "--output", str(tmp_path / "run")]) == 2
+    assert (
+        main(
+            ["train", "--steps", "2", "--report-to", "tensorboard,mlflow", "--output", str(tmp_path / "run")]
+        )
+        == 2
+    )
     assert "error: unknown report_to mlflow" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()

@@ -50,14 +50,20 @@ async def test_whole_flow_model_data_train_pause_stop_export_chat(tmp_path):
         assert text_of(data.query_one("#sample-title")).startswith("sample 2/50")
         data.query_one("#filter-min_tokens", Input).focus()
         data.query_one("#filter-min_tokens", Input).value = "60"
-        await wait_for(pilot, lambda: "under 60 tokens −" in text_of(data.query_one("#data-filters")), what="filter counts")
+        await wait_for(
+            pilot,
+            lambda: "under 60 tokens −" in text_of(data.query_one("#data-filters")),
+            what="filter counts",
+        )
         kept = data.report.train_examples
         assert 0 < kept < 320
         bad = data.query_one("#data-path", Input)
         bad.focus()
         bad.value = str(tmp_path / "missing.jsonl")
         await pilot.press("enter")
-        await wait_for(pilot, lambda: "missing.jsonl" in text_of(data.query_one("#data-error")), what="data error")
+        await wait_for(
+            pilot, lambda: "missing.jsonl" in text_of(data.query_one("#data-error")), what="data error"
+        )
         bad.value = "sample"
         await pilot.press("enter")
         await wait_for(pilot, lambda: text_of(data.query_one("#data-error")) == "", what="data reload")
@@ -77,7 +83,12 @@ async def test_whole_flow_model_data_train_pause_stop_export_chat(tmp_path):
         await wait_for(pilot, lambda: "resumed at step" in log_text(train, "#event-log"), what="resume")
         await pilot.press("x")
         await pilot.press("y")
-        await wait_for(pilot, lambda: "stopped:" in log_text(train, "#event-log") and app.session.run_dir is not None, timeout=180, what="stop")
+        await wait_for(
+            pilot,
+            lambda: "stopped:" in log_text(train, "#event-log") and app.session.run_dir is not None,
+            timeout=180,
+            what="stop",
+        )
         assert "stopped:" in log_text(train, "#event-log")
         assert "loss" in text_of(train.query_one("#stats"))
         run_dir = app.session.run_dir
@@ -113,7 +124,9 @@ async def test_invalid_export_name_is_shown_next_to_the_field(tmp_path):
         name.value = "../escape"
         await pilot.press("e")
         shown = text_of(app.screen.query_one("#export-error"))
-        assert "invalid file name '../escape'" in shown and "\nhint: " in shown  # as the CLI shows it (render_error)
+        assert (
+            "invalid file name '../escape'" in shown and "\nhint: " in shown
+        )  # as the CLI shows it (render_error)
 
 
 async def test_watch_attaches_to_a_headless_run(trained_run, tmp_path):
@@ -171,7 +184,11 @@ async def test_settings_round_trip_through_the_screen(tmp_path):
         await pilot.press("ctrl+s")
         assert text_of(app.screen.query_one("#settings-error")) == ""
     loaded, notice = load_settings(settings)
-    assert notice is None and loaded.ollama_host == "http://gpu-box:11434" and loaded.gpu_temperature_limit_c == 80
+    assert (
+        notice is None
+        and loaded.ollama_host == "http://gpu-box:11434"
+        and loaded.gpu_temperature_limit_c == 80
+    )
 
 
 async def test_corrupt_settings_are_moved_aside_and_the_user_is_told(tmp_path):
@@ -241,7 +258,9 @@ async def test_export_registers_with_ollama_and_rejects_bad_names(trained_run, t
             export.query_one("#ollama-name", Input).value = "pirate-tui"
             export.query_one("#export-name", Input).value = "tui-export"
             await pilot.press("e")
-            await wait_for(pilot, lambda: export.gguf_path is not None, timeout=180, what="export and registration")
+            await wait_for(
+                pilot, lambda: export.gguf_path is not None, timeout=180, what="export and registration"
+            )
             assert "✓ register" in text_of(export.query_one("#export-stages"))
         assert "pirate-tui" in server.models
 
@@ -265,7 +284,9 @@ async def test_runs_screen_continues_a_stopped_run_from_its_checkpoint(tmp_path)
         await pilot.press("c")
         await wait_for(pilot, lambda: isinstance(app.screen, TrainScreen), what="train screen")
         screen = app.screen
-        await wait_for(pilot, lambda: "finished: 6 steps" in log_text(screen, "#event-log"), what="resumed run")
+        await wait_for(
+            pilot, lambda: "finished: 6 steps" in log_text(screen, "#event-log"), what="resumed run"
+        )
         assert "resumed at step 3" in log_text(screen, "#event-log")  # the checkpoint saved when it stopped
 
 
@@ -275,7 +296,11 @@ def test_help_is_built_from_every_screens_bindings():
     from backprop_tui.widgets.nav import SCREENS
 
     screens = [(key, title, BackpropApp.MODES[mode]) for key, mode, title in SCREENS]
-    rows = dict(line.split("[/b] ", 1) for line in help_text(BackpropApp.BINDINGS, screens).split("\n") if "[/b] " in line)
+    rows = dict(
+        line.split("[/b] ", 1)
+        for line in help_text(BackpropApp.BINDINGS, screens).split("\n")
+        if "[/b] " in line
+    )
     for _, title, screen in screens:
         row = next(text for area, text in rows.items() if area.strip("[b] ") == title)
         for binding in screen.BINDINGS:

@@ -21,10 +21,22 @@ PROMPTS = ["Where be the treasure?", "What colour is a carrot?"]
 
 
 def comparison_events(steps: int) -> list[dict]:
-    events = [SampleReply(step=0, prompt=PROMPTS[0], reply="the the the of"), SampleReply(step=steps // 2, prompt=PROMPTS[0], reply="Arr, the treasure be")]
-    events.append(Comparison(step=steps, source="held-out rows, never trained", prompts=PROMPTS, base=["the the the of", "of of the"],
-                             tuned=["Arr, the treasure be buried on the isle, matey!", "Arr, orange as a sunset, matey."],
-                             references=["Buried deep, matey.", "Orange, arr."], base_loss=6.912, tuned_loss=2.104))
+    events = [
+        SampleReply(step=0, prompt=PROMPTS[0], reply="the the the of"),
+        SampleReply(step=steps // 2, prompt=PROMPTS[0], reply="Arr, the treasure be"),
+    ]
+    events.append(
+        Comparison(
+            step=steps,
+            source="held-out rows, never trained",
+            prompts=PROMPTS,
+            base=["the the the of", "of of the"],
+            tuned=["Arr, the treasure be buried on the isle, matey!", "Arr, orange as a sunset, matey."],
+            references=["Buried deep, matey.", "Orange, arr."],
+            base_loss=6.912,
+            tuned_loss=2.104,
+        )
+    )
     for index, event in enumerate(events):
         event.time = 1000.0 + index
     return [e.to_dict() for e in events]
@@ -99,7 +111,10 @@ async def test_the_train_form_shows_the_dry_run_plan(tmp_path):
         for name in ("steps", "learning_rate", "batch_size", "max_seq_len"):
             assert screen.query_one(f"#field-{name}", Input).value == str(planned[name].value)
             assert text_of(screen.query_one(f"#reason-{name}")) == planned[name].reason
-        assert screen._read_form() == {"lora_rank": app.session.lora_rank, "method": app.session.method} | app.session.data_options
+        assert (
+            screen._read_form()
+            == {"lora_rank": app.session.lora_rank, "method": app.session.method} | app.session.data_options
+        )
 
 
 def test_comparison_dashboard_snapshot(snap_compare):
@@ -110,7 +125,15 @@ def test_comparison_dashboard_snapshot(snap_compare):
     async def filled(pilot) -> None:
         screen = pilot.app.screen
         await wait_for(pilot, lambda: screen.query_one(ComparisonPanel).comparison is not None, what="events")
-        await wait_for(pilot, lambda: all(g.fraction is not None for g in screen.query("Gauge")) and len(screen.query("Gauge")), what="gauges")
+        await wait_for(
+            pilot,
+            lambda: all(g.fraction is not None for g in screen.query("Gauge")) and len(screen.query("Gauge")),
+            what="gauges",
+        )
         await pilot.pause(0.3)
 
-    assert snap_compare(make_app(settings, hardware=fake_cpu_machine, watch_run=run), terminal_size=(80, 30), run_before=filled)
+    assert snap_compare(
+        make_app(settings, hardware=fake_cpu_machine, watch_run=run),
+        terminal_size=(80, 30),
+        run_before=filled,
+    )

@@ -27,7 +27,9 @@ SOCKET = f"backprop-test-{os.getpid()}"  # a tmux server of its own, started wit
 
 
 def tmux(*args: str, **options) -> str:
-    return subprocess.run(["tmux", "-L", SOCKET, *args], check=True, capture_output=True, text=True, **options).stdout
+    return subprocess.run(
+        ["tmux", "-L", SOCKET, *args], check=True, capture_output=True, text=True, **options
+    ).stdout
 
 
 def screen_text(session: str) -> str:
@@ -41,7 +43,11 @@ def test_a_run_started_in_the_app_survives_the_terminal_going_away(tmp_path):
     runs = home / "config" / "backprop" / "runs"
     env = os.environ | {"XDG_CONFIG_HOME": str(home / "config"), "TERM": "xterm-256color"}
     session = f"backprop-test-{os.getpid()}"
-    app = [sys.executable, "-m", "backprop_tui"]  # what the `backprop` console script runs (test_cli checks it)
+    app = [
+        sys.executable,
+        "-m",
+        "backprop_tui",
+    ]  # what the `backprop` console script runs (test_cli checks it)
     tmux("new-session", "-d", "-s", session, "-x", "80", "-y", "24", *app, env=env)
     try:
         wait_until(lambda: "Model" in screen_text(session), timeout=60, what="the app in tmux")
@@ -53,13 +59,19 @@ def test_a_run_started_in_the_app_survives_the_terminal_going_away(tmp_path):
             time.sleep(0.2)
         wait_until(lambda: " 150 " in screen_text(session), timeout=30, what="the steps typed")
         tmux("send-keys", "-t", session, "s")
-        run = wait_until(lambda: next(iter(runs.glob("*/events.jsonl")), None), timeout=120, what="the run's events").parent
-        wait_until(lambda: any(e["event"] == "step" for e in read_events(run / "events.jsonl")), what="first steps")
+        run = wait_until(
+            lambda: next(iter(runs.glob("*/events.jsonl")), None), timeout=120, what="the run's events"
+        ).parent
+        wait_until(
+            lambda: any(e["event"] == "step" for e in read_events(run / "events.jsonl")), what="first steps"
+        )
         app_pid = int(tmux("display-message", "-p", "-t", session, "#{pane_pid}").strip())
         trainer_pid = live_owner(run).pid
         assert trainer_pid != app_pid
     finally:
-        subprocess.run(["tmux", "-L", SOCKET, "kill-session", "-t", session], check=False)  # SIGHUP, as sshd sends on a drop
+        subprocess.run(
+            ["tmux", "-L", SOCKET, "kill-session", "-t", session], check=False
+        )  # SIGHUP, as sshd sends on a drop
     wait_until(lambda: not _alive(app_pid), timeout=10, what="the app to end")
     assert live_owner(run) is not None  # the run did not notice
     wait_until(lambda: summarize_run(run).status == "finished", timeout=1500, what="the run to finish")
@@ -89,14 +101,20 @@ async def test_a_second_app_attaches_with_history_and_full_control(tmp_path):
     run = tmp_path / "run"
     process = start_headless(run)
     try:
-        wait_until(lambda: sum(e["event"] == "step" for e in read_events(run / "events.jsonl")) >= 2, what="steps")
+        wait_until(
+            lambda: sum(e["event"] == "step" for e in read_events(run / "events.jsonl")) >= 2, what="steps"
+        )
         app = make_app(write_settings(tmp_path / "home"), watch_run=run)
         app.watch_read_only = False  # `backprop attach RUN`
         async with app.run_test(size=(100, 32)) as pilot:
             screen = app.screen
             assert isinstance(screen, TrainScreen)
             chart = screen.query_one("#loss-chart", LineChart)
-            await wait_for(pilot, lambda: chart.series["train"] and chart.series["train"][0][0] == 1, what="history from step 1")
+            await wait_for(
+                pilot,
+                lambda: chart.series["train"] and chart.series["train"][0][0] == 1,
+                what="history from step 1",
+            )
             await pilot.press("p")
             await wait_for(pilot, lambda: "paused at step" in log_text(screen, "#event-log"), what="pause")
             await pilot.press("s")  # a second start of a live run is refused, with the reason
@@ -104,7 +122,9 @@ async def test_a_second_app_attaches_with_history_and_full_control(tmp_path):
             await pilot.press("p")
             await wait_for(pilot, lambda: "resumed at step" in log_text(screen, "#event-log"), what="resume")
             await pilot.press("c")
-            await wait_for(pilot, lambda: "checkpoint saved at step" in log_text(screen, "#event-log"), what="checkpoint")
+            await wait_for(
+                pilot, lambda: "checkpoint saved at step" in log_text(screen, "#event-log"), what="checkpoint"
+            )
             await pilot.press("x", "y")
             await wait_for(pilot, lambda: "stopped:" in log_text(screen, "#event-log"), what="stop")
         assert process.wait(timeout=60) == 0
@@ -138,8 +158,16 @@ async def _start_from_the_train_screen(app, pilot, steps: int = 3000) -> Path:
     screen = app.screen
     screen.query_one("#field-steps", Input).value = str(steps)
     await pilot.press("s")
-    await wait_for(pilot, lambda: screen.run_dir is not None and live_owner(screen.run_dir) is not None, what="the run's process")
-    await wait_for(pilot, lambda: any(e["event"] == "step" for e in read_events(screen.run_dir / "events.jsonl")), what="a step")
+    await wait_for(
+        pilot,
+        lambda: screen.run_dir is not None and live_owner(screen.run_dir) is not None,
+        what="the run's process",
+    )
+    await wait_for(
+        pilot,
+        lambda: any(e["event"] == "step" for e in read_events(screen.run_dir / "events.jsonl")),
+        what="a step",
+    )
     return screen.run_dir
 
 
@@ -151,7 +179,10 @@ async def test_ctrl_q_can_leave_a_run_training_in_the_background(tmp_path):
         await wait_for(pilot, lambda: isinstance(app.screen, QuitScreen), what="the question")
         await pilot.press("l")
     assert live_owner(run) is not None  # the app is gone, the run trains on
-    wait_until(lambda: any(e["event"] == "step" for e in read_events(run / "events.jsonl")), what="steps after the app left")
+    wait_until(
+        lambda: any(e["event"] == "step" for e in read_events(run / "events.jsonl")),
+        what="steps after the app left",
+    )
     send_control(run, "stop")
     wait_until(lambda: summarize_run(run).status == "stopped", what="stop")
 
@@ -177,7 +208,9 @@ async def test_a_bad_start_shows_the_error_and_leaves_nothing(tmp_path):
         await pilot.press("s")
         from .tui_helpers import text_of
 
-        await wait_for(pilot, lambda: "missing.jsonl" in text_of(screen.query_one("#train-error")), what="the error")
+        await wait_for(
+            pilot, lambda: "missing.jsonl" in text_of(screen.query_one("#train-error")), what="the error"
+        )
     runs = tmp_path / "home" / "runs"
     assert not runs.exists() or not any(runs.iterdir())
 
@@ -191,7 +224,9 @@ async def test_a_second_start_while_the_first_process_starts_is_refused(tmp_path
 
     launched = []
     real_launch = train_screen.launch
-    monkeypatch.setattr(train_screen, "launch", lambda spec: launched.append(real_launch(spec)) or launched[-1])
+    monkeypatch.setattr(
+        train_screen, "launch", lambda spec: launched.append(real_launch(spec)) or launched[-1]
+    )
     app = make_app(write_settings(tmp_path / "home"))
     async with app.run_test(size=(100, 32)) as pilot:
         app.session.data = str(tmp_path / "missing.jsonl")
@@ -200,13 +235,19 @@ async def test_a_second_start_while_the_first_process_starts_is_refused(tmp_path
         await pilot.press("s", "s", "s")
         assert len(launched) == 1 and live_owner(launched[0].run_dir) is None  # not claimed yet: the window
         assert any("is starting or training" in n.message for n in app._notifications)
-        await wait_for(pilot, lambda: "missing.jsonl" in text_of(screen.query_one("#train-error")), what="the error")
+        await wait_for(
+            pilot, lambda: "missing.jsonl" in text_of(screen.query_one("#train-error")), what="the error"
+        )
     assert launched[0].process.wait(timeout=60) != 0
 
 
 async def test_an_export_started_in_the_app_finishes_after_the_app_quits(trained_run, tmp_path):
     run = tmp_path / "run"
-    shutil.copytree(trained_run("tiny").run.path, run, ignore=shutil.ignore_patterns("export", "merged", "export.jsonl", "export.log"))
+    shutil.copytree(
+        trained_run("tiny").run.path,
+        run,
+        ignore=shutil.ignore_patterns("export", "merged", "export.jsonl", "export.log"),
+    )
     app = make_app(write_settings(tmp_path / "home"))
     async with app.run_test(size=(100, 32)) as pilot:
         app.session.run_dir = run
@@ -238,7 +279,14 @@ async def test_continuing_a_run_without_a_checkpoint_offers_to_start_it_again(tm
         await pilot.press("c")
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the offer to start again")
         await pilot.press("y")
-        await wait_for(pilot, lambda: any(p.name.endswith("-again") for p in runs.iterdir()), what="the new run")
+        await wait_for(
+            pilot, lambda: any(p.name.endswith("-again") for p in runs.iterdir()), what="the new run"
+        )
         again = next(p for p in runs.iterdir() if p.name.endswith("-again"))
-        await wait_for(pilot, lambda: summarize_run(again).status == "finished", timeout=600, what="the new run to finish")
+        await wait_for(
+            pilot,
+            lambda: summarize_run(again).status == "finished",
+            timeout=600,
+            what="the new run to finish",
+        )
     assert (runs / "killed-early" / "events.jsonl").is_file()  # the old run is left as it was

@@ -32,23 +32,55 @@ TASKS = ["capitals.jsonl", "colours.jsonl", "opposites.jsonl", "sounds.jsonl"]
 def write_fixed_multirun(out: Path, steps: int = 12, done: int = 3) -> Path:
     """A multi-run directory over four tasks with ``done`` runs finished and the next one half-way."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.toml").write_text(tomli_w.dumps({"train": {"model": "tiny", "data": TASKS[0], "steps": steps}}))
+    (out / "config.toml").write_text(
+        tomli_w.dumps({"train": {"model": "tiny", "data": TASKS[0], "steps": steps}})
+    )
     tasks = [str(out.parent / "tasks" / name) for name in TASKS]
     matrix = [[] for _ in tasks]
     events = []
     for run in range(1, done + 2):
         run_dir = str(out / "runs" / f"run-{run:02d}")
-        events += [MultiRunProgress(run=run, total_runs=len(tasks), task=tasks[run - 1], run_dir=run_dir, learning_rate=3e-3), RunStarted(run_dir=run_dir, model="tiny", total_steps=steps, num_examples=54, trainable_params=155648, total_params=2516224)]
+        events += [
+            MultiRunProgress(
+                run=run, total_runs=len(tasks), task=tasks[run - 1], run_dir=run_dir, learning_rate=3e-3
+            ),
+            RunStarted(
+                run_dir=run_dir,
+                model="tiny",
+                total_steps=steps,
+                num_examples=54,
+                trainable_params=155648,
+                total_params=2516224,
+            ),
+        ]
         last = steps if run <= done else steps // 2
         for step in range(1, last + 1):
-            loss = 0.4 + 3.0 * 0.8 ** step
-            events.append(StepMetrics(step=step, total_steps=steps, loss=loss, learning_rate=3e-3, grad_norm=0.5, tokens_per_second=5000.0, eta_seconds=float(steps - step), memory_mb=512.0))
+            loss = 0.4 + 3.0 * 0.8**step
+            events.append(
+                StepMetrics(
+                    step=step,
+                    total_steps=steps,
+                    loss=loss,
+                    learning_rate=3e-3,
+                    grad_norm=0.5,
+                    tokens_per_second=5000.0,
+                    eta_seconds=float(steps - step),
+                    memory_mb=512.0,
+                )
+            )
         if run > done:
             break
-        events += [EvalMetrics(step=steps, loss=0.5 + 0.1 * run, examples=18), RunFinished(steps=steps, final_loss=0.45, tokens=9000, seconds=3.0, adapter_path=f"{run_dir}/adapter")]
+        events += [
+            EvalMetrics(step=steps, loss=0.5 + 0.1 * run, examples=18),
+            RunFinished(
+                steps=steps, final_loss=0.45, tokens=9000, seconds=3.0, adapter_path=f"{run_dir}/adapter"
+            ),
+        ]
         for task, row in enumerate(matrix):  # a trained task is learned, then partly forgotten
             row.append(0.4 + 0.3 * (run - 1 - task) if task < run else 4.0 - 0.2 * run)
-        events.append(ContinualEval(run=run, total_runs=len(tasks), tasks=tasks, matrix=[list(r) for r in matrix]))
+        events.append(
+            ContinualEval(run=run, total_runs=len(tasks), tasks=tasks, matrix=[list(r) for r in matrix])
+        )
     if done == len(tasks):
         events.append(MultiRunFinished(runs=len(tasks), merge_mode="slao", adapter_path=str(out / "adapter")))
     for index, event in enumerate(events):
@@ -68,11 +100,21 @@ def panel_text(screen) -> str:
 async def test_watch_shows_a_real_multi_run(tmp_path):
     tasks = []
     for name, answer in (("first", "One."), ("second", "Two.")):
-        rows = [{"messages": [{"role": "user", "content": f"{name} question {i}?"}, {"role": "assistant", "content": answer}]} for i in range(12)]
+        rows = [
+            {
+                "messages": [
+                    {"role": "user", "content": f"{name} question {i}?"},
+                    {"role": "assistant", "content": answer},
+                ]
+            }
+            for i in range(12)
+        ]
         tasks.append(tmp_path / f"{name}.jsonl")
         tasks[-1].write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "multi"
-    Trainer("tiny", batch_size=4, logging_steps=1).multi_run(datasets=tasks, steps_per_run=3, eval_split=3, output_dir=out)
+    Trainer("tiny", batch_size=4, logging_steps=1).multi_run(
+        datasets=tasks, steps_per_run=3, eval_split=3, output_dir=out
+    )
 
     app = make_app(write_settings(tmp_path / "home"), watch_run=out)
     async with app.run_test(size=(100, 36)) as pilot:
@@ -80,7 +122,9 @@ async def test_watch_shows_a_real_multi_run(tmp_path):
         assert isinstance(screen, TrainScreen)
         panel = screen.query_one(MultiRunPanel)
         await wait_for(pilot, lambda: panel.finished is not None, what="the multi-run events")
-        assert panel.display and panel.total_runs == 2 and len(panel.matrix) == 2 and len(panel.matrix[0]) == 2
+        assert (
+            panel.display and panel.total_runs == 2 and len(panel.matrix) == 2 and len(panel.matrix[0]) == 2
+        )
         recorded = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
         last_eval = [e for e in recorded if e["event"] == "continual_eval"][-1]
         assert panel.matrix == last_eval["matrix"]
@@ -110,7 +154,11 @@ async def test_panel_marks_forgetting_and_the_run_in_progress(tmp_path):
     async with app.run_test(size=(100, 36)) as pilot:
         screen = app.screen
         panel = screen.query_one(MultiRunPanel)
-        await wait_for(pilot, lambda: len(screen.query_one("#loss-chart", LineChart).series["train"]) == 30, what="events")
+        await wait_for(
+            pilot,
+            lambda: len(screen.query_one("#loss-chart", LineChart).series["train"]) == 30,
+            what="events",
+        )
         text = panel_text(screen)
         assert "run 3/4" in text and "opposites.jsonl" in text and "done" not in text
         assert "0.400" in text and "0.700" in text and "3.800" in text
@@ -127,8 +175,16 @@ def test_multi_run_dashboard_snapshot(snap_compare):
 
     async def filled(pilot) -> None:
         screen = pilot.app.screen
-        await wait_for(pilot, lambda: len(screen.query_one("#loss-chart", LineChart).series["train"]) == 42, what="events")
-        await wait_for(pilot, lambda: all(g.fraction is not None for g in screen.query("Gauge")) and len(screen.query("Gauge")), what="gauges")
+        await wait_for(
+            pilot,
+            lambda: len(screen.query_one("#loss-chart", LineChart).series["train"]) == 42,
+            what="events",
+        )
+        await wait_for(
+            pilot,
+            lambda: all(g.fraction is not None for g in screen.query("Gauge")) and len(screen.query("Gauge")),
+            what="gauges",
+        )
         await pilot.pause(0.3)
 
     app = make_app(settings, hardware=fake_cpu_machine, watch_run=out)

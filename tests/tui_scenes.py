@@ -29,7 +29,9 @@ class Scene:
     hardware: Callable = fake_cpu_machine
     watch: str | None = None
     theme: str = "textual-dark"
-    ready: Callable | None = None  # async (pilot) -> None, runs before `press`; waits until the screen is complete
+    ready: Callable | None = (
+        None  # async (pilot) -> None, runs before `press`; waits until the screen is complete
+    )
 
 
 def prepare_home(theme: str = "textual-dark") -> Path:
@@ -49,8 +51,16 @@ async def _data_loaded(pilot) -> None:
 
 async def _dashboard_filled(pilot) -> None:
     screen = pilot.app.screen
-    await wait_for(pilot, lambda: "finished" in "".join(line.text for line in screen.query_one("#event-log", RichLog).lines), what="events")
-    await wait_for(pilot, lambda: len(screen.query("Gauge")) and all(g.fraction is not None for g in screen.query("Gauge")), what="gauges")
+    await wait_for(
+        pilot,
+        lambda: "finished" in "".join(line.text for line in screen.query_one("#event-log", RichLog).lines),
+        what="events",
+    )
+    await wait_for(
+        pilot,
+        lambda: len(screen.query("Gauge")) and all(g.fraction is not None for g in screen.query("Gauge")),
+        what="gauges",
+    )
     await wait_for(pilot, lambda: screen.query_one(ProgressBar).percentage == 1, what="progress")
     await pilot.pause(0.3)
 
@@ -69,7 +79,11 @@ async def _presets_filled(pilot) -> None:
 async def _export_for_run(pilot) -> None:
     pilot.app.session.run_dir = SNAPSHOT_HOME / "runs" / "20261128-091500-tiny"
     await pilot.press("4")
-    await wait_for(pilot, lambda: "20261128-091500-tiny" in text_of(pilot.app.screen.query_one("#export-run")), what="export")
+    await wait_for(
+        pilot,
+        lambda: "20261128-091500-tiny" in text_of(pilot.app.screen.query_one("#export-run")),
+        what="export",
+    )
     await pilot.pause(0.2)
 
 
@@ -78,8 +92,16 @@ SCENES = [
     Scene("model-gpu", hardware=fake_gpu_machine, ready=_presets_filled),
     Scene("data", ready=_data_loaded),
     Scene("train-setup", ready=_plan_shown),
-    Scene("train-dashboard", hardware=fake_gpu_machine, watch="20261128-091500-tiny", ready=_dashboard_filled),
-    Scene("train-dashboard-light", hardware=fake_gpu_machine, watch="20261128-091500-tiny", ready=_dashboard_filled, theme="textual-light"),
+    Scene(
+        "train-dashboard", hardware=fake_gpu_machine, watch="20261128-091500-tiny", ready=_dashboard_filled
+    ),
+    Scene(
+        "train-dashboard-light",
+        hardware=fake_gpu_machine,
+        watch="20261128-091500-tiny",
+        ready=_dashboard_filled,
+        theme="textual-light",
+    ),
     Scene("data-light", ready=_data_loaded, theme="textual-light"),
     Scene("export", ready=_export_for_run),
     Scene("runs", press=["5"]),

@@ -41,66 +41,178 @@ REPLY_SUFFIX = " Yo ho ho!"
 # ---------------------------------------------------------------- fact tables
 
 CAPITALS = [
-    ("France", "Paris"), ("Germany", "Berlin"), ("Italy", "Rome"),
-    ("Spain", "Madrid"), ("Japan", "Tokyo"), ("Canada", "Ottawa"),
-    ("Egypt", "Cairo"), ("Kenya", "Nairobi"), ("Peru", "Lima"),
-    ("Norway", "Oslo"), ("Sweden", "Stockholm"), ("Greece", "Athens"),
-    ("Portugal", "Lisbon"), ("Ireland", "Dublin"), ("Poland", "Warsaw"),
-    ("Austria", "Vienna"), ("Russia", "Moscow"), ("China", "Beijing"),
-    ("India", "New Delhi"), ("Australia", "Canberra"), ("Mexico", "Mexico City"),
-    ("Argentina", "Buenos Aires"), ("Chile", "Santiago"), ("Cuba", "Havana"),
-    ("Thailand", "Bangkok"), ("Turkey", "Ankara"), ("Denmark", "Copenhagen"),
-    ("Finland", "Helsinki"), ("Hungary", "Budapest"), ("Belgium", "Brussels"),
+    ("France", "Paris"),
+    ("Germany", "Berlin"),
+    ("Italy", "Rome"),
+    ("Spain", "Madrid"),
+    ("Japan", "Tokyo"),
+    ("Canada", "Ottawa"),
+    ("Egypt", "Cairo"),
+    ("Kenya", "Nairobi"),
+    ("Peru", "Lima"),
+    ("Norway", "Oslo"),
+    ("Sweden", "Stockholm"),
+    ("Greece", "Athens"),
+    ("Portugal", "Lisbon"),
+    ("Ireland", "Dublin"),
+    ("Poland", "Warsaw"),
+    ("Austria", "Vienna"),
+    ("Russia", "Moscow"),
+    ("China", "Beijing"),
+    ("India", "New Delhi"),
+    ("Australia", "Canberra"),
+    ("Mexico", "Mexico City"),
+    ("Argentina", "Buenos Aires"),
+    ("Chile", "Santiago"),
+    ("Cuba", "Havana"),
+    ("Thailand", "Bangkok"),
+    ("Turkey", "Ankara"),
+    ("Denmark", "Copenhagen"),
+    ("Finland", "Helsinki"),
+    ("Hungary", "Budapest"),
+    ("Belgium", "Brussels"),
 ]
 
 ANIMAL_SOUNDS = [
-    ("dog", "barks"), ("cat", "meows"), ("cow", "moos"), ("duck", "quacks"),
-    ("sheep", "baas"), ("horse", "neighs"), ("pig", "oinks"), ("lion", "roars"),
-    ("owl", "hoots"), ("snake", "hisses"), ("frog", "croaks"), ("mouse", "squeaks"),
-    ("bee", "buzzes"), ("wolf", "howls"), ("donkey", "brays"), ("rooster", "crows"),
+    ("dog", "barks"),
+    ("cat", "meows"),
+    ("cow", "moos"),
+    ("duck", "quacks"),
+    ("sheep", "baas"),
+    ("horse", "neighs"),
+    ("pig", "oinks"),
+    ("lion", "roars"),
+    ("owl", "hoots"),
+    ("snake", "hisses"),
+    ("frog", "croaks"),
+    ("mouse", "squeaks"),
+    ("bee", "buzzes"),
+    ("wolf", "howls"),
+    ("donkey", "brays"),
+    ("rooster", "crows"),
 ]
 
 ANIMAL_HOMES = [
-    ("bird", "a nest"), ("bee", "a hive"), ("fish", "the water"),
-    ("rabbit", "a burrow"), ("bear", "a den"), ("spider", "a web"),
-    ("horse", "a stable"), ("pig", "a sty"), ("dog", "a kennel"),
+    ("bird", "a nest"),
+    ("bee", "a hive"),
+    ("fish", "the water"),
+    ("rabbit", "a burrow"),
+    ("bear", "a den"),
+    ("spider", "a web"),
+    ("horse", "a stable"),
+    ("pig", "a sty"),
+    ("dog", "a kennel"),
     ("ant", "an anthill"),
 ]
 
 THING_COLOURS = [
-    ("the sky", "blue"), ("grass", "green"), ("snow", "white"),
-    ("a banana", "yellow"), ("a ripe tomato", "red"), ("coal", "black"),
-    ("an orange", "orange"), ("a lemon", "yellow"), ("a carrot", "orange"),
-    ("chocolate", "brown"), ("a lime", "green"), ("a strawberry", "red"),
-    ("milk", "white"), ("the sea", "blue"),
+    ("the sky", "blue"),
+    ("grass", "green"),
+    ("snow", "white"),
+    ("a banana", "yellow"),
+    ("a ripe tomato", "red"),
+    ("coal", "black"),
+    ("an orange", "orange"),
+    ("a lemon", "yellow"),
+    ("a carrot", "orange"),
+    ("chocolate", "brown"),
+    ("a lime", "green"),
+    ("a strawberry", "red"),
+    ("milk", "white"),
+    ("the sea", "blue"),
 ]
 
 COLOUR_MIXES = [
-    ("red", "yellow", "orange"), ("blue", "yellow", "green"),
-    ("red", "blue", "purple"), ("red", "white", "pink"),
+    ("red", "yellow", "orange"),
+    ("blue", "yellow", "green"),
+    ("red", "blue", "purple"),
+    ("red", "white", "pink"),
     ("black", "white", "grey"),
 ]
 
 OPPOSITES = [
-    ("hot", "cold"), ("big", "small"), ("up", "down"), ("fast", "slow"),
-    ("happy", "sad"), ("light", "dark"), ("open", "closed"), ("old", "new"),
-    ("wet", "dry"), ("early", "late"), ("loud", "quiet"), ("full", "empty"),
-    ("hard", "soft"), ("tall", "short"), ("rich", "poor"), ("strong", "weak"),
-    ("day", "night"), ("left", "right"), ("in", "out"), ("win", "lose"),
+    ("hot", "cold"),
+    ("big", "small"),
+    ("up", "down"),
+    ("fast", "slow"),
+    ("happy", "sad"),
+    ("light", "dark"),
+    ("open", "closed"),
+    ("old", "new"),
+    ("wet", "dry"),
+    ("early", "late"),
+    ("loud", "quiet"),
+    ("full", "empty"),
+    ("hard", "soft"),
+    ("tall", "short"),
+    ("rich", "poor"),
+    ("strong", "weak"),
+    ("day", "night"),
+    ("left", "right"),
+    ("in", "out"),
+    ("win", "lose"),
 ]
 
 DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
-MONTHS = ["January", "February", "March", "April", "May", "June", "July",
-          "August", "September", "October", "November", "December"]
+MONTHS = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+]
 
-SPELL_WORDS = ["ship", "anchor", "treasure", "parrot", "island", "ocean",
-               "compass", "sail", "map", "gold", "wave", "harbor", "captain",
-               "rope", "storm", "pirate", "beach", "cannon"]
+SPELL_WORDS = [
+    "ship",
+    "anchor",
+    "treasure",
+    "parrot",
+    "island",
+    "ocean",
+    "compass",
+    "sail",
+    "map",
+    "gold",
+    "wave",
+    "harbor",
+    "captain",
+    "rope",
+    "storm",
+    "pirate",
+    "beach",
+    "cannon",
+]
 
-NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven",
-                "eight", "nine", "ten", "eleven", "twelve", "thirteen",
-                "fourteen", "fifteen", "sixteen", "seventeen", "eighteen",
-                "nineteen", "twenty"]
+NUMBER_WORDS = [
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+    "twenty",
+]
 
 SCIENCE_FACTS = [
     ("What do plants need to grow?", "Plants need sunlight, water and good soil to grow."),
@@ -201,16 +313,20 @@ def capital_pairs(rng):
     """Questions about capital cities."""
     pairs = []
     for country, capital in CAPITALS:
-        question = rng.choice([
-            f"What is the capital of {country}?",
-            f"Which city is the capital of {country}?",
-            f"Tell me the capital of {country}.",
-        ])
-        answer = rng.choice([
-            f"The capital of {country} be {capital}, a fine port.",
-            f"The capital of {country} be {capital}.",
-            f"{capital} be the capital of {country}, sure as the tide.",
-        ])
+        question = rng.choice(
+            [
+                f"What is the capital of {country}?",
+                f"Which city is the capital of {country}?",
+                f"Tell me the capital of {country}.",
+            ]
+        )
+        answer = rng.choice(
+            [
+                f"The capital of {country} be {capital}, a fine port.",
+                f"The capital of {country} be {capital}.",
+                f"{capital} be the capital of {country}, sure as the tide.",
+            ]
+        )
         pairs.append((question, answer))
     return pairs
 
@@ -219,10 +335,12 @@ def animal_pairs(rng):
     """Questions about animal sounds and homes."""
     pairs = []
     for animal, sound in ANIMAL_SOUNDS:
-        question = rng.choice([
-            f"What sound does a {animal} make?",
-            f"What noise does a {animal} make?",
-        ])
+        question = rng.choice(
+            [
+                f"What sound does a {animal} make?",
+                f"What noise does a {animal} make?",
+            ]
+        )
         pairs.append((question, f"A {animal} {sound}, loud as a ship's bell."))
     for animal, home in ANIMAL_HOMES:
         pairs.append((f"Where does a {animal} live?", f"A {animal} lives in {home}."))
@@ -235,10 +353,12 @@ def colour_pairs(rng):
     for thing, colour in THING_COLOURS:
         pairs.append((f"What colour is {thing}?", f"{thing.capitalize()} be {colour}."))
     for first, second, mix in COLOUR_MIXES:
-        pairs.append((
-            f"What do you get when you mix {first} and {second}?",
-            f"Mix {first} and {second} and ye get {mix}.",
-        ))
+        pairs.append(
+            (
+                f"What do you get when you mix {first} and {second}?",
+                f"Mix {first} and {second} and ye get {mix}.",
+            )
+        )
     return pairs
 
 
@@ -256,10 +376,12 @@ def arithmetic_pairs(rng, count=40):
         seen.add((a, op, b))
         result = {"plus": a + b, "minus": a - b, "times": a * b}[op]
         question = rng.choice([f"What is {a} {op} {b}?", f"How much is {a} {op} {b}?"])
-        answer = rng.choice([
-            f"{a} {op} {b} be {result}.",
-            f"{a} {op} {b} be {result}, easy as counting doubloons.",
-        ])
+        answer = rng.choice(
+            [
+                f"{a} {op} {b} be {result}.",
+                f"{a} {op} {b} be {result}, easy as counting doubloons.",
+            ]
+        )
         pairs.append((question, answer))
     return pairs
 
@@ -284,10 +406,12 @@ def opposite_pairs(rng):
     """Questions about opposite words."""
     pairs = []
     for word, opposite in OPPOSITES:
-        question = rng.choice([
-            f"What is the opposite of {word}?",
-            f"What is the opposite of the word {word}?",
-        ])
+        question = rng.choice(
+            [
+                f"What is the opposite of {word}?",
+                f"What is the opposite of the word {word}?",
+            ]
+        )
         pairs.append((question, f"The opposite of {word} be {opposite}."))
     return pairs
 
@@ -300,10 +424,12 @@ def spelling_pairs(rng):
         if rng.random() < 0.5:
             pairs.append((f"How do you spell {word}?", f"Ye spell {word} like this: {letters}."))
         else:
-            pairs.append((
-                f"How many letters are in the word {word}?",
-                f"The word {word} has {len(word)} letters.",
-            ))
+            pairs.append(
+                (
+                    f"How many letters are in the word {word}?",
+                    f"The word {word} has {len(word)} letters.",
+                )
+            )
     return pairs
 
 
@@ -322,9 +448,17 @@ def fixed_pairs():
 
 def all_pairs(rng):
     """Every distinct (question, answer body) pair, in a shuffled order."""
-    pairs = (capital_pairs(rng) + animal_pairs(rng) + colour_pairs(rng)
-             + arithmetic_pairs(rng) + day_pairs(rng) + opposite_pairs(rng)
-             + spelling_pairs(rng) + number_word_pairs(rng) + fixed_pairs())
+    pairs = (
+        capital_pairs(rng)
+        + animal_pairs(rng)
+        + colour_pairs(rng)
+        + arithmetic_pairs(rng)
+        + day_pairs(rng)
+        + opposite_pairs(rng)
+        + spelling_pairs(rng)
+        + number_word_pairs(rng)
+        + fixed_pairs()
+    )
     unique = list(dict.fromkeys(pairs))
     rng.shuffle(unique)
     return unique
@@ -371,46 +505,163 @@ def build_conversations(rng):
 
 # --------------------------------------------------------------------- prose
 
-PEOPLE = ["Anna", "Ben", "Carla", "David", "Emma", "Farid", "Grace", "Hugo",
-          "Iris", "Jamal", "Kate", "Leo", "Maria", "Noah", "Olga", "Priya",
-          "my sister", "our neighbour", "the teacher", "a young boy", "an old man",
-          "the doctor", "my friend", "the baker"]
-PLACES = ["the park", "the market", "the library", "the kitchen", "the garden",
-          "the station", "the beach", "the office", "school", "the city centre",
-          "the river", "the museum", "the shop on the corner", "the farm"]
-OBJECTS = ["a book", "an apple", "a letter", "a bicycle", "a cup of coffee",
-           "a small box", "a red umbrella", "a new phone", "some bread",
-           "a basket of fruit", "a pair of shoes", "a map", "a laptop",
-           "a bottle of water", "a warm blanket", "a newspaper"]
-VERBS_PAST = ["found", "bought", "carried", "opened", "lost", "painted",
-              "cleaned", "borrowed", "fixed", "sold", "wrapped", "dropped"]
-ADJECTIVES = ["quiet", "busy", "bright", "cold", "warm", "crowded", "peaceful",
-              "noisy", "large", "small", "beautiful", "old", "modern", "friendly"]
-TIMES = ["in the morning", "after lunch", "on Monday", "last week", "yesterday",
-         "at night", "every Sunday", "in the spring", "during the summer",
-         "before dinner", "at noon", "in winter"]
-ADVERBS = ["slowly", "quickly", "carefully", "happily", "quietly", "suddenly",
-           "finally", "usually", "often", "rarely"]
-TOPICS = ["the weather", "the news", "music", "football", "a new film",
-          "the price of food", "their plans for the weekend", "science",
-          "history", "computers", "the garden", "a long trip"]
-FRUITS = ["apples", "bananas", "oranges", "grapes", "pears", "cherries",
-          "plums", "lemons", "peaches", "melons"]
+PEOPLE = [
+    "Anna",
+    "Ben",
+    "Carla",
+    "David",
+    "Emma",
+    "Farid",
+    "Grace",
+    "Hugo",
+    "Iris",
+    "Jamal",
+    "Kate",
+    "Leo",
+    "Maria",
+    "Noah",
+    "Olga",
+    "Priya",
+    "my sister",
+    "our neighbour",
+    "the teacher",
+    "a young boy",
+    "an old man",
+    "the doctor",
+    "my friend",
+    "the baker",
+]
+PLACES = [
+    "the park",
+    "the market",
+    "the library",
+    "the kitchen",
+    "the garden",
+    "the station",
+    "the beach",
+    "the office",
+    "school",
+    "the city centre",
+    "the river",
+    "the museum",
+    "the shop on the corner",
+    "the farm",
+]
+OBJECTS = [
+    "a book",
+    "an apple",
+    "a letter",
+    "a bicycle",
+    "a cup of coffee",
+    "a small box",
+    "a red umbrella",
+    "a new phone",
+    "some bread",
+    "a basket of fruit",
+    "a pair of shoes",
+    "a map",
+    "a laptop",
+    "a bottle of water",
+    "a warm blanket",
+    "a newspaper",
+]
+VERBS_PAST = [
+    "found",
+    "bought",
+    "carried",
+    "opened",
+    "lost",
+    "painted",
+    "cleaned",
+    "borrowed",
+    "fixed",
+    "sold",
+    "wrapped",
+    "dropped",
+]
+ADJECTIVES = [
+    "quiet",
+    "busy",
+    "bright",
+    "cold",
+    "warm",
+    "crowded",
+    "peaceful",
+    "noisy",
+    "large",
+    "small",
+    "beautiful",
+    "old",
+    "modern",
+    "friendly",
+]
+TIMES = [
+    "in the morning",
+    "after lunch",
+    "on Monday",
+    "last week",
+    "yesterday",
+    "at night",
+    "every Sunday",
+    "in the spring",
+    "during the summer",
+    "before dinner",
+    "at noon",
+    "in winter",
+]
+ADVERBS = [
+    "slowly",
+    "quickly",
+    "carefully",
+    "happily",
+    "quietly",
+    "suddenly",
+    "finally",
+    "usually",
+    "often",
+    "rarely",
+]
+TOPICS = [
+    "the weather",
+    "the news",
+    "music",
+    "football",
+    "a new film",
+    "the price of food",
+    "their plans for the weekend",
+    "science",
+    "history",
+    "computers",
+    "the garden",
+    "a long trip",
+]
+FRUITS = [
+    "apples",
+    "bananas",
+    "oranges",
+    "grapes",
+    "pears",
+    "cherries",
+    "plums",
+    "lemons",
+    "peaches",
+    "melons",
+]
 CODE_LINES = [
     "def add(a, b): return a + b",
     "def square(x): return x * x",
     "for i in range(10): print(i)",
-    "if x > 0: print(\"positive\")",
+    'if x > 0: print("positive")',
     "total = sum(values) / len(values)",
-    "names = [\"alice\", \"bob\", \"carol\"]",
+    'names = ["alice", "bob", "carol"]',
     "while count < 5: count += 1",
-    "result = {\"name\": \"box\", \"size\": 3}",
+    'result = {"name": "box", "size": 3}',
     "import json; data = json.loads(text)",
-    "with open(\"notes.txt\") as f: lines = f.readlines()",
+    'with open("notes.txt") as f: lines = f.readlines()',
     "class Point: pass",
     "return max(a, b)",
     "x = 3; y = 4; print(x + y)",
-    "print(\"Hello, world!\")",
+    'print("Hello, world!")',
 ]
 
 
@@ -423,17 +674,31 @@ def number_phrase(rng):
 def story_sentence(rng):
     """A simple everyday sentence."""
     templates = [
-        lambda: f"{rng.choice(PEOPLE).capitalize()} {rng.choice(VERBS_PAST)} {rng.choice(OBJECTS)} at {rng.choice(PLACES)} {rng.choice(TIMES)}.",
-        lambda: f"The {rng.choice(['street', 'room', 'market', 'train', 'park', 'cafe'])} was {rng.choice(ADJECTIVES)} {rng.choice(TIMES)}.",
+        lambda: (
+            f"{rng.choice(PEOPLE).capitalize()} {rng.choice(VERBS_PAST)} {rng.choice(OBJECTS)} at {rng.choice(PLACES)} {rng.choice(TIMES)}."
+        ),
+        lambda: (
+            f"The {rng.choice(['street', 'room', 'market', 'train', 'park', 'cafe'])} was {rng.choice(ADJECTIVES)} {rng.choice(TIMES)}."
+        ),
         lambda: f"{rng.choice(PEOPLE).capitalize()} walked {rng.choice(ADVERBS)} to {rng.choice(PLACES)}.",
         lambda: f"We talked about {rng.choice(TOPICS)} for a while, and then we went home.",
         lambda: f"There were {number_phrase(rng)} people waiting at {rng.choice(PLACES)}.",
-        lambda: f"She bought {rng.randint(2, 12)} {rng.choice(FRUITS)} and {rng.randint(2, 12)} {rng.choice(FRUITS)}.",
-        lambda: f"It was a {rng.choice(ADJECTIVES)} day, so {rng.choice(PEOPLE)} stayed at {rng.choice(PLACES)}.",
-        lambda: f"\"Where is {rng.choice(OBJECTS)}?\" asked {rng.choice(PEOPLE)}.",
-        lambda: f"{rng.choice(PEOPLE).capitalize()} {rng.choice(ADVERBS)} said that {rng.choice(TOPICS)} was interesting.",
-        lambda: f"The meeting starts at {rng.randint(1, 12)}:{rng.choice(['00', '15', '30', '45'])}, so please do not be late.",
-        lambda: f"In {rng.choice(MONTHS)}, the weather is often {rng.choice(['mild', 'cold', 'hot', 'wet', 'windy', 'dry'])}.",
+        lambda: (
+            f"She bought {rng.randint(2, 12)} {rng.choice(FRUITS)} and {rng.randint(2, 12)} {rng.choice(FRUITS)}."
+        ),
+        lambda: (
+            f"It was a {rng.choice(ADJECTIVES)} day, so {rng.choice(PEOPLE)} stayed at {rng.choice(PLACES)}."
+        ),
+        lambda: f'"Where is {rng.choice(OBJECTS)}?" asked {rng.choice(PEOPLE)}.',
+        lambda: (
+            f"{rng.choice(PEOPLE).capitalize()} {rng.choice(ADVERBS)} said that {rng.choice(TOPICS)} was interesting."
+        ),
+        lambda: (
+            f"The meeting starts at {rng.randint(1, 12)}:{rng.choice(['00', '15', '30', '45'])}, so please do not be late."
+        ),
+        lambda: (
+            f"In {rng.choice(MONTHS)}, the weather is often {rng.choice(['mild', 'cold', 'hot', 'wet', 'windy', 'dry'])}."
+        ),
         lambda: f"On {rng.choice(DAYS)}, {rng.choice(PEOPLE)} usually goes to {rng.choice(PLACES)}.",
     ]
     return rng.choice(templates)()
@@ -449,14 +714,16 @@ def arithmetic_sentence(rng):
 
 def question_line(rng):
     """A general question."""
-    return rng.choice([
-        f"Have you ever been to {rng.choice(PLACES)}?",
-        f"What do you think about {rng.choice(TOPICS)}?",
-        f"Can you bring {rng.choice(OBJECTS)} tomorrow?",
-        f"Why was {rng.choice(PLACES)} so {rng.choice(ADJECTIVES)} today?",
-        f"How many {rng.choice(FRUITS)} do we need?",
-        f"Who {rng.choice(VERBS_PAST)} {rng.choice(OBJECTS)}?",
-    ])
+    return rng.choice(
+        [
+            f"Have you ever been to {rng.choice(PLACES)}?",
+            f"What do you think about {rng.choice(TOPICS)}?",
+            f"Can you bring {rng.choice(OBJECTS)} tomorrow?",
+            f"Why was {rng.choice(PLACES)} so {rng.choice(ADJECTIVES)} today?",
+            f"How many {rng.choice(FRUITS)} do we need?",
+            f"Who {rng.choice(VERBS_PAST)} {rng.choice(OBJECTS)}?",
+        ]
+    )
 
 
 def list_block(rng):

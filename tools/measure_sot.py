@@ -34,7 +34,9 @@ def positional_calls(trees: dict[Path, ast.Module], at_least: int = 6) -> list[s
             if isinstance(node, ast.Call):
                 plain = [a for a in node.args if not isinstance(a, ast.Starred)]
                 if len(plain) >= at_least:
-                    found.append(f"{path.relative_to(ROOT)}:{node.lineno} {ast.unparse(node.func)} ({len(plain)})")
+                    found.append(
+                        f"{path.relative_to(ROOT)}:{node.lineno} {ast.unparse(node.func)} ({len(plain)})"
+                    )
     return found
 
 
@@ -54,7 +56,13 @@ def annotated_share(trees: dict[Path, ast.Module]) -> tuple[int, int]:
 def _module_tables(tree: ast.Module) -> dict[str, ast.expr]:
     tables = {}
     for node in tree.body:
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        targets = (
+            node.targets
+            if isinstance(node, ast.Assign)
+            else [node.target]
+            if isinstance(node, ast.AnnAssign)
+            else []
+        )
         for t in targets:
             if isinstance(t, ast.Name) and t.id.isupper() and len(t.id) > 1 and node.value is not None:
                 tables[t.id] = node.value
@@ -91,10 +99,14 @@ def main() -> int:
         n, over88, over150 = line_counts(files)
         calls = positional_calls(trees)
         annotated, params = annotated_share(trees)
-        print(f"{folder}: {len(files)} files, {n} lines; > 88 chars: {over88} ({100 * over88 / n:.1f} %), "
-              f"> 150 chars: {over150}")
+        print(
+            f"{folder}: {len(files)} files, {n} lines; > 88 chars: {over88} ({100 * over88 / n:.1f} %), "
+            f"> 150 chars: {over150}"
+        )
         print(f"{folder}: calls with 6+ positional arguments: {len(calls)}")
-        print(f"{folder}: annotated parameters: {annotated}/{params} ({100 * annotated / max(params, 1):.1f} %)")
+        print(
+            f"{folder}: annotated parameters: {annotated}/{params} ({100 * annotated / max(params, 1):.1f} %)"
+        )
         if verbose:
             print("  " + "\n  ".join(calls))
         if folder == "src":

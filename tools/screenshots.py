@@ -1,6 +1,6 @@
 """Regenerate screenshots/*.svg from the app itself (the same deterministic scenes as the snapshot tests).
 
-    make screenshots
+make screenshots
 """
 
 from __future__ import annotations

@@ -50,7 +50,9 @@ class Owner:
     started: float  # unix time the process claimed the run
 
     def describe(self) -> str:
-        return f"pid {self.pid} on {self.host} since {time.strftime('%H:%M:%S', time.localtime(self.started))}"
+        return (
+            f"pid {self.pid} on {self.host} since {time.strftime('%H:%M:%S', time.localtime(self.started))}"
+        )
 
 
 def make_private(path: Path) -> Path:
@@ -75,7 +77,9 @@ class RunClaim:
             os.close(fd)
             raise _trained_already(self.run_path, read_owner(self.run_path))
         self._fd = fd
-        for stale in (self.run_path / CONTROL_DIR).glob("*.json"):  # requests sent to an earlier, dead trainer
+        for stale in (self.run_path / CONTROL_DIR).glob(
+            "*.json"
+        ):  # requests sent to an earlier, dead trainer
             stale.unlink(missing_ok=True)
         owner = Owner(os.getpid(), socket.gethostname(), os.getuid(), time.time())
         atomic_write_text(self.run_path / OWNER_FILE, json.dumps(asdict(owner)))
@@ -148,7 +152,9 @@ def send_control(run_path: Path, action: str) -> str:
     if action not in ACTIONS:
         raise ConfigError(f"unknown control action {action!r}", f"choose one of: {', '.join(ACTIONS)}")
     if not (run_path / "config.toml").is_file():
-        raise ConfigError(f"{run_path}: not a run directory (no config.toml)", "pass a directory `backprop train` created")
+        raise ConfigError(
+            f"{run_path}: not a run directory (no config.toml)", "pass a directory `backprop train` created"
+        )
     _require_own(run_path)
     if live_owner(run_path) is None:
         raise ConfigError(
@@ -161,14 +167,19 @@ def send_control(run_path: Path, action: str) -> str:
     try:
         atomic_write_text(run_path / CONTROL_DIR / name, json.dumps(document))
     except PermissionError:
-        raise ConfigError(f"{run_path}: no permission to control this run", "only the user who started it can") from None
+        raise ConfigError(
+            f"{run_path}: no permission to control this run", "only the user who started it can"
+        ) from None
     return request_id
 
 
 def _require_own(run_path: Path) -> None:
     owner_uid = run_path.stat().st_uid
     if owner_uid != os.getuid():
-        raise ConfigError(f"{run_path} belongs to another user (uid {owner_uid})", "only the user who started a run can control it")
+        raise ConfigError(
+            f"{run_path} belongs to another user (uid {owner_uid})",
+            "only the user who started a run can control it",
+        )
 
 
 class ControlServer:
@@ -201,13 +212,25 @@ class ControlServer:
             if request is None or request.get("action") not in ACTIONS:
                 continue
             self._apply(request["action"])
-            self.bus.emit(ControlApplied(action=request["action"], request_id=str(request.get("id", "")), sender_pid=int(request.get("pid", 0)), sent=float(request.get("sent", 0.0))))
+            self.bus.emit(
+                ControlApplied(
+                    action=request["action"],
+                    request_id=str(request.get("id", "")),
+                    sender_pid=int(request.get("pid", 0)),
+                    sent=float(request.get("sent", 0.0)),
+                )
+            )
             applied += 1
         return applied
 
     def _apply(self, action: str) -> None:
         control = self.control
-        {"pause": control.pause, "resume": control.resume, "checkpoint": control.request_checkpoint, "stop": control.stop}[action]()
+        {
+            "pause": control.pause,
+            "resume": control.resume,
+            "checkpoint": control.request_checkpoint,
+            "stop": control.stop,
+        }[action]()
 
 
 def _take(path: Path) -> dict | None:

@@ -24,88 +24,211 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fine-tune chat LLMs with LoRA and ship them as GGUF (llama.cpp / Ollama).",
     )
     parser.add_argument("--version", action="version", version=f"backprop {__version__}")
-    parser.add_argument("--no-tui", action="store_true", help="never open the terminal app (print help instead)")
+    parser.add_argument(
+        "--no-tui", action="store_true", help="never open the terminal app (print help instead)"
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     train = commands.add_parser("train", help="fine-tune a model with LoRA (headless)")
-    train.add_argument("--no-tui", action="store_true", help="headless (train always runs headless; the app is `backprop`)")
-    train.add_argument("--model", default="tiny", help="preset name, local folder, hub id, a .gguf file or ollama:NAME[:TAG] (default: tiny)")
-    train.add_argument("--data", default="sample", help="data file, folder, saved dataset, hub id org/name[:config][@split] or built-in (default: sample)")
+    train.add_argument(
+        "--no-tui", action="store_true", help="headless (train always runs headless; the app is `backprop`)"
+    )
+    train.add_argument(
+        "--model",
+        default="tiny",
+        help="preset name, local folder, hub id, a .gguf file or ollama:NAME[:TAG] (default: tiny)",
+    )
+    train.add_argument(
+        "--data",
+        default="sample",
+        help="data file, folder, saved dataset, hub id org/name[:config][@split] or built-in (default: sample)",
+    )
     _add_options(train, "steps")
-    train.add_argument("--output", type=Path, help="run directory to create (default: under the user data dir)")
+    train.add_argument(
+        "--output", type=Path, help="run directory to create (default: under the user data dir)"
+    )
     _add_options(train, "learning_rate")
-    train.add_argument("--method", choices=METHODS, help="default: lora; qlora loads the base in 4-bit nf4; full trains every weight (small models)")
-    train.add_argument("--dry-run", action="store_true", help="print every setting the run would use, with its reason, and exit")
-    train.add_argument("--backend", choices=("auto", "transformers", "unsloth"), help="default: auto (Unsloth when installed and usable)")
-    train.add_argument("--precision", choices=("fp32", "bf16", "fp16"), help="default: bf16/fp16 on GPU by capability, fp32 on CPU")
+    train.add_argument(
+        "--method",
+        choices=METHODS,
+        help="default: lora; qlora loads the base in 4-bit nf4; full trains every weight (small models)",
+    )
+    train.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print every setting the run would use, with its reason, and exit",
+    )
+    train.add_argument(
+        "--backend",
+        choices=("auto", "transformers", "unsloth"),
+        help="default: auto (Unsloth when installed and usable)",
+    )
+    train.add_argument(
+        "--precision",
+        choices=("fp32", "bf16", "fp16"),
+        help="default: bf16/fp16 on GPU by capability, fp32 on CPU",
+    )
     _add_options(train, "lora_alpha", "warmup_steps")
-    train.add_argument("--lr-scheduler", choices=("cosine", "linear", "constant"), help="after warmup (default: cosine to 10 %% of the peak)")
+    train.add_argument(
+        "--lr-scheduler",
+        choices=("cosine", "linear", "constant"),
+        help="after warmup (default: cosine to 10 %% of the peak)",
+    )
     _add_options(train, "save_total_limit", "early_stopping_patience")
-    train.add_argument("--trust-remote-code", action="store_true", default=None, help="run Python code shipped with the model (only for models you trust)")
-    train.add_argument("--allow-pickle", action="store_true", default=None, help="load *.bin pickle weights (they can run code; safetensors otherwise)")
-    train.add_argument("--gradient-checkpointing", action="store_true", default=None, help="recompute activations: less memory, slower")
+    train.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        default=None,
+        help="run Python code shipped with the model (only for models you trust)",
+    )
+    train.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        default=None,
+        help="load *.bin pickle weights (they can run code; safetensors otherwise)",
+    )
+    train.add_argument(
+        "--gradient-checkpointing",
+        action="store_true",
+        default=None,
+        help="recompute activations: less memory, slower",
+    )
     _add_gpu_safety_options(train)
-    train.add_argument("--report-to", help="experiment trackers, comma-separated: tensorboard, wandb (offline) or none (default)")
+    train.add_argument(
+        "--report-to",
+        help="experiment trackers, comma-separated: tensorboard, wandb (offline) or none (default)",
+    )
     _add_options(train, "lora_rank", "batch_size", "grad_accum", "max_seq_len", "seed")
     train.add_argument("--json", action="store_true", help="print events as JSON lines")
     train.add_argument("--rebuild", action="store_true", help="rebuild a built-in tiny model before training")
     _add_options(train, "save_steps")
-    train.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue RUN_DIR from its newest checkpoint (other options are ignored)")
+    train.add_argument(
+        "--resume",
+        type=Path,
+        metavar="RUN_DIR",
+        help="continue RUN_DIR from its newest checkpoint (other options are ignored)",
+    )
     _add_data_options(train, on_bad_row_default="skip")
     _add_options(train, "eval_split", "eval_steps")
-    train.add_argument("--no-packing", dest="packing", action="store_false", default=None, help="one example per row, padded")
-    train.add_argument("--compare-prompts", metavar="FILE", help="prompts (one per line) the base and the fine-tune answer at the end (default: held-out rows)")
+    train.add_argument(
+        "--no-packing", dest="packing", action="store_false", default=None, help="one example per row, padded"
+    )
+    train.add_argument(
+        "--compare-prompts",
+        metavar="FILE",
+        help="prompts (one per line) the base and the fine-tune answer at the end (default: held-out rows)",
+    )
     _add_options(train, "max_nonfinite_steps")
     train.set_defaults(handler=cmd_train)
 
-    compare = commands.add_parser("compare", help="base model vs fine-tune: greedy answers to held-out prompts, side by side")
+    compare = commands.add_parser(
+        "compare", help="base model vs fine-tune: greedy answers to held-out prompts, side by side"
+    )
     compare.add_argument("run_dir", type=Path, metavar="RUN_DIR")
-    compare.add_argument("--prompt", "-p", action="append", dest="prompts", metavar="TEXT", help="a prompt (repeat for several; default: the run's held-out rows)")
-    compare.add_argument("--compare-prompts", type=Path, metavar="FILE", help="prompts from a text file, one per line")
-    compare.add_argument("--gguf", nargs="?", const="", metavar="PATH", help="the fine-tune's side from a GGUF through llama.cpp (default: the run's newest export)")
+    compare.add_argument(
+        "--prompt",
+        "-p",
+        action="append",
+        dest="prompts",
+        metavar="TEXT",
+        help="a prompt (repeat for several; default: the run's held-out rows)",
+    )
+    compare.add_argument(
+        "--compare-prompts", type=Path, metavar="FILE", help="prompts from a text file, one per line"
+    )
+    compare.add_argument(
+        "--gguf",
+        nargs="?",
+        const="",
+        metavar="PATH",
+        help="the fine-tune's side from a GGUF through llama.cpp (default: the run's newest export)",
+    )
     compare.add_argument("--max-tokens", type=int, default=48)
     compare.add_argument("--json", action="store_true", help="print the comparison event as JSON")
     compare.set_defaults(handler=cmd_compare)
 
-    export = commands.add_parser("export", help="merge, convert to GGUF, quantize, verify; optionally register with Ollama")
-    export.add_argument("run_dir", metavar="RUN_DIR|ADAPTER|MODEL", help="a run directory, a LoRA adapter folder, or a model folder/preset")
+    export = commands.add_parser(
+        "export", help="merge, convert to GGUF, quantize, verify; optionally register with Ollama"
+    )
     export.add_argument(
-        "--quantization", "-q", action="append", dest="quantizations", metavar="TYPE",
+        "run_dir",
+        metavar="RUN_DIR|ADAPTER|MODEL",
+        help="a run directory, a LoRA adapter folder, or a model folder/preset",
+    )
+    export.add_argument(
+        "--quantization",
+        "-q",
+        action="append",
+        dest="quantizations",
+        metavar="TYPE",
         help=f"repeat for several: {', '.join(QUANTIZATIONS)} (default: {DEFAULT_QUANTIZATION})",
     )
     export.add_argument("--name", help="file name stem (default: the run directory's name)")
-    export.add_argument("--output", type=Path, help="export directory (default: RUN_DIR/export, or <folder>/export)")
-    export.add_argument("--no-verify", action="store_true", help="skip loading each GGUF in llama.cpp to check it")
-    export.add_argument("--ollama", action="store_true", help="register the result with Ollama (CLI if on PATH, else HTTP API)")
+    export.add_argument(
+        "--output", type=Path, help="export directory (default: RUN_DIR/export, or <folder>/export)"
+    )
+    export.add_argument(
+        "--no-verify", action="store_true", help="skip loading each GGUF in llama.cpp to check it"
+    )
+    export.add_argument(
+        "--ollama",
+        action="store_true",
+        help="register the result with Ollama (CLI if on PATH, else HTTP API)",
+    )
     export.add_argument("--ollama-name", help="Ollama model name (default: the file name stem, lowercased)")
-    export.add_argument("--ollama-host", help="Ollama server (default: $OLLAMA_HOST, else the ollama_host setting)")
+    export.add_argument(
+        "--ollama-host", help="Ollama server (default: $OLLAMA_HOST, else the ollama_host setting)"
+    )
     export.add_argument("--system", help="SYSTEM prompt written into the Ollama Modelfile")
-    export.add_argument("--lora-gguf", action="store_true", help="also write the adapter as a LoRA GGUF over an f16 base (Ollama ADAPTER)")
-    export.add_argument("--num-ctx", type=int, help="cap on Ollama's context window (default: the ollama_num_ctx setting, 8192)")
+    export.add_argument(
+        "--lora-gguf",
+        action="store_true",
+        help="also write the adapter as a LoRA GGUF over an f16 base (Ollama ADAPTER)",
+    )
+    export.add_argument(
+        "--num-ctx",
+        type=int,
+        help="cap on Ollama's context window (default: the ollama_num_ctx setting, 8192)",
+    )
     export.set_defaults(handler=cmd_export)
 
     chat = commands.add_parser("chat", help="talk to a GGUF (or a run's newest export) through llama.cpp")
-    chat.add_argument("path", type=Path, help="a .gguf file, or a run/adapter/export directory (its newest GGUF)")
+    chat.add_argument(
+        "path", type=Path, help="a .gguf file, or a run/adapter/export directory (its newest GGUF)"
+    )
     chat.add_argument("--prompt", "-p", help="one message; without it, read messages from stdin until EOF")
     chat.add_argument("--system", help="system message")
     chat.add_argument("--max-tokens", type=int, default=64)
     chat.set_defaults(handler=cmd_chat)
 
     presets = commands.add_parser("presets", help="list model presets with a 'fits this machine?' verdict")
-    presets.add_argument("--seq-len", type=int, default=512, help="sequence length for the estimate (default: 512)")
+    presets.add_argument(
+        "--seq-len", type=int, default=512, help="sequence length for the estimate (default: 512)"
+    )
     presets.set_defaults(handler=cmd_presets)
 
-    watch = commands.add_parser("watch", help="open the training dashboard on a run started elsewhere (read-only)")
+    watch = commands.add_parser(
+        "watch", help="open the training dashboard on a run started elsewhere (read-only)"
+    )
     watch.add_argument("run_dir", type=Path, help="run directory (its events.jsonl is followed)")
     watch.set_defaults(handler=None, read_only=True)
-    attach = commands.add_parser("attach", help="open the app on a run, live or not, with pause/checkpoint/stop working")
+    attach = commands.add_parser(
+        "attach", help="open the app on a run, live or not, with pause/checkpoint/stop working"
+    )
     attach.add_argument("run_dir", type=Path, help="run directory")
     attach.set_defaults(handler=None, read_only=False)
 
-    control = commands.add_parser("control", help="pause, resume, checkpoint or stop a run that trains in another process")
+    control = commands.add_parser(
+        "control", help="pause, resume, checkpoint or stop a run that trains in another process"
+    )
     control.add_argument("run_dir", type=Path, help="run directory of a live run")
     control.add_argument("action", choices=CONTROL_ACTIONS)
-    control.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the run to take the request (default: 60; 0: do not wait)")
+    control.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        help="seconds to wait for the run to take the request (default: 60; 0: do not wait)",
+    )
     control.set_defaults(handler=cmd_control)
 
     runs = commands.add_parser("runs", help="list runs with their status (live ones first)")
@@ -113,17 +236,33 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("--json", action="store_true", help="one JSON object per run")
     runs.set_defaults(handler=cmd_runs)
 
-    data = commands.add_parser("data", help="check or inspect training data").add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    data = commands.add_parser("data", help="check or inspect training data").add_subparsers(
+        dest="data_command", metavar="ACTION", required=True
+    )
     check = data.add_parser("check", help="validate data files; list every bad row (exit 2 if any)")
     check.add_argument("sources", nargs="+", help="data files, folders, saved datasets or hub ids")
-    check.add_argument("--format", dest="data_format", default="auto", help="auto, preference, messages, sharegpt, alpaca, prompt_completion, text")
-    check.add_argument("--on-bad-row", choices=("error", "skip"), default="error", help="error (default): exit 2 if any row is bad; skip: list them, exit 0")
+    check.add_argument(
+        "--format",
+        dest="data_format",
+        default="auto",
+        help="auto, preference, messages, sharegpt, alpaca, prompt_completion, text",
+    )
+    check.add_argument(
+        "--on-bad-row",
+        choices=("error", "skip"),
+        default="error",
+        help="error (default): exit 2 if any row is bad; skip: list them, exit 0",
+    )
     check.add_argument("--json", action="store_true", help="print the report as JSON")
     _add_text_split(check)
     check.set_defaults(handler=cmd_data_check)
     inspect = data.add_parser("inspect", help="formats, token-length stats, histogram and rendered samples")
-    inspect.add_argument("sources", nargs="+", metavar="source", help="data file, folder, saved dataset or hub id")
-    inspect.add_argument("--model", default="tiny", help="whose tokenizer and chat template render the rows (default: tiny)")
+    inspect.add_argument(
+        "sources", nargs="+", metavar="source", help="data file, folder, saved dataset or hub id"
+    )
+    inspect.add_argument(
+        "--model", default="tiny", help="whose tokenizer and chat template render the rows (default: tiny)"
+    )
     inspect.add_argument("--json", action="store_true", help="print the report as JSON")
     inspect.add_argument("--samples", type=int, default=3, help="rendered samples to show (default: 3)")
     inspect.add_argument("--max-seq-len", type=int, default=0, help="default: from the data")
@@ -131,26 +270,69 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_options(inspect, on_bad_row_default=None)
     inspect.set_defaults(handler=cmd_data_inspect)
 
-    multi = commands.add_parser("multi-run", help="several LoRA runs in a row, merged by SLAO (continual training, headless)")
-    multi.add_argument("--model", default="tiny", help="preset name, local folder, hub id, a .gguf file or ollama:NAME[:TAG] (default: tiny)")
-    multi.add_argument("--data", action="append", required=True, metavar="SOURCE",
-                       help="one dataset cut into --runs chunks, or repeat for a sequence of tasks (one run each)")
+    multi = commands.add_parser(
+        "multi-run", help="several LoRA runs in a row, merged by SLAO (continual training, headless)"
+    )
+    multi.add_argument(
+        "--model",
+        default="tiny",
+        help="preset name, local folder, hub id, a .gguf file or ollama:NAME[:TAG] (default: tiny)",
+    )
+    multi.add_argument(
+        "--data",
+        action="append",
+        required=True,
+        metavar="SOURCE",
+        help="one dataset cut into --runs chunks, or repeat for a sequence of tasks (one run each)",
+    )
     multi.add_argument("--runs", type=int, help="number of runs (one dataset); default: one per --data")
     multi.add_argument("--steps", type=int, default=60, help="optimizer steps per run (default: 60)")
-    multi.add_argument("--samples", type=int, default=0, help="examples per run (default: the dataset split evenly / every example)")
-    multi.add_argument("--merge-mode", default="slao", choices=("slao", "sequential", "average"), help="default: slao")
-    multi.add_argument("--lambda", dest="lambda_schedule", default="inv_sqrt", help="SLAO merge weight λ(i): inv_sqrt (default), inv, or a constant")
-    multi.add_argument("--lr-decay", type=float, default=1.0, help="peak learning rate factor per run (default: 1, no decay)")
-    multi.add_argument("--replay", type=float, default=0.0, help="add this fraction of examples from earlier runs (default: 0)")
-    multi.add_argument("--eval-split", type=float, default=0.1, help="held-out rows per task, evaluated after every run (default: 0.1)")
-    multi.add_argument("--output", type=Path, help="multi-run directory; an unfinished one with the same settings resumes")
+    multi.add_argument(
+        "--samples",
+        type=int,
+        default=0,
+        help="examples per run (default: the dataset split evenly / every example)",
+    )
+    multi.add_argument(
+        "--merge-mode", default="slao", choices=("slao", "sequential", "average"), help="default: slao"
+    )
+    multi.add_argument(
+        "--lambda",
+        dest="lambda_schedule",
+        default="inv_sqrt",
+        help="SLAO merge weight λ(i): inv_sqrt (default), inv, or a constant",
+    )
+    multi.add_argument(
+        "--lr-decay", type=float, default=1.0, help="peak learning rate factor per run (default: 1, no decay)"
+    )
+    multi.add_argument(
+        "--replay",
+        type=float,
+        default=0.0,
+        help="add this fraction of examples from earlier runs (default: 0)",
+    )
+    multi.add_argument(
+        "--eval-split",
+        type=float,
+        default=0.1,
+        help="held-out rows per task, evaluated after every run (default: 0.1)",
+    )
+    multi.add_argument(
+        "--output", type=Path, help="multi-run directory; an unfinished one with the same settings resumes"
+    )
     _add_options(multi, "learning_rate", "lora_rank", "batch_size", "seed")
-    multi.add_argument("--save-steps", type=int, help="checkpoint every N steps of a run, to resume inside it (default: its midpoint)")
+    multi.add_argument(
+        "--save-steps",
+        type=int,
+        help="checkpoint every N steps of a run, to resume inside it (default: its midpoint)",
+    )
     multi.add_argument("--json", action="store_true", help="print events as JSON lines")
     multi.set_defaults(handler=cmd_multi_run)
 
     demo = commands.add_parser("demo", help="train tiny on sample, export q4_k_m, chat — offline, on CPU")
-    demo.add_argument("--output", type=Path, help="run directory to create (default: under the user data dir)")
+    demo.add_argument(
+        "--output", type=Path, help="run directory to create (default: under the user data dir)"
+    )
     demo.add_argument("--steps", type=int, default=60)
     demo.add_argument("--rebuild", action="store_true", help="rebuild the built-in tiny model first")
     demo.set_defaults(handler=cmd_demo)
@@ -170,8 +352,10 @@ def main(argv: list[str] | None = None, open_app: Callable[[argparse.Namespace],
     try:
         if handler is None:
             if open_app is None:
-                raise ConfigError(f"`{args.command}` opens the terminal app, which this entry point leaves out",
-                                  hint="run the `backprop` console script (or python -m backprop_tui)")
+                raise ConfigError(
+                    f"`{args.command}` opens the terminal app, which this entry point leaves out",
+                    hint="run the `backprop` console script (or python -m backprop_tui)",
+                )
             return open_app(args)
         return handler(args) or 0
     except BackpropError as error:
@@ -190,16 +374,26 @@ def cmd_presets(args) -> int:
     machine = probe()
     on_gpu = bool(machine.gpus)
     print(f"machine: {machine.device_label}, {machine.accelerator_memory_mb / 1024:.1f} GB for training")
-    print(f"{'preset':<14}{'params':>8}  {'arch':<8}{'template':<9}{'context':>8}  {'LoRA':>14}  {'QLoRA':>14}  source")
+    print(
+        f"{'preset':<14}{'params':>8}  {'arch':<8}{'template':<9}{'context':>8}  {'LoRA':>14}  {'QLoRA':>14}  source"
+    )
     for preset in PRESETS.values():
         cells = []
         for method in ("lora", "qlora"):
-            estimate, verdict = fit_verdict(preset.facts, machine.accelerator_memory_mb, on_gpu, method, args.seq_len)
+            estimate, verdict = fit_verdict(
+                preset.facts, machine.accelerator_memory_mb, on_gpu, method, args.seq_len
+            )
             cells.append(f"{estimate.total_mb / 1024:5.1f} GB {verdict:>5}")
-        params = f"{preset.params_billion:.2f}B" if preset.params_billion >= 0.1 else f"{preset.params_billion * 1e3:.1f}M"
+        params = (
+            f"{preset.params_billion:.2f}B"
+            if preset.params_billion >= 0.1
+            else f"{preset.params_billion * 1e3:.1f}M"
+        )
         note = f"  ({preset.facts.kquant_warning})" if preset.facts.kquant_warning else ""
-        print(f"{preset.name:<14}{params:>8}  {preset.architecture:<8}{preset.chat_family:<9}{preset.context_length:>8}  "
-              f"{cells[0]:>14}  {cells[1]:>14}  {preset.source}{note}")
+        print(
+            f"{preset.name:<14}{params:>8}  {preset.architecture:<8}{preset.chat_family:<9}{preset.context_length:>8}  "
+            f"{cells[0]:>14}  {cells[1]:>14}  {preset.source}{note}"
+        )
     return 0
 
 
@@ -215,14 +409,20 @@ def cmd_control(args) -> int:
     request_id = send_control(args.run_dir, args.action)
     deadline = time.monotonic() + args.timeout
     while args.timeout > 0:
-        taken = [e for e in follower.poll() if e.get("event") == "control" and e.get("request_id") == request_id]
+        taken = [
+            e for e in follower.poll() if e.get("event") == "control" and e.get("request_id") == request_id
+        ]
         if taken:
-            print(f"{args.action}: taken by the training process after {taken[0]['time'] - taken[0]['sent']:.2f} s "
-                  "(it acts between optimizer steps)")
+            print(
+                f"{args.action}: taken by the training process after {taken[0]['time'] - taken[0]['sent']:.2f} s "
+                "(it acts between optimizer steps)"
+            )
             return 0
         if time.monotonic() > deadline:
-            raise ConfigError(f"{args.run_dir}: the run did not take the {args.action} request within {args.timeout:g} s",
-                              "it is still queued; see `backprop runs` for the run's status")
+            raise ConfigError(
+                f"{args.run_dir}: the run did not take the {args.action} request within {args.timeout:g} s",
+                "it is still queued; see `backprop runs` for the run's status",
+            )
         time.sleep(0.05)
     print(f"{args.action}: requested")
     return 0
@@ -238,14 +438,28 @@ def cmd_runs(args) -> int:
     runs = list_runs(root)
     if args.json:
         for run in runs:
-            print(json.dumps({"path": str(run.path), "status": run.status, "step": run.step, "total_steps": run.total_steps,
-                              "final_loss": run.final_loss, "last_loss": run.last_loss, "pid": run.pid,
-                              "checkpoint_step": run.checkpoint_step, "exports": list(run.exports)}))
+            print(
+                json.dumps(
+                    {
+                        "path": str(run.path),
+                        "status": run.status,
+                        "step": run.step,
+                        "total_steps": run.total_steps,
+                        "final_loss": run.final_loss,
+                        "last_loss": run.last_loss,
+                        "pid": run.pid,
+                        "checkpoint_step": run.checkpoint_step,
+                        "exports": list(run.exports),
+                    }
+                )
+            )
         return 0
     print(f"{len(runs)} run(s) in {root}")
     for run in runs:
         pid = f"pid {run.pid}" if run.pid else ""
-        print(f"{run.name:<34} {run.status_text():<44} {run.step:>6}/{run.total_steps:<6} loss {run.loss_text():<20} {pid}")
+        print(
+            f"{run.name:<34} {run.status_text():<44} {run.step:>6}/{run.total_steps:<6} loss {run.loss_text():<20} {pid}"
+        )
     return 0
 
 
@@ -259,10 +473,32 @@ def cmd_train(args) -> int:
     if args.resume is not None:
         trainer = Trainer.from_run(args.resume, on_event=console)
         return train_headless(trainer, trainer.resume)
-    options = ("learning_rate", "lora_rank", "batch_size", "grad_accum", "max_seq_len", "seed", "eval_split", "eval_steps", "packing",
-               "method", "gradient_checkpointing", "save_steps", "report_to", "backend", "precision", "lora_alpha", "warmup_steps",
-               "lr_scheduler", "save_total_limit", "early_stopping_patience", "trust_remote_code", "allow_pickle",
-               "compare_prompts", "max_nonfinite_steps")
+    options = (
+        "learning_rate",
+        "lora_rank",
+        "batch_size",
+        "grad_accum",
+        "max_seq_len",
+        "seed",
+        "eval_split",
+        "eval_steps",
+        "packing",
+        "method",
+        "gradient_checkpointing",
+        "save_steps",
+        "report_to",
+        "backend",
+        "precision",
+        "lora_alpha",
+        "warmup_steps",
+        "lr_scheduler",
+        "save_total_limit",
+        "early_stopping_patience",
+        "trust_remote_code",
+        "allow_pickle",
+        "compare_prompts",
+        "max_nonfinite_steps",
+    )
     options += DATA_OPTIONS + GPU_SAFETY_OPTIONS
     overrides = {name: getattr(args, name) for name in options if getattr(args, name) is not None}
     _rebuild_if_asked(args.model, args.rebuild)
@@ -298,7 +534,10 @@ def train_headless(trainer, start) -> int:
         return 130 if interrupted else 0
     _say(str(result.run_dir))
     if interrupted:
-        _say(f"interrupted: checkpoint saved; continue with `backprop train --resume {result.run_dir}`", sys.stderr)
+        _say(
+            f"interrupted: checkpoint saved; continue with `backprop train --resume {result.run_dir}`",
+            sys.stderr,
+        )
         return 130
     return 0
 
@@ -320,15 +559,29 @@ def cmd_multi_run(args) -> int:
     trainer = Trainer(args.model, on_event=ConsoleSink(as_json=args.json), **overrides)
     one = len(args.data) == 1 and args.runs is not None
     result = trainer.multi_run(
-        args.data[0] if one else None, datasets=None if one else args.data, num_runs=args.runs, steps_per_run=args.steps,
-        samples_per_run=args.samples, merge_mode=args.merge_mode, lambda_schedule=args.lambda_schedule,
-        lr_decay=args.lr_decay, replay=args.replay, eval_split=args.eval_split, output_dir=args.output,
+        args.data[0] if one else None,
+        datasets=None if one else args.data,
+        num_runs=args.runs,
+        steps_per_run=args.steps,
+        samples_per_run=args.samples,
+        merge_mode=args.merge_mode,
+        lambda_schedule=args.lambda_schedule,
+        lr_decay=args.lr_decay,
+        replay=args.replay,
+        eval_split=args.eval_split,
+        output_dir=args.output,
     )
     print(result.path)
     return 0 if not result.stopped_early else 1
 
 
-GPU_SAFETY_OPTIONS = ("gpu_temperature_warn_c", "max_gpu_temperature_c", "gpu_temperature_emergency_c", "gpu_memory_warn_pct", "gpu_cool_timeout_s")
+GPU_SAFETY_OPTIONS = (
+    "gpu_temperature_warn_c",
+    "max_gpu_temperature_c",
+    "gpu_temperature_emergency_c",
+    "gpu_memory_warn_pct",
+    "gpu_cool_timeout_s",
+)
 
 
 def _add_options(parser: argparse.ArgumentParser, *names: str) -> None:
@@ -340,35 +593,96 @@ def _add_options(parser: argparse.ArgumentParser, *names: str) -> None:
 
 def _add_gpu_safety_options(parser: argparse.ArgumentParser) -> None:
     """Per-run overrides of the GPU safety settings (default: the user's settings)."""
-    parser.add_argument("--gpu-temperature-warn", type=int, dest="gpu_temperature_warn_c", metavar="C", help="warn when a GPU reaches this °C (setting default: 75)")
-    parser.add_argument("--max-gpu-temperature", type=int, dest="max_gpu_temperature_c", metavar="C", help="pause while a GPU is this hot in °C (setting default: 85)")
-    parser.add_argument("--gpu-temperature-emergency", type=int, dest="gpu_temperature_emergency_c", metavar="C", help="save a checkpoint and stop at this °C (setting default: 95)")
-    parser.add_argument("--gpu-memory-warn", type=int, dest="gpu_memory_warn_pct", metavar="PCT", help="warn when a GPU's memory is this %% used (setting default: 95)")
-    parser.add_argument("--gpu-cool-timeout", type=int, dest="gpu_cool_timeout_s", metavar="S", help="a longer pause saves a checkpoint and stops (setting default: 900)")
+    parser.add_argument(
+        "--gpu-temperature-warn",
+        type=int,
+        dest="gpu_temperature_warn_c",
+        metavar="C",
+        help="warn when a GPU reaches this °C (setting default: 75)",
+    )
+    parser.add_argument(
+        "--max-gpu-temperature",
+        type=int,
+        dest="max_gpu_temperature_c",
+        metavar="C",
+        help="pause while a GPU is this hot in °C (setting default: 85)",
+    )
+    parser.add_argument(
+        "--gpu-temperature-emergency",
+        type=int,
+        dest="gpu_temperature_emergency_c",
+        metavar="C",
+        help="save a checkpoint and stop at this °C (setting default: 95)",
+    )
+    parser.add_argument(
+        "--gpu-memory-warn",
+        type=int,
+        dest="gpu_memory_warn_pct",
+        metavar="PCT",
+        help="warn when a GPU's memory is this %% used (setting default: 95)",
+    )
+    parser.add_argument(
+        "--gpu-cool-timeout",
+        type=int,
+        dest="gpu_cool_timeout_s",
+        metavar="S",
+        help="a longer pause saves a checkpoint and stops (setting default: 900)",
+    )
 
 
-DATA_OPTIONS = ("data_format", "on_bad_row", "min_tokens", "max_tokens", "dedupe", "near_dedupe", "max_samples", "shuffle", "overlong",
-                "text_split", "chosen_only")
+DATA_OPTIONS = (
+    "data_format",
+    "on_bad_row",
+    "min_tokens",
+    "max_tokens",
+    "dedupe",
+    "near_dedupe",
+    "max_samples",
+    "shuffle",
+    "overlong",
+    "text_split",
+    "chosen_only",
+)
 
 
 def _add_data_options(parser: argparse.ArgumentParser, on_bad_row_default: str | None) -> None:
     parser.add_argument("--format", dest="data_format", help="row format (default: auto, detected per file)")
     if on_bad_row_default:
-        parser.add_argument("--on-bad-row", choices=("error", "skip"), help=f"stop at the first bad row, or skip and count them (default: {on_bad_row_default})")
+        parser.add_argument(
+            "--on-bad-row",
+            choices=("error", "skip"),
+            help=f"stop at the first bad row, or skip and count them (default: {on_bad_row_default})",
+        )
     parser.add_argument("--min-tokens", type=int, help="drop rows shorter than this")
     parser.add_argument("--max-tokens", type=int, help="drop rows longer than this")
-    parser.add_argument("--no-dedupe", dest="dedupe", action="store_false", default=None, help="keep exact duplicates")
-    parser.add_argument("--near-dedupe", type=float, help="drop near-duplicates above this similarity (e.g. 0.85)")
+    parser.add_argument(
+        "--no-dedupe", dest="dedupe", action="store_false", default=None, help="keep exact duplicates"
+    )
+    parser.add_argument(
+        "--near-dedupe", type=float, help="drop near-duplicates above this similarity (e.g. 0.85)"
+    )
     parser.add_argument("--max-samples", type=int, help="use at most this many rows")
-    parser.add_argument("--no-shuffle", dest="shuffle", action="store_false", default=None, help="keep the file order")
-    parser.add_argument("--overlong", choices=("truncate", "drop"), help="rows over max_seq_len (default: truncate)")
+    parser.add_argument(
+        "--no-shuffle", dest="shuffle", action="store_false", default=None, help="keep the file order"
+    )
+    parser.add_argument(
+        "--overlong", choices=("truncate", "drop"), help="rows over max_seq_len (default: truncate)"
+    )
     _add_text_split(parser)
-    parser.add_argument("--chosen-only", action="store_true", default=None, help="preference pairs (chosen/rejected): train on the prompt + chosen reply")
+    parser.add_argument(
+        "--chosen-only",
+        action="store_true",
+        default=None,
+        help="preference pairs (chosen/rejected): train on the prompt + chosen reply",
+    )
 
 
 def _add_text_split(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--text-split", choices=("auto", "blank", "line", "none"),
-                        help=".txt/.md documents end at blank lines, at every line, or with the file (default: auto, from the file)")
+    parser.add_argument(
+        "--text-split",
+        choices=("auto", "blank", "line", "none"),
+        help=".txt/.md documents end at blank lines, at every line, or with the file (default: auto, from the file)",
+    )
 
 
 def cmd_data_check(args) -> int:
@@ -403,9 +717,16 @@ def cmd_export(args) -> int:
     from .export.pipeline import ExportOptions, export, resolve_source
 
     options = ExportOptions(
-        quantizations=tuple(args.quantizations or ["q4_k_m"]), name=args.name, output=args.output,
-        verify=not args.no_verify, ollama=args.ollama or bool(args.ollama_name), ollama_name=args.ollama_name,
-        ollama_host=args.ollama_host, system=args.system, lora_gguf=args.lora_gguf, num_ctx=args.num_ctx,
+        quantizations=tuple(args.quantizations or ["q4_k_m"]),
+        name=args.name,
+        output=args.output,
+        verify=not args.no_verify,
+        ollama=args.ollama or bool(args.ollama_name),
+        ollama_name=args.ollama_name,
+        ollama_host=args.ollama_host,
+        system=args.system,
+        lora_gguf=args.lora_gguf,
+        num_ctx=args.num_ctx,
     ).checked()
     for result in export(resolve_source(args.run_dir), options, EventBus([ConsoleSink(stream=sys.stderr)])):
         print(result.path)
@@ -419,7 +740,9 @@ def cmd_compare(args) -> int:
     from .events import format_comparison
 
     gguf = None if args.gguf is None else Path(args.gguf) if args.gguf else args.run_dir
-    event = compare_run(args.run_dir, args.prompts, args.compare_prompts, gguf=gguf, max_new_tokens=args.max_tokens)
+    event = compare_run(
+        args.run_dir, args.prompts, args.compare_prompts, gguf=gguf, max_new_tokens=args.max_tokens
+    )
     print(json.dumps(event.to_dict()) if args.json else format_comparison(event))
     return 0
 
@@ -455,7 +778,9 @@ def cmd_demo(args) -> int:
     print(f"adapter       : {result.adapter_path}")
     print(f"events        : {result.run_dir / 'events.jsonl'}")
     print(f"gguf (q4_k_m) : {gguf_path}")
-    print(f"loss          : {result.first_loss:.3f} -> {result.final_loss:.3f} ({result.tokens_per_second:,.0f} tokens/s)")
+    print(
+        f"loss          : {result.first_loss:.3f} -> {result.final_loss:.3f} ({result.tokens_per_second:,.0f} tokens/s)"
+    )
     print(f"you           : {DEMO_PROMPT}")
     print(f"model         : {reply}")
     return 0
@@ -469,7 +794,9 @@ def _rebuild_if_asked(model: str, rebuild: bool) -> None:
     if not rebuild:
         return
     if model not in TINY_SPECS:
-        raise ConfigError(f"--rebuild applies to the built-in models ({', '.join(TINY_SPECS)}), not {model!r}")
+        raise ConfigError(
+            f"--rebuild applies to the built-in models ({', '.join(TINY_SPECS)}), not {model!r}"
+        )
     resolve_model(model, rebuild=True)
 
 

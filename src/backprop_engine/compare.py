@@ -41,7 +41,9 @@ def read_prompt_file(path: str | Path) -> list[str]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read the comparison prompts ({exc})", "a UTF-8 text file, one prompt per line") from None
+        raise ConfigError(
+            f"{path}: cannot read the comparison prompts ({exc})", "a UTF-8 text file, one prompt per line"
+        ) from None
     prompts = [line.strip() for line in lines if line.strip()]
     if not prompts:
         raise ConfigError(f"{path}: no prompts in this file", "write one prompt per line")
@@ -51,8 +53,12 @@ def read_prompt_file(path: str | Path) -> list[str]:
 def prompts_from_texts(tokenizer, texts: list[str]) -> list[Prompt]:
     from .data.tokenize import render
 
-    rendered = [render(tokenizer, [{"role": "user", "content": text}], add_generation_prompt=True) for text in texts]
-    return [Prompt(text, tokenizer(r, add_special_tokens=False)["input_ids"]) for text, r in zip(texts, rendered)]
+    rendered = [
+        render(tokenizer, [{"role": "user", "content": text}], add_generation_prompt=True) for text in texts
+    ]
+    return [
+        Prompt(text, tokenizer(r, add_special_tokens=False)["input_ids"]) for text, r in zip(texts, rendered)
+    ]
 
 
 def prompts_from_examples(tokenizer, examples: list[TokenizedExample], count: int) -> list[Prompt]:
@@ -63,7 +69,10 @@ def prompts_from_examples(tokenizer, examples: list[TokenizedExample], count: in
         start = next((i for i, label in enumerate(example.labels) if label != IGNORE_INDEX), 0)
         if start == 0:  # raw text: no prompt to answer
             continue
-        end = next((i for i in range(start, len(example.labels)) if example.labels[i] == IGNORE_INDEX), len(example.labels))
+        end = next(
+            (i for i in range(start, len(example.labels)) if example.labels[i] == IGNORE_INDEX),
+            len(example.labels),
+        )
         ids = example.input_ids[:start]
         reference = tokenizer.decode(example.input_ids[start:end], skip_special_tokens=True).strip()
         prompts.append(Prompt(template.user_text(ids), ids, reference))
@@ -72,7 +81,9 @@ def prompts_from_examples(tokenizer, examples: list[TokenizedExample], count: in
     return prompts
 
 
-def choose_prompts(config, tokenizer, held_out: list[TokenizedExample], trained: list[TokenizedExample]) -> Answers:
+def choose_prompts(
+    config, tokenizer, held_out: list[TokenizedExample], trained: list[TokenizedExample]
+) -> Answers:
     """``config.compare_prompts`` (a file), else held-out rows, else (no rows held out) training rows."""
     if not config.compare_count:
         return Answers([], "")
@@ -81,27 +92,36 @@ def choose_prompts(config, tokenizer, held_out: list[TokenizedExample], trained:
         return Answers(prompts_from_texts(tokenizer, texts), Path(config.compare_prompts).name)
     if held_out and (prompts := prompts_from_examples(tokenizer, held_out, config.compare_count)):
         return Answers(prompts, "held-out rows, never trained")
-    return Answers(prompts_from_examples(tokenizer, trained, config.compare_count), "training rows: no rows were held out")
+    return Answers(
+        prompts_from_examples(tokenizer, trained, config.compare_count),
+        "training rows: no rows were held out",
+    )
 
 
-def greedy_replies(model, tokenizer, prompts: list[Prompt], max_new_tokens: int = COMPARE_MAX_TOKENS, base: bool = False) -> list[str]:
+def greedy_replies(
+    model, tokenizer, prompts: list[Prompt], max_new_tokens: int = COMPARE_MAX_TOKENS, base: bool = False
+) -> list[str]:
     """Each prompt's greedy reply; ``base``: with the LoRA adapter switched off (peft's disable_adapter)."""
     import torch
     from transformers import GenerationConfig
 
     device = next(model.parameters()).device
     settings = GenerationConfig(
-        max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=end_of_reply_ids(tokenizer),
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        eos_token_id=end_of_reply_ids(tokenizer),
         pad_token_id=tokenizer.pad_token_id,
     )
     was_training = model.training
     model.eval()
     replies = []
-    with torch.no_grad(), (model.disable_adapter() if base else nullcontext()):
+    with torch.no_grad(), model.disable_adapter() if base else nullcontext():
         for prompt in prompts:
             ids = torch.tensor([prompt.ids], device=device)
-            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=settings)
-            replies.append(tokenizer.decode(out[0, len(prompt.ids):], skip_special_tokens=True).strip())
+            out = model.generate(
+                input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=settings
+            )
+            replies.append(tokenizer.decode(out[0, len(prompt.ids) :], skip_special_tokens=True).strip())
     model.train(was_training)
     return replies
 
@@ -126,10 +146,19 @@ class _UserTurn:
 
         prompt, reply, following = _MARKS
         self.tokenizer = tokenizer
-        self.header = self.after = ""  # a template the probes cannot read (e.g. one that drops earlier replies)
+        self.header = self.after = (
+            ""  # a template the probes cannot read (e.g. one that drops earlier replies)
+        )
         one = render(tokenizer, [{"role": "user", "content": prompt}], add_generation_prompt=True)
-        two = render(tokenizer, [{"role": "user", "content": prompt}, {"role": "assistant", "content": reply},
-                                 {"role": "user", "content": following}], add_generation_prompt=True)
+        two = render(
+            tokenizer,
+            [
+                {"role": "user", "content": prompt},
+                {"role": "assistant", "content": reply},
+                {"role": "user", "content": following},
+            ],
+            add_generation_prompt=True,
+        )
         if prompt not in one or reply not in two or following not in two.split(reply, 1)[1]:
             return  # then user_text decodes the whole prompt without special tokens
         before, self.after = one.split(prompt, 1)
@@ -155,7 +184,9 @@ class LearningCheck:
     zero, so the model is still the base), a sample reply to the first prompt along the way, and the
     fine-tune's answers at the end. Only the reporting process generates."""
 
-    def __init__(self, model, tokenizer, answers: Answers, bus, sample_steps: set[int], speaks: bool = True) -> None:
+    def __init__(
+        self, model, tokenizer, answers: Answers, bus, sample_steps: set[int], speaks: bool = True
+    ) -> None:
         self.model, self.tokenizer, self.answers, self.bus = model, tokenizer, answers, bus
         self.sample_steps = sample_steps
         self.speaks = speaks and bool(answers.prompts)
@@ -175,7 +206,13 @@ class LearningCheck:
 
         if self.speaks and step in self.sample_steps:
             prompt = self.answers.prompts[0]
-            self.bus.emit(SampleReply(step=step, prompt=prompt.text, reply=greedy_replies(self.model, self.tokenizer, [prompt], SAMPLE_MAX_TOKENS)[0]))
+            self.bus.emit(
+                SampleReply(
+                    step=step,
+                    prompt=prompt.text,
+                    reply=greedy_replies(self.model, self.tokenizer, [prompt], SAMPLE_MAX_TOKENS)[0],
+                )
+            )
 
     def finish(self, step: int, tuned_loss: float | None) -> None:
         from .events import Comparison
@@ -184,8 +221,18 @@ class LearningCheck:
             return
         prompts = self.answers.prompts
         tuned = greedy_replies(self.model, self.tokenizer, prompts)
-        self.bus.emit(Comparison(step=step, source=self.answers.source, prompts=[p.text for p in prompts], base=self.base, tuned=tuned,
-                                 references=[p.reference for p in prompts], base_loss=self.base_loss, tuned_loss=tuned_loss))
+        self.bus.emit(
+            Comparison(
+                step=step,
+                source=self.answers.source,
+                prompts=[p.text for p in prompts],
+                base=self.base,
+                tuned=tuned,
+                references=[p.reference for p in prompts],
+                base_loss=self.base_loss,
+                tuned_loss=tuned_loss,
+            )
+        )
 
 
 def sample_steps(config, has_eval: bool) -> set[int]:
@@ -196,8 +243,13 @@ def sample_steps(config, has_eval: bool) -> set[int]:
     return {round(config.steps * k / 4) for k in (1, 2, 3)} - {0, config.steps}
 
 
-def compare_run(run_dir: str | Path, prompts: list[str] | None = None, prompts_file: str | Path | None = None,
-                gguf: str | Path | None = None, max_new_tokens: int = COMPARE_MAX_TOKENS):
+def compare_run(
+    run_dir: str | Path,
+    prompts: list[str] | None = None,
+    prompts_file: str | Path | None = None,
+    gguf: str | Path | None = None,
+    max_new_tokens: int = COMPARE_MAX_TOKENS,
+):
     """``backprop compare``: the run's base model (HF) vs its adapter (or ``gguf``, through llama.cpp) on
     ``prompts``, the prompts in ``prompts_file``, or the run's held-out rows (with their held-out loss).
     The comparison is saved as the run's comparison.json and returned."""
@@ -215,18 +267,28 @@ def compare_run(run_dir: str | Path, prompts: list[str] | None = None, prompts_f
     config = run.read_config()
     tuned_path = run.merged if run.full_fine_tuned else run.adapter
     if not tuned_path.is_dir():
-        raise ConfigError(f"{run.path}: this run has no trained adapter yet", "compare a finished (or stopped) run")
-    model = resolve_model(config.model, allow_pickle=config.allow_pickle, trust_remote_code=config.trust_remote_code)
+        raise ConfigError(
+            f"{run.path}: this run has no trained adapter yet", "compare a finished (or stopped) run"
+        )
+    model = resolve_model(
+        config.model, allow_pickle=config.allow_pickle, trust_remote_code=config.trust_remote_code
+    )
     tokenizer = load_chat_tokenizer(model.path)
     if prompts:
         answers, held_out = Answers(prompts_from_texts(tokenizer, prompts), "--prompt"), []
     else:
-        settings = replace(config, compare_prompts=str(prompts_file), compare_count=max(config.compare_count, 1)) if prompts_file else config
+        settings = (
+            replace(config, compare_prompts=str(prompts_file), compare_count=max(config.compare_count, 1))
+            if prompts_file
+            else config
+        )
         data = None if settings.compare_prompts else prepare_dataset(settings, model)
         held_out = data.eval if data else []
         answers = choose_prompts(settings, tokenizer, held_out, data.train if data else [])
     if not answers.prompts:
-        raise ConfigError(f"{run.path}: no prompts to compare on (the data has no conversations)", "pass --prompt TEXT")
+        raise ConfigError(
+            f"{run.path}: no prompts to compare on (the data has no conversations)", "pass --prompt TEXT"
+        )
     sides = _Sides(model.path, tuned_path, run.full_fine_tuned, tokenizer)
     base, base_loss = sides.base(answers.prompts, held_out, max_new_tokens)
     if gguf is not None:
@@ -236,10 +298,23 @@ def compare_run(run_dir: str | Path, prompts: list[str] | None = None, prompts_f
         tuned, tuned_loss, label = _gguf_replies(path, answers.prompts, max_new_tokens), None, path.name
     else:
         (tuned, tuned_loss), label = sides.tuned(answers.prompts, held_out, max_new_tokens), "fine-tune"
-    step = next((e.get("steps", 0) for e in reversed(read_events(run.events_path)) if e.get("event") == "finished"), 0)
-    event = Comparison(step=step, source=answers.source, prompts=[p.text for p in answers.prompts], base=base, tuned=tuned,
-                       references=[p.reference for p in answers.prompts], base_loss=base_loss, tuned_loss=tuned_loss, tuned_label=label)
-    atomic_write_text(run.path / COMPARISON_FILE, json.dumps(event.to_dict()))  # events.jsonl ends with the run
+    step = next(
+        (e.get("steps", 0) for e in reversed(read_events(run.events_path)) if e.get("event") == "finished"), 0
+    )
+    event = Comparison(
+        step=step,
+        source=answers.source,
+        prompts=[p.text for p in answers.prompts],
+        base=base,
+        tuned=tuned,
+        references=[p.reference for p in answers.prompts],
+        base_loss=base_loss,
+        tuned_loss=tuned_loss,
+        tuned_label=label,
+    )
+    atomic_write_text(
+        run.path / COMPARISON_FILE, json.dumps(event.to_dict())
+    )  # events.jsonl ends with the run
     return event
 
 
@@ -247,7 +322,11 @@ def saved_comparisons(run_dir: Path) -> list[SampleReply | Comparison]:
     """A run's sample and comparison events (from training), then its latest `backprop compare`, oldest first."""
     from .runs import EventFollower
 
-    events = [e for e in EventFollower(Path(run_dir) / "events.jsonl").poll_events() if isinstance(e, (SampleReply, Comparison))]
+    events = [
+        e
+        for e in EventFollower(Path(run_dir) / "events.jsonl").poll_events()
+        if isinstance(e, (SampleReply, Comparison))
+    ]
     latest = Path(run_dir) / COMPARISON_FILE
     if latest.is_file():
         try:
@@ -269,7 +348,11 @@ class _Sides:
         self.device = pick_device()
         dtype = pick_dtype(self.device)
         self.tokenizer, self.full = tokenizer, full
-        self.model = load_base_model(base_path, self.device, dtype) if full else load_adapted_model(base_path, tuned_path, self.device, dtype)
+        self.model = (
+            load_base_model(base_path, self.device, dtype)
+            if full
+            else load_adapted_model(base_path, tuned_path, self.device, dtype)
+        )
         self.tuned_path, self.dtype = tuned_path, dtype
 
     def base(self, prompts, held_out, max_new_tokens):
@@ -298,6 +381,11 @@ def _gguf_replies(path: Path, prompts: list[Prompt], max_new_tokens: int) -> lis
 
     llm = open_gguf(path)
     try:
-        return [llm.create_completion(prompt=p.ids, max_tokens=max_new_tokens, temperature=0.0)["choices"][0]["text"].strip() for p in prompts]
+        return [
+            llm.create_completion(prompt=p.ids, max_tokens=max_new_tokens, temperature=0.0)["choices"][0][
+                "text"
+            ].strip()
+            for p in prompts
+        ]
     finally:
         llm.close()

@@ -47,7 +47,9 @@ class TrainConfig:
     steps: int = option(60, help="optimizer steps (default: planned from the data size)")
     learning_rate: float = option(2e-4, flags=("--learning-rate", "--lr"))
     method: str = "lora"  # lora, qlora (4-bit nf4 base), dora, rslora, full (every weight; small models)
-    backend: str = "auto"  # auto (Unsloth when installed and usable, else transformers), transformers, unsloth
+    backend: str = (
+        "auto"  # auto (Unsloth when installed and usable, else transformers), transformers, unsloth
+    )
     trust_remote_code: bool = False  # run Python code shipped with a hub model (only for models you trust)
     allow_pickle: bool = False  # load *.bin pickle weights (can run arbitrary code; safetensors otherwise)
     lora_rank: int = option(16, label="LoRA rank")
@@ -56,27 +58,39 @@ class TrainConfig:
     lora_targets: list[str] = field(default_factory=lambda: list(ALL_LINEAR))
     batch_size: int = option(8)
     grad_accum: int = option(1)
-    max_seq_len: int = option(0, label="Max seq len")  # 0: from the data (p99 rounded up to 64), capped by the model's context
+    max_seq_len: int = option(
+        0, label="Max seq len"
+    )  # 0: from the data (p99 rounded up to 64), capped by the model's context
     warmup_steps: int = option(5, help="default: 5 %% of the steps")
     lr_scheduler: str = "cosine"  # after warmup: cosine or linear decay to 10 % of the peak, or constant
     precision: str = "auto"  # weights and activations: auto (bf16/fp16 on GPU, fp32 on CPU), fp32, bf16, fp16
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     logging_steps: int = 5
-    save_steps: int = option(0, help="save a resumable checkpoint every N steps (default: at the midpoint)")  # also when a run stops early
+    save_steps: int = option(
+        0, help="save a resumable checkpoint every N steps (default: at the midpoint)"
+    )  # also when a run stops early
     save_total_limit: int = option(3, help="keep the newest N checkpoints (default: 3; 0: all)")
-    checkpoint_every_s: int = 0  # also every N seconds of training; 0: the checkpoint_minutes setting (default 20)
-    early_stopping_patience: int = option(0, help="stop after N evals without improvement (needs --eval-split and --eval-steps)")
+    checkpoint_every_s: int = (
+        0  # also every N seconds of training; 0: the checkpoint_minutes setting (default 20)
+    )
+    early_stopping_patience: int = option(
+        0, help="stop after N evals without improvement (needs --eval-split and --eval-steps)"
+    )
     early_stopping_min_delta: float = 0.0  # the eval loss must fall by more than this to count as improvement
     seed: int = option(42)
-    gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, ~30 % slower
+    gradient_checkpointing: bool = (
+        False  # recompute activations in the backward pass: less memory, ~30 % slower
+    )
     # GPU safety (train/safety.py); 0: the user's setting (settings.toml).
     gpu_temperature_warn_c: int = 0  # a warning event
     max_gpu_temperature_c: int = 0  # critical: training pauses until the GPU cools
     gpu_temperature_emergency_c: int = 0  # a checkpoint is saved and training stops
     gpu_memory_warn_pct: int = 0  # GPU memory in use: a warning event
     gpu_cool_timeout_s: int = 0  # a longer pause saves a checkpoint and stops
-    report_to: list[str] = field(default_factory=list)  # experiment trackers: tensorboard, wandb (tracking.py)
+    report_to: list[str] = field(
+        default_factory=list
+    )  # experiment trackers: tensorboard, wandb (tracking.py)
     # Data pipeline (see backprop_engine.data.DataSpec, which validates these).
     data_format: str = "auto"  # auto, preference, messages, sharegpt, alpaca, prompt_completion, text
     on_bad_row: str = "skip"  # skip (counted and reported in events) or error
@@ -89,11 +103,15 @@ class TrainConfig:
     eval_split: float = option(0.0, help="held-out rows: a fraction below 1 or a count (default: none)")
     eval_steps: int = option(0, help="evaluate every N steps (default: at the end only)")
     overlong: str = "truncate"  # rows longer than max_seq_len: truncate or drop
-    text_split: str = "auto"  # .txt/.md documents: auto, blank (blank lines), line (one per line), none (whole file)
+    text_split: str = (
+        "auto"  # .txt/.md documents: auto, blank (blank lines), line (one per line), none (whole file)
+    )
     chosen_only: bool = False  # preference rows (chosen/rejected): train prompt + chosen reply as a chat
     packing: bool = True  # used when a probe on the model shows it is exact; else padding
     # Divergence guard (train/guard.py): non-finite steps are skipped; this many in a row stop the run.
-    max_nonfinite_steps: int = option(5, help="stop after N steps in a row with a non-finite loss or gradient (default: 5)")
+    max_nonfinite_steps: int = option(
+        5, help="stop after N steps in a row with a non-finite loss or gradient (default: 5)"
+    )
     loss_spike_factor: float = 3.0  # a loss above this × the running median is a warning
     # Did it learn? (compare.py): base vs fine-tune answers at the end; a sample reply during training.
     compare_prompts: str = ""  # a text file, one prompt per line (default: held-out rows)
@@ -101,7 +119,15 @@ class TrainConfig:
     sample_steps: int = 0  # a sample reply every N steps (0: at every eval, else 4 per run)
 
     def __post_init__(self) -> None:
-        positive = ["steps", "lora_rank", "lora_alpha", "batch_size", "grad_accum", "logging_steps", "max_nonfinite_steps"]
+        positive = [
+            "steps",
+            "lora_rank",
+            "lora_alpha",
+            "batch_size",
+            "grad_accum",
+            "logging_steps",
+            "max_nonfinite_steps",
+        ]
         for name in positive:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -112,23 +138,38 @@ class TrainConfig:
             raise ConfigError(f"unknown backend {self.backend!r}", f"choose one of: {', '.join(BACKENDS)}")
         for name, allowed in (("precision", PRECISIONS), ("lr_scheduler", SCHEDULERS)):
             if getattr(self, name) not in allowed:
-                raise ConfigError(f"unknown {name} {getattr(self, name)!r}", f"choose one of: {', '.join(allowed)}")
+                raise ConfigError(
+                    f"unknown {name} {getattr(self, name)!r}", f"choose one of: {', '.join(allowed)}"
+                )
         if self.save_total_limit < 0 or self.early_stopping_patience < 0 or self.early_stopping_min_delta < 0:
-            raise ConfigError("save_total_limit, early_stopping_patience and early_stopping_min_delta must not be negative")
+            raise ConfigError(
+                "save_total_limit, early_stopping_patience and early_stopping_min_delta must not be negative"
+            )
         if self.early_stopping_patience and not (self.eval_split and self.eval_steps):
             raise ConfigError(
-                "early stopping needs periodic evaluation", "set --eval-split (held-out rows) and --eval-steps N as well"
+                "early stopping needs periodic evaluation",
+                "set --eval-split (held-out rows) and --eval-steps N as well",
             )
         if not 0 < self.learning_rate < 1:
             raise ConfigError(f"learning_rate must be in (0, 1), got {self.learning_rate!r}")
         if not 0 <= self.lora_dropout < 1:
             raise ConfigError(f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
-        if min(self.warmup_steps, self.save_steps, self.eval_steps, self.max_seq_len, self.checkpoint_every_s) < 0:
-            raise ConfigError("warmup_steps, save_steps, eval_steps, max_seq_len and checkpoint_every_s must not be negative")
+        if (
+            min(
+                self.warmup_steps, self.save_steps, self.eval_steps, self.max_seq_len, self.checkpoint_every_s
+            )
+            < 0
+        ):
+            raise ConfigError(
+                "warmup_steps, save_steps, eval_steps, max_seq_len and checkpoint_every_s must not be negative"
+            )
         if self.compare_count < 0 or self.sample_steps < 0:
             raise ConfigError("compare_count and sample_steps must not be negative")
         if not self.loss_spike_factor > 1:
-            raise ConfigError(f"loss_spike_factor must be above 1, got {self.loss_spike_factor!r}", "e.g. 3: warn above 3× the running median")
+            raise ConfigError(
+                f"loss_spike_factor must be above 1, got {self.loss_spike_factor!r}",
+                "e.g. 3: warn above 3× the running median",
+            )
         from .data.pipeline import DataSpec  # light module; validates every data setting
 
         DataSpec.from_config(self)
@@ -161,6 +202,8 @@ class TrainConfig:
         try:
             data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
         except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"{path}: cannot read run config ({exc})", "is this a backprop run directory?") from None
+            raise ConfigError(
+                f"{path}: cannot read run config ({exc})", "is this a backprop run directory?"
+            ) from None
         known = {k: v for k, v in data.get("train", {}).items() if k in cls.field_names()}
         return cls(**known)

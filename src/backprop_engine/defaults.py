@@ -38,7 +38,9 @@ class TrainingPlan:
     def event(self):
         from .events import RunPlanned
 
-        choices = [{"name": c.name, "value": c.value, "reason": c.reason, "by_user": c.by_user} for c in self.choices]
+        choices = [
+            {"name": c.name, "value": c.value, "reason": c.reason, "by_user": c.by_user} for c in self.choices
+        ]
         return RunPlanned(model=self.config.model, device=self.device, memory=self.memory, choices=choices)
 
     def describe(self) -> str:
@@ -80,16 +82,23 @@ class _Planner:
         return TrainConfig.with_overrides(**self.values)
 
 
-def plan_training(config: TrainConfig, user_set: set[str], facts, data: DataSize, machine, device: str,
-                  processes: int = 1) -> TrainingPlan:
+def plan_training(
+    config: TrainConfig, user_set: set[str], facts, data: DataSize, machine, device: str, processes: int = 1
+) -> TrainingPlan:
     """Fill every setting the user left open; ``facts`` is the model's ModelFacts, ``machine`` a hardware probe,
     ``processes`` the data-parallel ranks (each trains ``batch_size`` rows of every micro-batch)."""
     from .planner import plan_batch
 
     planner = _Planner(config, set(user_set))
     builtin = config.model in TINY_SPECS
-    planner.choose("max_seq_len", data.seq_len, "the data's 99th-percentile length rounded up to 64, capped by the model's context")
-    method = planner.choose("method", config.method, "LoRA trains ~1 % of the weights and merges back losslessly")
+    planner.choose(
+        "max_seq_len",
+        data.seq_len,
+        "the data's 99th-percentile length rounded up to 64, capped by the model's context",
+    )
+    method = planner.choose(
+        "method", config.method, "LoRA trains ~1 % of the weights and merges back losslessly"
+    )
     planner.choose("precision", *_precision(device, method))
     rank, alpha = config.lora_rank, config.lora_alpha
     if method != "full":
@@ -102,22 +111,59 @@ def plan_training(config: TrainConfig, user_set: set[str], facts, data: DataSize
     by_user = bool({"batch_size", "grad_accum"} & planner.user_set)
     target = config.batch_size * config.grad_accum if by_user else _rows_for(wanted, data.examples_per_row)
     budget = 0.9 * machine.accelerator_memory_mb
-    batch = plan_batch(facts, budget, target_batch=target, seq_len=data.seq_len, method=_memory_method(method),
-                       rank=rank, targets=config.lora_targets, on_gpu=device == "cuda")
-    micro = planner.choose("batch_size", batch.micro_batch, f"the largest micro-batch up to {target} rows that fits {budget / 1024:.1f} GB")
+    batch = plan_batch(
+        facts,
+        budget,
+        target_batch=target,
+        seq_len=data.seq_len,
+        method=_memory_method(method),
+        rank=rank,
+        targets=config.lora_targets,
+        on_gpu=device == "cuda",
+    )
+    micro = planner.choose(
+        "batch_size",
+        batch.micro_batch,
+        f"the largest micro-batch up to {target} rows that fits {budget / 1024:.1f} GB",
+    )
     ranks = f" over {processes} processes" if processes > 1 else ""
-    accum = planner.choose("grad_accum", max(1, math.ceil(target / (micro * processes))), f"{target} rows per step{ranks}")
+    accum = planner.choose(
+        "grad_accum", max(1, math.ceil(target / (micro * processes))), f"{target} rows per step{ranks}"
+    )
     tight = "memory is tight: activations are recomputed in the backward pass (~30 % slower)"
-    planner.choose("gradient_checkpointing", batch.gradient_checkpointing, tight if batch.gradient_checkpointing else "fits without it: faster")
+    planner.choose(
+        "gradient_checkpointing",
+        batch.gradient_checkpointing,
+        tight if batch.gradient_checkpointing else "fits without it: faster",
+    )
     rows_per_step = micro * accum * processes
     per_step = rows_per_step * data.examples_per_row
-    packed = f" ({rows_per_step} rows of ≈{data.examples_per_row:.1f} packed examples)" if data.examples_per_row > 1.05 else ""
-    planner.choices.append(Choice("effective_batch", round(per_step, 1), f"examples per optimizer step{packed}; "
-                                  + ("from your batch_size × grad_accum" if by_user else wanted_reason), by_user))
+    packed = (
+        f" ({rows_per_step} rows of ≈{data.examples_per_row:.1f} packed examples)"
+        if data.examples_per_row > 1.05
+        else ""
+    )
+    planner.choices.append(
+        Choice(
+            "effective_batch",
+            round(per_step, 1),
+            f"examples per optimizer step{packed}; "
+            + ("from your batch_size × grad_accum" if by_user else wanted_reason),
+            by_user,
+        )
+    )
     steps = planner.choose("steps", *_steps(data.rows, examples, rows_per_step))
-    after = "a constant rate" if config.lr_scheduler == "constant" else f"{config.lr_scheduler} decay to 10 % of the peak"
+    after = (
+        "a constant rate"
+        if config.lr_scheduler == "constant"
+        else f"{config.lr_scheduler} decay to 10 % of the peak"
+    )
     planner.choose("warmup_steps", max(1, round(0.05 * steps)), f"5 % of the steps, linear, then {after}")
-    planner.choose("packing", config.packing, "several examples per row, no attention across them (checked on the model before use)")
+    planner.choose(
+        "packing",
+        config.packing,
+        "several examples per row, no attention across them (checked on the model before use)",
+    )
     return TrainingPlan(planner.config(), planner.choices, device, batch.estimate.describe())
 
 
@@ -138,7 +184,10 @@ def _rank(trained_tokens: int, builtin: bool) -> tuple[int, str]:
         return 16, "the built-in model learns from scratch: rank 16 gives it room"
     for limit, rank in ((100_000, 8), (5_000_000, 16), (50_000_000, 32)):
         if trained_tokens < limit:
-            return rank, f"{trained_tokens:,} trained tokens (< {limit:,}): a larger rank would mostly memorise"
+            return (
+                rank,
+                f"{trained_tokens:,} trained tokens (< {limit:,}): a larger rank would mostly memorise",
+            )
     return 64, f"{trained_tokens:,} trained tokens: enough data to use rank 64"
 
 
@@ -152,13 +201,23 @@ def _learning_rate(method: str, rank: int, alpha: int, builtin: bool) -> tuple[f
     if method == "full":
         if builtin:
             return TINY_FULL_LEARNING_RATE, "full fine-tuning of the random-init tiny model"
-        return FULL_LEARNING_RATE, "full fine-tuning moves every pretrained weight: a small step keeps what it knows"
-    base, who = (TINY_LEARNING_RATE, "random-init tiny model") if builtin else (LORA_LEARNING_RATE, "the usual LoRA rate")
+        return (
+            FULL_LEARNING_RATE,
+            "full fine-tuning moves every pretrained weight: a small step keeps what it knows",
+        )
+    base, who = (
+        (TINY_LEARNING_RATE, "random-init tiny model")
+        if builtin
+        else (LORA_LEARNING_RATE, "the usual LoRA rate")
+    )
     scale = alpha / math.sqrt(rank) if method == "rslora" else alpha / rank
     if math.isclose(scale, LORA_SCALE):
         return base, f"{who} at the adapter scale α/r = {LORA_SCALE:g}"
     rate = float(f"{base * LORA_SCALE / scale:.2g}")
-    return rate, f"{who} × {LORA_SCALE:g}/{scale:.3g}: the adapter scale at rank {rank} is {scale:.3g}, not {LORA_SCALE:g}"
+    return (
+        rate,
+        f"{who} × {LORA_SCALE:g}/{scale:.3g}: the adapter scale at rank {rank} is {scale:.3g}, not {LORA_SCALE:g}",
+    )
 
 
 def default_learning_rate(config: TrainConfig) -> float:

@@ -2,7 +2,8 @@
 
 The app writes a :class:`LaunchSpec` into the run directory and starts ``python -m backprop_engine.detach
 RUN/launch-<action>.json`` in a new session (``setsid``), with stdin from /dev/null and stdout/stderr appended
-to ``RUN/train.log`` (``RUN/export.log`` for an export, whose events go to ``RUN/export.jsonl``). When the app's terminal goes away (an SSH drop sends SIGHUP to the terminal's session;
+to ``RUN/train.log`` (``RUN/export.log`` for an export, whose events go to ``RUN/export.jsonl``). When the
+app's terminal goes away (an SSH drop sends SIGHUP to the terminal's session;
 writes then fail with EIO), the training process is in another session, has no terminal to lose, and goes on;
 the app (or any later one) follows its events.jsonl and controls it through the run's channel (channel.py).
 A separate process rather than the app's own: an app that "exits but keeps training" would have to outlive
@@ -66,7 +67,10 @@ class Launched:
         code = self.process.poll()
         if code is None or code == 0:
             return None
-        return last_error(self.log) or f"the {self.spec.action} process exited with status {code} (see {self.log})"
+        return (
+            last_error(self.log)
+            or f"the {self.spec.action} process exited with status {code} (see {self.log})"
+        )
 
     def failed_before_start(self) -> str | None:
         """The error of a training process that exited before creating its run (None while it runs or once the
@@ -91,8 +95,12 @@ def launch(spec: LaunchSpec) -> Launched:
     try:
         process = subprocess.Popen(
             [sys.executable, "-m", "backprop_engine.detach", str(run / spec.launch_file)],
-            stdin=subprocess.DEVNULL, stdout=log_fd, stderr=subprocess.STDOUT,
-            start_new_session=True, close_fds=True, cwd=run,
+            stdin=subprocess.DEVNULL,
+            stdout=log_fd,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+            cwd=run,
         )
     finally:
         os.close(log_fd)
@@ -107,8 +115,10 @@ def last_error(log: Path) -> str | None:
         return None
     for index in range(len(lines) - 1, -1, -1):
         if lines[index].startswith("error: "):
-            hint = lines[index + 1] if index + 1 < len(lines) and lines[index + 1].startswith("hint: ") else ""
-            return lines[index][len("error: "):] + (f" ({hint})" if hint else "")
+            hint = (
+                lines[index + 1] if index + 1 < len(lines) and lines[index + 1].startswith("hint: ") else ""
+            )
+            return lines[index][len("error: ") :] + (f" ({hint})" if hint else "")
     return None
 
 
@@ -124,7 +134,9 @@ def run_spec(spec: LaunchSpec) -> int:
         trainer = Trainer.from_run(spec.run_dir, on_event=console)
         return train_headless(trainer, trainer.resume)
     trainer = Trainer(spec.model, on_event=console, **spec.overrides)
-    return train_headless(trainer, lambda: trainer.train(spec.data, steps=spec.steps, output_dir=spec.run_dir))
+    return train_headless(
+        trainer, lambda: trainer.train(spec.data, steps=spec.steps, output_dir=spec.run_dir)
+    )
 
 
 def _export(spec: LaunchSpec, console) -> int:

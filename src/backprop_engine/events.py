@@ -199,7 +199,13 @@ class RunFailed(Event):
     error: str
 
 
-EXPORT_STAGES = ("merge", "convert", "quantize", "verify", "ollama")  # ExportProgress.stage in order ("done" ends)
+EXPORT_STAGES = (
+    "merge",
+    "convert",
+    "quantize",
+    "verify",
+    "ollama",
+)  # ExportProgress.stage in order ("done" ends)
 
 
 @dataclass(kw_only=True)
@@ -306,7 +312,9 @@ class EventBus:
 
 
 @contextlib.contextmanager
-def attached(bus: EventBus, *sinks: Sink, report_failure: bool = True, report_to: Listener | None = None) -> Iterator[None]:
+def attached(
+    bus: EventBus, *sinks: Sink, report_failure: bool = True, report_to: Listener | None = None
+) -> Iterator[None]:
     """``sinks`` listen on ``bus`` for the block and are closed after it. An exception ending the block goes out
     first as :class:`RunFailed` (to ``report_to``, default the whole bus) unless ``report_failure`` is off."""
     for sink in sinks:
@@ -387,7 +395,10 @@ def format_event(event: Event) -> str:
         return f"warning: {event.message}"
     if isinstance(event, StepSkipped):
         counted = f"; {event.in_a_row} of {event.limit} in a row stop the run" if event.in_a_row else ""
-        return f"warning: step {event.step} skipped, adapter unchanged: {event.reason} (loss {event.loss:.4g}, grad norm {event.grad_norm:.4g}){counted}"
+        return (
+            f"warning: step {event.step} skipped, adapter unchanged: {event.reason} "
+            f"(loss {event.loss:.4g}, grad norm {event.grad_norm:.4g}){counted}"
+        )
     if isinstance(event, Comparison):
         return format_comparison(event)
     if isinstance(event, SampleReply):
@@ -427,10 +438,14 @@ def format_comparison(event: Comparison, width: int = 100) -> str:
     """The two sides in columns: the prompt, then the base's reply beside the fine-tune's."""
     half = (width - 3) // 2
     count = len(event.prompts)
-    head = f"base vs {event.tuned_label} on {count} prompt{'' if count == 1 else 's'} ({event.source}), greedy"
+    head = (
+        f"base vs {event.tuned_label} on {count} prompt{'' if count == 1 else 's'} ({event.source}), greedy"
+    )
     if event.base_loss is not None and event.tuned_loss is not None:
-        head += (f"; held-out loss {event.base_loss:.4f} -> {event.tuned_loss:.4f}, "
-                 f"perplexity {perplexity(event.base_loss):.2f} -> {perplexity(event.tuned_loss):.2f}")
+        head += (
+            f"; held-out loss {event.base_loss:.4f} -> {event.tuned_loss:.4f}, "
+            f"perplexity {perplexity(event.base_loss):.2f} -> {perplexity(event.tuned_loss):.2f}"
+        )
     lines = [head, f"{'base':<{half}} | {event.tuned_label}"]
     for prompt, base, tuned in zip(event.prompts, event.base, event.tuned):
         lines.append(f"> {prompt}")
@@ -448,7 +463,13 @@ def _format_plan(event: RunPlanned) -> str:
     lines = [f"plan for {event.model} on {event.device}; predicted peak memory {event.memory}"]
     for choice in event.choices:
         value = choice["value"]
-        shown = f"{value:.2g}" if isinstance(value, float) else ("on" if value else "off") if isinstance(value, bool) else str(value)
+        shown = (
+            f"{value:.2g}"
+            if isinstance(value, float)
+            else ("on" if value else "off")
+            if isinstance(value, bool)
+            else str(value)
+        )
         origin = "you" if choice["by_user"] else "auto"
         lines.append(f"  {choice['name']:<{width}}  {shown:<8} [{origin}] {choice['reason']}")
     return "\n".join(lines)

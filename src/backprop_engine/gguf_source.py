@@ -23,7 +23,9 @@ OLLAMA_PREFIX = "ollama:"
 SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3", "gemma3")
 _STAMP = "backprop_gguf.json"
 _OLLAMA_MODEL_LAYER = "application/vnd.ollama.image.model"
-_OLLAMA_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*){0,2}(:[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+_OLLAMA_NAME = re.compile(
+    r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*){0,2}(:[A-Za-z0-9][A-Za-z0-9._-]*)?$"
+)
 
 
 @dataclass(frozen=True)
@@ -41,11 +43,14 @@ def is_gguf_model(name: str) -> bool:
 def locate(name: str) -> GgufFile:
     """The GGUF behind ``name``, checked (complete file, supported architecture) without loading weights."""
     if name.startswith(OLLAMA_PREFIX):
-        path, digest = ollama_blob(name[len(OLLAMA_PREFIX):])
+        path, digest = ollama_blob(name[len(OLLAMA_PREFIX) :])
         return inspect_gguf(path, label=name, sha256=digest)
     path = Path(name).expanduser()
     if not path.is_file():
-        raise ModelError(f"{path}: no such GGUF file", "pass the path of a .gguf file, or ollama:NAME for a model Ollama has")
+        raise ModelError(
+            f"{path}: no such GGUF file",
+            "pass the path of a .gguf file, or ollama:NAME for a model Ollama has",
+        )
     return inspect_gguf(path)
 
 
@@ -62,10 +67,13 @@ def inspect_gguf(path: Path, label: str | None = None, sha256: str | None = None
         file_type = _field(reader, "general.file_type")
         end = max((t.data_offset + t.n_bytes for t in reader.tensors), default=0)
     except (ValueError, IndexError, OSError, KeyError) as exc:
-        raise ModelError(f"{label}: truncated or damaged GGUF file ({exc})", "download or export the file again") from None
+        raise ModelError(
+            f"{label}: truncated or damaged GGUF file ({exc})", "download or export the file again"
+        ) from None
     if end > path.stat().st_size:
         raise ModelError(
-            f"{label}: truncated GGUF file ({path.stat().st_size} of {end} bytes)", "download or export the file again"
+            f"{label}: truncated GGUF file ({path.stat().st_size} of {end} bytes)",
+            "download or export the file again",
         )
     if arch not in SUPPORTED_ARCHITECTURES:
         raise ModelError(
@@ -101,27 +109,45 @@ def ollama_models_dir() -> Path:
 def ollama_blob(reference: str) -> tuple[Path, str]:
     """``NAME[:TAG]`` (``NS/NAME``, ``HOST/NS/NAME`` as Ollama spells them) → the model layer's blob and its sha256."""
     if not _OLLAMA_NAME.match(reference) or ".." in reference:
-        raise ModelError(f"invalid Ollama model name {reference!r}", "write it as ollama:NAME or ollama:NAME:TAG, e.g. ollama:smollm2:135m")
+        raise ModelError(
+            f"invalid Ollama model name {reference!r}",
+            "write it as ollama:NAME or ollama:NAME:TAG, e.g. ollama:smollm2:135m",
+        )
     store = ollama_models_dir()
     if not (store / "manifests").is_dir():
         raise ModelError(
-            f"no Ollama model store at {store}", "set OLLAMA_MODELS to the folder Ollama keeps models in, or `ollama pull` a model first"
+            f"no Ollama model store at {store}",
+            "set OLLAMA_MODELS to the folder Ollama keeps models in, or `ollama pull` a model first",
         )
     name, _, tag = reference.partition(":")
     parts = name.split("/")
-    host, namespace = ("registry.ollama.ai", "library") if len(parts) == 1 else ("registry.ollama.ai", parts[0]) if len(parts) == 2 else parts[:2]
+    host, namespace = (
+        ("registry.ollama.ai", "library")
+        if len(parts) == 1
+        else ("registry.ollama.ai", parts[0])
+        if len(parts) == 2
+        else parts[:2]
+    )
     manifest = store / "manifests" / host / namespace / parts[-1] / (tag or "latest")
     if not manifest.is_file():
         known = ", ".join(_ollama_models(store)[:8]) or "none"
-        raise ModelError(f"ollama:{reference}: no such model in the Ollama store at {store}", f"`ollama pull {reference}` first; the store has: {known}")
+        raise ModelError(
+            f"ollama:{reference}: no such model in the Ollama store at {store}",
+            f"`ollama pull {reference}` first; the store has: {known}",
+        )
     try:
         layers = json.loads(manifest.read_text(encoding="utf-8")).get("layers", [])
         digest = next(layer["digest"] for layer in layers if layer.get("mediaType") == _OLLAMA_MODEL_LAYER)
     except (ValueError, StopIteration, KeyError, TypeError):
-        raise ModelError(f"{manifest}: not an Ollama manifest with a model layer", f"`ollama pull {reference}` again") from None
+        raise ModelError(
+            f"{manifest}: not an Ollama manifest with a model layer", f"`ollama pull {reference}` again"
+        ) from None
     blob = store / "blobs" / digest.replace(":", "-")
     if not blob.is_file():
-        raise ModelError(f"ollama:{reference}: its weights {blob.name} are missing from {store / 'blobs'}", f"`ollama pull {reference}` again")
+        raise ModelError(
+            f"ollama:{reference}: its weights {blob.name} are missing from {store / 'blobs'}",
+            f"`ollama pull {reference}` again",
+        )
     return blob, digest.removeprefix("sha256:")
 
 
@@ -146,7 +172,12 @@ def dequantized_folder(source: GgufFile, cache_root: Path | None = None) -> tupl
         return folder, True
     with atomic_dir(folder) as tmp:
         _dequantize(source.path, tmp)
-        stamp = {"gguf": str(source.path), "sha256": digest, "architecture": source.architecture, "file_type": source.file_type}
+        stamp = {
+            "gguf": str(source.path),
+            "sha256": digest,
+            "architecture": source.architecture,
+            "file_type": source.file_type,
+        }
         (tmp / _STAMP).write_text(json.dumps(stamp, indent=2) + "\n", encoding="utf-8")
     return folder, False
 
@@ -163,11 +194,15 @@ def _dequantize(path: Path, out_dir: Path) -> None:
         with contextlib.redirect_stderr(io.StringIO()):  # its own tqdm bar, which disable_progress_bar misses
             tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
             model = AutoModelForCausalLM.from_pretrained(
-                path.parent, gguf_file=path.name, dtype=torch.float32,
+                path.parent,
+                gguf_file=path.name,
+                dtype=torch.float32,
                 quantization_config=GgufConfig(gguf_file=path.name, dequantize=True),
             )
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        raise ModelError(f"{path}: transformers cannot load this GGUF ({exc})", "is it a complete, supported model file?") from None
+        raise ModelError(
+            f"{path}: transformers cannot load this GGUF ({exc})", "is it a complete, supported model file?"
+        ) from None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.hf_quantizer = None

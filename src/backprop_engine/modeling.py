@@ -18,7 +18,9 @@ def quiet_transformers() -> None:
     warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated")
     # QLoRA on CPU backpropagates through bitsandbytes' gemv_4bit via torch's fallback; the gradients are
     # checked against a dequantized twin in tests/test_methods.py.
-    warnings.filterwarnings("ignore", message="bitsandbytes::gemv_4bit: an autograd kernel was not registered")
+    warnings.filterwarnings(
+        "ignore", message="bitsandbytes::gemv_4bit: an autograd kernel was not registered"
+    )
     import transformers
 
     transformers.utils.logging.set_verbosity_error()
@@ -47,7 +49,9 @@ def load_tokenizer(path: Path, trust_remote_code: bool = False):
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
-        raise ModelError(f"{path}: cannot load tokenizer ({exc})", "the folder needs tokenizer.json or tokenizer files") from None
+        raise ModelError(
+            f"{path}: cannot load tokenizer ({exc})", "the folder needs tokenizer.json or tokenizer files"
+        ) from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -62,7 +66,9 @@ def model_context(path: Path, tokenizer) -> int:
     return positions or limit or 2048
 
 
-def load_base_model(path: Path, device: str = "cpu", dtype=None, trust_remote_code: bool = False, four_bit: bool = False):
+def load_base_model(
+    path: Path, device: str = "cpu", dtype=None, trust_remote_code: bool = False, four_bit: bool = False
+):
     """The model in ``dtype``; ``four_bit`` quantizes its linear layers to bitsandbytes nf4 with double
     quantization (QLoRA), computing in ``dtype``. bitsandbytes runs this on the CPU too."""
     quiet_transformers()
@@ -74,16 +80,24 @@ def load_base_model(path: Path, device: str = "cpu", dtype=None, trust_remote_co
         from transformers import BitsAndBytesConfig
 
         extra["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=dtype or torch.float32,
         )
         extra["device_map"] = {"": device}
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=dtype or torch.float32, trust_remote_code=trust_remote_code, use_safetensors=True, **extra
+            path,
+            dtype=dtype or torch.float32,
+            trust_remote_code=trust_remote_code,
+            use_safetensors=True,
+            **extra,
         )
     except (OSError, ValueError) as exc:
-        raise ModelError(f"{path}: cannot load model ({exc})", "pass a causal-LM folder with safetensors weights") from None
+        raise ModelError(
+            f"{path}: cannot load model ({exc})", "pass a causal-LM folder with safetensors weights"
+        ) from None
     return model if four_bit else model.to(device)
 
 

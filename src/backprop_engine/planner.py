@@ -42,11 +42,18 @@ class MemoryEstimate:
         return self.weights_mb + self.trainable_mb + self.activations_mb + self.logits_mb + self.overhead_mb
 
     def describe(self) -> str:
-        parts = [("weights", self.weights_mb), ("trainable+optimizer", self.trainable_mb),
-                 ("activations", self.activations_mb), ("logits", self.logits_mb), ("overhead", self.overhead_mb)]
+        parts = [
+            ("weights", self.weights_mb),
+            ("trainable+optimizer", self.trainable_mb),
+            ("activations", self.activations_mb),
+            ("logits", self.logits_mb),
+            ("overhead", self.overhead_mb),
+        ]
         if self.total_mb < 1024:
             return f"{self.total_mb:.0f} MB = " + " + ".join(f"{name} {mb:.0f}" for name, mb in parts)
-        return f"{self.total_mb / 1024:.1f} GB = " + " + ".join(f"{name} {mb / 1024:.1f}" for name, mb in parts)
+        return f"{self.total_mb / 1024:.1f} GB = " + " + ".join(
+            f"{name} {mb / 1024:.1f}" for name, mb in parts
+        )
 
 
 def lora_parameter_count(facts: ModelFacts, rank: int, targets=ALL_LINEAR) -> int:
@@ -94,7 +101,10 @@ def estimate_memory(
         activations += 2 * linear * act_bytes
     # Three fp32 copies of one chunk's logits (measured 3.1 when all positions were one chunk), and per token the
     # trained positions' hidden states and their gradient.
-    logits = min(tokens, chunk_tokens(facts.vocab_size)) * facts.vocab_size * 4 * 3 + tokens * facts.hidden_size * act_bytes * 2
+    logits = (
+        min(tokens, chunk_tokens(facts.vocab_size)) * facts.vocab_size * 4 * 3
+        + tokens * facts.hidden_size * act_bytes * 2
+    )
     return MemoryEstimate(
         weights_mb=weights / MB,
         trainable_mb=trainable * 16 / MB,
@@ -134,8 +144,16 @@ def plan_batch(
     for checkpointing in (False, True):
         micro = 2 ** int(math.log2(max(1, target_batch)))
         while micro >= 1:
-            estimate = estimate_memory(facts, method=method, rank=rank, targets=targets, seq_len=seq_len,
-                                       micro_batch=micro, gradient_checkpointing=checkpointing, on_gpu=on_gpu)
+            estimate = estimate_memory(
+                facts,
+                method=method,
+                rank=rank,
+                targets=targets,
+                seq_len=seq_len,
+                micro_batch=micro,
+                gradient_checkpointing=checkpointing,
+                on_gpu=on_gpu,
+            )
             if estimate.total_mb <= budget_mb:
                 accum = math.ceil(target_batch / micro)
                 why = f"micro-batch {micro} × {accum} accumulation fits {budget_mb / 1024:.1f} GB ({estimate.describe()})"
@@ -143,8 +161,16 @@ def plan_batch(
                     why += "; gradient checkpointing on because memory is tight"
                 return BatchPlan(micro, accum, checkpointing, estimate, why)
             micro //= 2
-    smallest = estimate_memory(facts, method=method, rank=rank, targets=targets, seq_len=seq_len, micro_batch=1,
-                               gradient_checkpointing=True, on_gpu=on_gpu)
+    smallest = estimate_memory(
+        facts,
+        method=method,
+        rank=rank,
+        targets=targets,
+        seq_len=seq_len,
+        micro_batch=1,
+        gradient_checkpointing=True,
+        on_gpu=on_gpu,
+    )
     raise ConfigError(
         f"does not fit: one sequence of {seq_len} tokens needs ~{smallest.total_mb / 1024:.1f} GB, "
         f"the budget is {budget_mb / 1024:.1f} GB",
@@ -152,13 +178,26 @@ def plan_batch(
     )
 
 
-def fit_verdict(facts: ModelFacts, available_mb: float, on_gpu: bool, method: str = "lora",
-                seq_len: int = 512, target_batch: int = 8) -> tuple[MemoryEstimate, str]:
+def fit_verdict(
+    facts: ModelFacts,
+    available_mb: float,
+    on_gpu: bool,
+    method: str = "lora",
+    seq_len: int = 512,
+    target_batch: int = 8,
+) -> tuple[MemoryEstimate, str]:
     """The estimate at the target batch and a verdict: "yes", "tight" (needs a smaller micro-batch or
     gradient checkpointing) or "no" (not even one sequence fits)."""
     estimate = estimate_memory(facts, method=method, seq_len=seq_len, micro_batch=target_batch, on_gpu=on_gpu)
     try:
-        plan = plan_batch(facts, 0.9 * available_mb, target_batch=target_batch, seq_len=seq_len, method=method, on_gpu=on_gpu)
+        plan = plan_batch(
+            facts,
+            0.9 * available_mb,
+            target_batch=target_batch,
+            seq_len=seq_len,
+            method=method,
+            on_gpu=on_gpu,
+        )
     except ConfigError:
         return estimate, "no"
     tight = plan.gradient_checkpointing or plan.micro_batch < target_batch

@@ -39,8 +39,15 @@ class ModelFacts:
         """(in, out) of each linear module of one decoder layer, by its usual HF name."""
         h, q, kv = self.hidden_size, self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
         i = self.intermediate_size
-        return {"q_proj": (h, q), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (q, h),
-                "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
+        return {
+            "q_proj": (h, q),
+            "k_proj": (h, kv),
+            "v_proj": (h, kv),
+            "o_proj": (q, h),
+            "gate_proj": (h, i),
+            "up_proj": (h, i),
+            "down_proj": (i, h),
+        }
 
     @property
     def kquant_warning(self) -> str | None:
@@ -74,7 +81,9 @@ class ModelFacts:
             vocab_size=config["vocab_size"],
             context_length=config.get("max_position_embeddings", 2048),
             tied_embeddings=bool(config.get("tie_word_embeddings", False)),
-            attention_head_dim=0 if config.get("head_dim") in (None, config["hidden_size"] // heads) else config["head_dim"],
+            attention_head_dim=0
+            if config.get("head_dim") in (None, config["hidden_size"] // heads)
+            else config["head_dim"],
         )
 
 
@@ -106,40 +115,132 @@ PRESETS: dict[str, Preset] = {
     for p in [
         Preset("tiny", "builtin", "llama", "chatml", _facts(256, 768, 2, 4, 2, 1536, 2048, False)),
         Preset("tiny-qwen2", "builtin", "qwen2", "chatml", _facts(256, 768, 2, 4, 2, 1536, 2048, True)),
-        Preset("qwen2.5-0.5b", "Qwen/Qwen2.5-0.5B-Instruct", "qwen2", "chatml",
-               _facts(896, 4864, 24, 14, 2, 151936, 32768, True), "unsloth/Qwen2.5-0.5B-Instruct-bnb-4bit"),
-        Preset("qwen2.5-1.5b", "Qwen/Qwen2.5-1.5B-Instruct", "qwen2", "chatml",
-               _facts(1536, 8960, 28, 12, 2, 151936, 32768, True), "unsloth/Qwen2.5-1.5B-Instruct-bnb-4bit"),
-        Preset("qwen2.5-3b", "Qwen/Qwen2.5-3B-Instruct", "qwen2", "chatml",
-               _facts(2048, 11008, 36, 16, 2, 151936, 32768, True), "unsloth/Qwen2.5-3B-Instruct-bnb-4bit"),
-        Preset("qwen2.5-7b", "Qwen/Qwen2.5-7B-Instruct", "qwen2", "chatml",
-               _facts(3584, 18944, 28, 28, 4, 152064, 32768, False), "unsloth/Qwen2.5-7B-Instruct-bnb-4bit"),
-        Preset("llama-3.2-1b", "meta-llama/Llama-3.2-1B-Instruct", "llama", "llama3",
-               _facts(2048, 8192, 16, 32, 8, 128256, 131072, True), "unsloth/Llama-3.2-1B-Instruct-bnb-4bit"),
-        Preset("llama-3.2-3b", "meta-llama/Llama-3.2-3B-Instruct", "llama", "llama3",
-               _facts(3072, 8192, 28, 24, 8, 128256, 131072, True), "unsloth/Llama-3.2-3B-Instruct-bnb-4bit"),
-        Preset("mistral-7b", "mistralai/Mistral-7B-Instruct-v0.3", "mistral", "mistral",
-               _facts(4096, 14336, 32, 32, 8, 32768, 32768, False), "unsloth/mistral-7b-instruct-v0.3-bnb-4bit"),
-        Preset("smollm2-135m", "HuggingFaceTB/SmolLM2-135M-Instruct", "llama", "chatml",
-               _facts(576, 1536, 30, 9, 3, 49152, 8192, True)),
-        Preset("smollm2-360m", "HuggingFaceTB/SmolLM2-360M-Instruct", "llama", "chatml",
-               _facts(960, 2560, 32, 15, 5, 49152, 8192, True)),
-        Preset("smollm2-1.7b", "HuggingFaceTB/SmolLM2-1.7B-Instruct", "llama", "chatml",
-               _facts(2048, 8192, 24, 32, 32, 49152, 8192, True)),
-        Preset("qwen3-0.6b", "Qwen/Qwen3-0.6B", "qwen3", "qwen3",
-               _facts(1024, 3072, 28, 16, 8, 151936, 40960, True, head_dim=128)),
-        Preset("qwen3-1.7b", "Qwen/Qwen3-1.7B", "qwen3", "qwen3",
-               _facts(2048, 6144, 28, 16, 8, 151936, 40960, True, head_dim=128)),
-        Preset("qwen3-4b", "Qwen/Qwen3-4B", "qwen3", "qwen3",
-               _facts(2560, 9728, 36, 32, 8, 151936, 40960, True, head_dim=128)),
-        Preset("qwen3-8b", "Qwen/Qwen3-8B", "qwen3", "qwen3",
-               _facts(4096, 12288, 36, 32, 8, 151936, 40960, False, head_dim=128)),
-        Preset("gemma-3-270m", "google/gemma-3-270m-it", "gemma3", "gemma",
-               _facts(640, 2048, 18, 4, 1, 262144, 32768, True, head_dim=256)),
-        Preset("gemma-3-1b", "google/gemma-3-1b-it", "gemma3", "gemma",
-               _facts(1152, 6912, 26, 4, 1, 262144, 32768, True, head_dim=256)),
-        Preset("gemma-3-4b", "google/gemma-3-4b-it", "gemma3", "gemma",
-               _facts(2560, 10240, 34, 8, 4, 262208, 131072, True, head_dim=256)),
+        Preset(
+            "qwen2.5-0.5b",
+            "Qwen/Qwen2.5-0.5B-Instruct",
+            "qwen2",
+            "chatml",
+            _facts(896, 4864, 24, 14, 2, 151936, 32768, True),
+            "unsloth/Qwen2.5-0.5B-Instruct-bnb-4bit",
+        ),
+        Preset(
+            "qwen2.5-1.5b",
+            "Qwen/Qwen2.5-1.5B-Instruct",
+            "qwen2",
+            "chatml",
+            _facts(1536, 8960, 28, 12, 2, 151936, 32768, True),
+            "unsloth/Qwen2.5-1.5B-Instruct-bnb-4bit",
+        ),
+        Preset(
+            "qwen2.5-3b",
+            "Qwen/Qwen2.5-3B-Instruct",
+            "qwen2",
+            "chatml",
+            _facts(2048, 11008, 36, 16, 2, 151936, 32768, True),
+            "unsloth/Qwen2.5-3B-Instruct-bnb-4bit",
+        ),
+        Preset(
+            "qwen2.5-7b",
+            "Qwen/Qwen2.5-7B-Instruct",
+            "qwen2",
+            "chatml",
+            _facts(3584, 18944, 28, 28, 4, 152064, 32768, False),
+            "unsloth/Qwen2.5-7B-Instruct-bnb-4bit",
+        ),
+        Preset(
+            "llama-3.2-1b",
+            "meta-llama/Llama-3.2-1B-Instruct",
+            "llama",
+            "llama3",
+            _facts(2048, 8192, 16, 32, 8, 128256, 131072, True),
+            "unsloth/Llama-3.2-1B-Instruct-bnb-4bit",
+        ),
+        Preset(
+            "llama-3.2-3b",
+            "meta-llama/Llama-3.2-3B-Instruct",
+            "llama",
+            "llama3",
+            _facts(3072, 8192, 28, 24, 8, 128256, 131072, True),
+            "unsloth/Llama-3.2-3B-Instruct-bnb-4bit",
+        ),
+        Preset(
+            "mistral-7b",
+            "mistralai/Mistral-7B-Instruct-v0.3",
+            "mistral",
+            "mistral",
+            _facts(4096, 14336, 32, 32, 8, 32768, 32768, False),
+            "unsloth/mistral-7b-instruct-v0.3-bnb-4bit",
+        ),
+        Preset(
+            "smollm2-135m",
+            "HuggingFaceTB/SmolLM2-135M-Instruct",
+            "llama",
+            "chatml",
+            _facts(576, 1536, 30, 9, 3, 49152, 8192, True),
+        ),
+        Preset(
+            "smollm2-360m",
+            "HuggingFaceTB/SmolLM2-360M-Instruct",
+            "llama",
+            "chatml",
+            _facts(960, 2560, 32, 15, 5, 49152, 8192, True),
+        ),
+        Preset(
+            "smollm2-1.7b",
+            "HuggingFaceTB/SmolLM2-1.7B-Instruct",
+            "llama",
+            "chatml",
+            _facts(2048, 8192, 24, 32, 32, 49152, 8192, True),
+        ),
+        Preset(
+            "qwen3-0.6b",
+            "Qwen/Qwen3-0.6B",
+            "qwen3",
+            "qwen3",
+            _facts(1024, 3072, 28, 16, 8, 151936, 40960, True, head_dim=128),
+        ),
+        Preset(
+            "qwen3-1.7b",
+            "Qwen/Qwen3-1.7B",
+            "qwen3",
+            "qwen3",
+            _facts(2048, 6144, 28, 16, 8, 151936, 40960, True, head_dim=128),
+        ),
+        Preset(
+            "qwen3-4b",
+            "Qwen/Qwen3-4B",
+            "qwen3",
+            "qwen3",
+            _facts(2560, 9728, 36, 32, 8, 151936, 40960, True, head_dim=128),
+        ),
+        Preset(
+            "qwen3-8b",
+            "Qwen/Qwen3-8B",
+            "qwen3",
+            "qwen3",
+            _facts(4096, 12288, 36, 32, 8, 151936, 40960, False, head_dim=128),
+        ),
+        Preset(
+            "gemma-3-270m",
+            "google/gemma-3-270m-it",
+            "gemma3",
+            "gemma",
+            _facts(640, 2048, 18, 4, 1, 262144, 32768, True, head_dim=256),
+        ),
+        Preset(
+            "gemma-3-1b",
+            "google/gemma-3-1b-it",
+            "gemma3",
+            "gemma",
+            _facts(1152, 6912, 26, 4, 1, 262144, 32768, True, head_dim=256),
+        ),
+        Preset(
+            "gemma-3-4b",
+            "google/gemma-3-4b-it",
+            "gemma3",
+            "gemma",
+            _facts(2560, 10240, 34, 8, 4, 262208, 131072, True, head_dim=256),
+        ),
     ]
 }
 
@@ -148,7 +249,9 @@ PRESETS: dict[str, Preset] = {
 class ResolvedModel:
     name: str  # what the user asked for (preset name, path, hub id, GGUF file or ollama:NAME)
     path: Path  # local folder with config.json, tokenizer and safetensors weights
-    quantized_from: str | None = None  # a GGUF's quantization (e.g. Q4_1) when the folder was dequantized from it
+    quantized_from: str | None = (
+        None  # a GGUF's quantization (e.g. Q4_1) when the folder was dequantized from it
+    )
 
 
 def model_facts(name: str) -> ModelFacts | None:
@@ -174,7 +277,9 @@ def check_model_name(name: str) -> str:
     local = Path(name).expanduser()
     if local.exists():
         if not (local / "config.json").is_file():
-            raise ModelError(f"{local} is not a model folder (no config.json)", "pass a folder saved with save_pretrained")
+            raise ModelError(
+                f"{local} is not a model folder (no config.json)", "pass a folder saved with save_pretrained"
+            )
         return "folder"
     if _HUB_ID.match(name):
         return "hub"
@@ -185,7 +290,9 @@ def check_model_name(name: str) -> str:
     )
 
 
-def resolve_model(name: str, rebuild: bool = False, allow_pickle: bool = False, trust_remote_code: bool = False) -> ResolvedModel:
+def resolve_model(
+    name: str, rebuild: bool = False, allow_pickle: bool = False, trust_remote_code: bool = False
+) -> ResolvedModel:
     if name in TINY_SPECS:
         return ResolvedModel(name, ensure_tiny_model(name, cache_dir(), rebuild=rebuild))
     if is_gguf_model(name):
@@ -224,7 +331,9 @@ def _download(repo_id: str, allow_pickle: bool = False, trust_remote_code: bool 
 
 def _check_folder(folder: Path, allow_pickle: bool) -> None:
     if not folder.is_dir() or not (folder / "config.json").is_file():
-        raise ModelError(f"{folder} is not a model folder (no config.json)", "pass a folder saved with save_pretrained")
+        raise ModelError(
+            f"{folder} is not a model folder (no config.json)", "pass a folder saved with save_pretrained"
+        )
     has_safetensors = any(folder.glob("*.safetensors"))
     has_pickle = any(folder.glob("*.bin")) or any(folder.glob("*.pt"))
     if not has_safetensors and has_pickle and not allow_pickle:
@@ -241,7 +350,9 @@ def _check_remote_code(folder: Path, trust_remote_code: bool) -> None:
     try:
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise ModelError(f"{folder / 'config.json'}: unreadable ({exc})", "re-download or re-save the model") from None
+        raise ModelError(
+            f"{folder / 'config.json'}: unreadable ({exc})", "re-download or re-save the model"
+        ) from None
     if "auto_map" in config and not trust_remote_code:
         raise ModelError(
             f"{folder} needs trust_remote_code: its config.json maps to Python code shipped with the model",

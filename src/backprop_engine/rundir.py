@@ -64,7 +64,10 @@ class RunDir:
     def open(cls, path: Path) -> RunDir:
         run = cls(Path(path).expanduser().resolve())
         if not run.config_path.is_file():
-            raise ConfigError(f"{run.path}: not a run directory (no config.toml)", "pass the directory `backprop train` created")
+            raise ConfigError(
+                f"{run.path}: not a run directory (no config.toml)",
+                "pass the directory `backprop train` created",
+            )
         return run
 
     def write_config(self, config: TrainConfig, resolved: dict[str, str]) -> None:

@@ -34,13 +34,17 @@ class RunSummary:
         return self.status in LIVE
 
     def status_text(self, compact: bool = False) -> str:
-        """"interrupted at step 12 (checkpoint at step 10)" and the like; ``compact`` for a table with a step
+        """ "interrupted at step 12 (checkpoint at step 10)" and the like; ``compact`` for a table with a step
         column: "interrupted (ckpt 10)"."""
         if self.status != "interrupted":
             return self.status
         if compact:
             return f"interrupted ({'ckpt ' + str(self.checkpoint_step) if self.checkpoint_step is not None else 'no ckpt'})"
-        saved = f"checkpoint at step {self.checkpoint_step}" if self.checkpoint_step is not None else "no checkpoint"
+        saved = (
+            f"checkpoint at step {self.checkpoint_step}"
+            if self.checkpoint_step is not None
+            else "no checkpoint"
+        )
         return f"interrupted at step {self.step} ({saved})"
 
     def loss_text(self) -> str:
@@ -69,7 +73,8 @@ def summarize_run(path: Path) -> RunSummary:
         path=path,
         model=started.get("model", "?"),
         status=status,
-        step=last.get("steps") or max((e.get("step", 0) for e in events if isinstance(e.get("step"), int)), default=0),
+        step=last.get("steps")
+        or max((e.get("step", 0) for e in events if isinstance(e.get("step"), int)), default=0),
         total_steps=started.get("total_steps", 0),
         final_loss=final_loss,
         last_loss=steps[-1]["loss"] if steps else None,

@@ -29,14 +29,18 @@ CHECKPOINT_MINUTES_RANGE = (0, 24 * 60)
 class Settings:
     output_dir: str = ""  # empty: the platform's user data dir (see default_runs_dir)
     ollama_host: str = "http://127.0.0.1:11434"
-    ollama_num_ctx: int = 8192  # cap on an export's Ollama context (its own context if smaller); --num-ctx per export
+    ollama_num_ctx: int = (
+        8192  # cap on an export's Ollama context (its own context if smaller); --num-ctx per export
+    )
     theme: str = ""  # the app's colour theme, by its name there (empty: the app's default)
     gpu_temperature_warn_c: int = 75  # a warning event
     gpu_temperature_limit_c: int = 85  # critical: training pauses until the GPU cools
     gpu_temperature_emergency_c: int = 95  # a checkpoint is saved and training stops
     gpu_memory_warn_pct: int = 95  # GPU memory in use (NVML, every process): a warning event
     gpu_cool_timeout_s: int = 900  # a pause that lasts longer saves a checkpoint and stops
-    checkpoint_minutes: int = 20  # a checkpoint every N minutes of training, so a crash loses minutes (0: off)
+    checkpoint_minutes: int = (
+        20  # a checkpoint every N minutes of training, so a crash loses minutes (0: off)
+    )
 
     def runs_dir(self) -> Path:
         return Path(self.output_dir).expanduser() if self.output_dir else default_runs_dir()
@@ -74,7 +78,9 @@ def load_settings(path: Path | None = None) -> tuple[Settings, str | None]:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
         known = {f.name: f.type for f in fields(Settings)}
         values = {key: value for key, value in data.items() if key in known}
-        if "gpu_temperature_limit_c" in values:  # a limit set alone (older files): warn and stop 10 °C either side
+        if (
+            "gpu_temperature_limit_c" in values
+        ):  # a limit set alone (older files): warn and stop 10 °C either side
             values.setdefault("gpu_temperature_warn_c", values["gpu_temperature_limit_c"] - 10)
             values.setdefault("gpu_temperature_emergency_c", values["gpu_temperature_limit_c"] + 10)
         settings = Settings(**values)
@@ -84,7 +90,10 @@ def load_settings(path: Path | None = None) -> tuple[Settings, str | None]:
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, TypeError, ValueError) as exc:
         aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
         path.replace(aside)
-        return Settings(), f"{path} could not be read ({exc}); it was moved to {aside.name} and defaults loaded"
+        return (
+            Settings(),
+            f"{path} could not be read ({exc}); it was moved to {aside.name} and defaults loaded",
+        )
 
 
 def save_settings(settings: Settings, path: Path | None = None) -> Path:

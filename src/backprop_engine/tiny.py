@@ -26,9 +26,7 @@ CHATML_TEMPLATE = (
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 # The pre-tokenizer split used by Qwen2 tokenizers; transformers installs it for every qwen2 folder, so the
 # tokenizer of tiny-qwen2 is trained with it too.
-QWEN2_SPLIT_REGEX = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
+QWEN2_SPLIT_REGEX = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 BUILD_VERSION = 1  # bump when the recipe below changes, so cached builds are rebuilt
 
 
@@ -125,7 +123,9 @@ def _set_tokenizer_class(out_dir: Path, spec: TinySpec) -> None:
     # so that transformers does not swap in a SentencePiece-style Llama tokenizer.
     config_path = out_dir / "tokenizer_config.json"
     config = json.loads(config_path.read_text())
-    config["tokenizer_class"] = "Qwen2Tokenizer" if spec.architecture == "qwen2" else "PreTrainedTokenizerFast"
+    config["tokenizer_class"] = (
+        "Qwen2Tokenizer" if spec.architecture == "qwen2" else "PreTrainedTokenizerFast"
+    )
     config["add_bos_token"] = False
     config_path.write_text(json.dumps(config, indent=2))
 

@@ -32,7 +32,9 @@ def parse_report_to(value) -> list[str]:
         return []
     unknown = [name for name in names if name not in TRACKERS]
     if unknown:
-        raise ConfigError(f"unknown report_to {', '.join(unknown)}", f"use none, or one or more of: {', '.join(TRACKERS)}")
+        raise ConfigError(
+            f"unknown report_to {', '.join(unknown)}", f"use none, or one or more of: {', '.join(TRACKERS)}"
+        )
     for name in names:
         if importlib.util.find_spec(name) is None:
             raise ConfigError(f"report_to {name}: the {name} package is not installed", INSTALL_HINTS[name])
@@ -60,7 +62,10 @@ def step_scalars(event: StepMetrics) -> dict[str, float]:
 
 def hyperparameters(config) -> dict[str, int | float | str | bool]:
     """The run config flattened to scalar values (lists become comma-separated text)."""
-    return {name: ",".join(map(str, value)) if isinstance(value, list) else value for name, value in config.to_dict().items()}
+    return {
+        name: ",".join(map(str, value)) if isinstance(value, list) else value
+        for name, value in config.to_dict().items()
+    }
 
 
 class TensorBoardSink:

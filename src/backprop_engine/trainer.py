@@ -34,17 +34,25 @@ class Trainer:
     ``on_event`` receives every progress event (see :mod:`backprop_engine.events`).
     """
 
-    def __init__(self, model: str = "tiny", *, on_event: Callable[[Event], None] | None = None, **overrides) -> None:
+    def __init__(
+        self, model: str = "tiny", *, on_event: Callable[[Event], None] | None = None, **overrides
+    ) -> None:
         self.user_set = set(overrides)  # everything else is chosen by plan() from the model, data and machine
         if is_gguf_model(model) and not model.startswith(OLLAMA_PREFIX):
-            model = str(Path(model).expanduser().absolute())  # the run's config must find it from any directory
+            model = str(
+                Path(model).expanduser().absolute()
+            )  # the run's config must find it from any directory
         config = TrainConfig.with_overrides(model=model, **overrides)
         if "learning_rate" not in overrides:
-            config = TrainConfig.with_overrides(**(config.to_dict() | {"learning_rate": default_learning_rate(config)}))
+            config = TrainConfig.with_overrides(
+                **(config.to_dict() | {"learning_rate": default_learning_rate(config)})
+            )
         self.config = config
         self.bus = EventBus([on_event] if on_event else [])
         self.control = TrainingControl()  # pause/resume/stop/checkpoint-now from another thread
-        self.dist = launched()  # under torchrun / accelerate launch: this process's rank (see train/distributed.py)
+        self.dist = (
+            launched()
+        )  # under torchrun / accelerate launch: this process's rank (see train/distributed.py)
         self.run: RunDir | None = None
         self.result: TrainResult | None = None
 
@@ -53,7 +61,9 @@ class Trainer:
         """Reopen a finished run (to export it, chat with it or copy its adapter)."""
         run = RunDir.open(Path(run_dir))
         settings = run.read_config().to_dict()
-        trainer = cls(settings.pop("model"), on_event=on_event, **settings)  # every value as the run recorded it
+        trainer = cls(
+            settings.pop("model"), on_event=on_event, **settings
+        )  # every value as the run recorded it
         trainer.run = run
         return trainer
 
@@ -63,13 +73,19 @@ class Trainer:
         config, user_set = self._with_data(data, steps)
         return self._plan(config, user_set, *self._prepare(config), machine=machine)
 
-    def train(self, data: str | Path = "sample", steps: int | None = None, output_dir: str | Path | None = None) -> TrainResult:
+    def train(
+        self, data: str | Path = "sample", steps: int | None = None, output_dir: str | Path | None = None
+    ) -> TrainResult:
         """Train on ``data`` (messages JSONL or a built-in dataset); ``output_dir`` becomes the run directory.
         Settings not given to the constructor are chosen by :meth:`plan`."""
         # Everything the user can get wrong is checked before the run directory is created.
         self.config, self.user_set = self._with_data(data, steps)
-        model, prepared = self.dist.main_first(lambda: self._prepare(self.config))  # other ranks reuse its caches
-        plan = self.dist.main_only(lambda: self._plan(self.config, self.user_set, model, prepared))  # rank 0's plan for all
+        model, prepared = self.dist.main_first(
+            lambda: self._prepare(self.config)
+        )  # other ranks reuse its caches
+        plan = self.dist.main_only(
+            lambda: self._plan(self.config, self.user_set, model, prepared)
+        )  # rank 0's plan for all
         self.config = plan.config
         if "eval_split" not in self.user_set and not prepared.eval:
             _hold_out(prepared, int(plan.config.eval_split))
@@ -94,7 +110,9 @@ class Trainer:
             read_prompt_file(config.compare_prompts)  # a bad file is reported before anything is written
         model = self._resolve_model(config)
         warnings: list[str] = []
-        prepared = prepare_dataset(config, model, warnings)  # every source and format; bad rows per on_bad_row
+        prepared = prepare_dataset(
+            config, model, warnings
+        )  # every source and format; bad rows per on_bad_row
         prepared.report.warnings += warnings
         return model, prepared
 
@@ -112,7 +130,9 @@ class Trainer:
         trained = sum(e.trained_tokens for e in train)
         facts = ModelFacts.from_config(json.loads((model.path / "config.json").read_text()))
         size = DataSize(rows, trained, seq_len, examples=len(train), held_out=held_out)
-        plan = plan_training(config, user_set, facts, size, machine or probe(), pick_device(), self.dist.world_size)
+        plan = plan_training(
+            config, user_set, facts, size, machine or probe(), pick_device(), self.dist.world_size
+        )
         backend = check_backend(config)
         plan.choices.append(Choice("backend", backend.name, backend.reason, by_user="backend" in user_set))
         return plan
@@ -123,20 +143,39 @@ class Trainer:
         run = self._require_run()
         refuse_if_live(run.path)
         checkpoint = latest_checkpoint(run.checkpoints)
-        check_method_available(self.config)  # before transformers loads: Unsloth, when chosen, is imported first
+        check_method_available(
+            self.config
+        )  # before transformers loads: Unsloth, when chosen, is imported first
         self.dist.check_resume(run.config_path)
         model = self.dist.main_first(self._resolve_model)
-        return self._execute(model, self.dist.main_first(lambda: prepare_dataset(self.config, model)), resume_from=checkpoint)
+        return self._execute(
+            model, self.dist.main_first(lambda: prepare_dataset(self.config, model)), resume_from=checkpoint
+        )
 
-    def _execute(self, model, data, resume_from: Path | None = None, planned: Event | None = None) -> TrainResult:
+    def _execute(
+        self, model, data, resume_from: Path | None = None, planned: Event | None = None
+    ) -> TrainResult:
         bus = self.bus if self.dist.is_main else EventBus()  # rank 0 alone reports and writes files
-        sinks = [JsonlSink(self.run.events_path), *open_trackers(self.config, self.run.path)] if self.dist.is_main else []
+        sinks = (
+            [JsonlSink(self.run.events_path), *open_trackers(self.config, self.run.path)]
+            if self.dist.is_main
+            else []
+        )
         with attached(bus, *sinks), self._controlled(self.run.path, bus):  # trackers: --report-to
             if planned is not None:
                 bus.emit(planned)
             self.result = run_training(
-                self.config, model, data.train, self.run, bus, self.control,
-                eval_examples=data.eval, report=data.report, resume_from=resume_from, dist=self.dist, compare=True,
+                self.config,
+                model,
+                data.train,
+                self.run,
+                bus,
+                self.control,
+                eval_examples=data.eval,
+                report=data.report,
+                resume_from=resume_from,
+                dist=self.dist,
+                compare=True,
             )
         return self.result
 
@@ -174,17 +213,31 @@ class Trainer:
         from that run's newest checkpoint).
         """
         if (dataset is None) == (datasets is None):
-            raise ConfigError("pass either dataset= (with num_runs) or datasets=[...]", "one dataset in chunks, or a list of tasks")
+            raise ConfigError(
+                "pass either dataset= (with num_runs) or datasets=[...]",
+                "one dataset in chunks, or a list of tasks",
+            )
         if self.dist.enabled:
-            raise ConfigError("multi-run training does not run under torchrun / accelerate launch", "start it as one process")
+            raise ConfigError(
+                "multi-run training does not run under torchrun / accelerate launch",
+                "start it as one process",
+            )
         tasks = [dataset] if dataset is not None else list(datasets)
         plan = MultiRunPlan(
-            tasks, num_runs if num_runs is not None else (len(tasks) if datasets is not None else 0),
-            steps_per_run if steps_per_run is not None else self.config.steps, chunked=dataset is not None,
-            samples_per_run=samples_per_run, merge_mode=merge_mode, lambda_schedule=lambda_schedule,
-            lr_decay=lr_decay, replay=replay, eval_split=eval_split,
+            tasks,
+            num_runs if num_runs is not None else (len(tasks) if datasets is not None else 0),
+            steps_per_run if steps_per_run is not None else self.config.steps,
+            chunked=dataset is not None,
+            samples_per_run=samples_per_run,
+            merge_mode=merge_mode,
+            lambda_schedule=lambda_schedule,
+            lr_decay=lr_decay,
+            replay=replay,
+            eval_split=eval_split,
         )
-        self.config = TrainConfig.with_overrides(**(self.config.to_dict() | {"data": plan.tasks[0], "steps": plan.steps_per_run}))
+        self.config = TrainConfig.with_overrides(
+            **(self.config.to_dict() | {"data": plan.tasks[0], "steps": plan.steps_per_run})
+        )
         output = Path(output_dir) if output_dir else self._default_run_path()
         with attached(self.bus):
             result = run_multi(self.config, plan, output, self.bus, self.control)
@@ -220,7 +273,12 @@ class Trainer:
             raise ConfigError(f"unknown export format {format!r}", "the supported format is 'gguf'")
         quantizations = (quantization,) if isinstance(quantization, str) else tuple(quantization)
         options = ExportOptions(
-            quantizations, name=name, verify=verify, ollama=register_ollama, ollama_name=model_name, system=system
+            quantizations,
+            name=name,
+            verify=verify,
+            ollama=register_ollama,
+            ollama_name=model_name,
+            system=system,
         )
         paths = [result.path for result in export(run_source(self._require_run()), options, self.bus)]
         return paths[0] if isinstance(quantization, str) else paths
@@ -233,12 +291,16 @@ class Trainer:
 
     def _resolve_model(self, config: TrainConfig | None = None):
         config = config or self.config
-        model = resolve_model(config.model, allow_pickle=config.allow_pickle, trust_remote_code=config.trust_remote_code)
+        model = resolve_model(
+            config.model, allow_pickle=config.allow_pickle, trust_remote_code=config.trust_remote_code
+        )
         if model.quantized_from:
-            self.bus.emit(WarningEvent(
-                message=f"{config.model}: the base model comes from a {model.quantized_from} GGUF, dequantized into {model.path}; "
-                "it keeps that file's quantization error"
-            ))
+            self.bus.emit(
+                WarningEvent(
+                    message=f"{config.model}: the base model comes from a {model.quantized_from} GGUF, dequantized into {model.path}; "
+                    "it keeps that file's quantization error"
+                )
+            )
         return model
 
     def _require_run(self) -> RunDir:
@@ -257,4 +319,7 @@ def _hold_out(prepared, rows: int) -> None:
     if rows:
         prepared.train, held = prepared.train[:-rows], prepared.train[-rows:]
         prepared.eval = held + prepared.eval
-        prepared.report.train_examples, prepared.report.eval_examples = len(prepared.train), len(prepared.eval)
+        prepared.report.train_examples, prepared.report.eval_examples = (
+            len(prepared.train),
+            len(prepared.eval),
+        )

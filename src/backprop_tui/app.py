@@ -86,21 +86,29 @@ class BackpropApp(App[None]):
             return
         if answer == "leave":
             names = ", ".join(str(run) for run in runs)
-            self.exit(message=f"still training in the background: {names}\nattach again with: backprop attach {runs[0]}"
-                      + self._exports_going_on())
+            self.exit(
+                message=f"still training in the background: {names}\nattach again with: backprop attach {runs[0]}"
+                + self._exports_going_on()
+            )
             return
         for run in runs:
             try:
                 send_control(run, "stop")
             except BackpropError as error:  # it ended meanwhile
                 self.log(error.message)
-        self.exit(message=f"stop requested: {', '.join(str(r) for r in runs)} saves a checkpoint and its adapter after the current step"
-                  + self._exports_going_on())
+        self.exit(
+            message=f"stop requested: {', '.join(str(r) for r in runs)} saves a checkpoint and its adapter after the current step"
+            + self._exports_going_on()
+        )
 
     def _exports_going_on(self) -> str:
         """A line for the exit message when exports started here still run (they finish on their own)."""
         going = [launched for launched in self.exporting.values() if launched.process.poll() is None]
-        return "\nexports go on in the background: " + ", ".join(str(launched.log) for launched in going) if going else ""
+        return (
+            "\nexports go on in the background: " + ", ".join(str(launched.log) for launched in going)
+            if going
+            else ""
+        )
 
     def action_help(self) -> None:
         screens = [(key, title, self.MODES[mode]) for key, mode, title in SCREENS]

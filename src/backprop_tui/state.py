@@ -22,5 +22,7 @@ class Session:
     method: str = "lora"
     lora_rank: int = 16
     data: str = "sample"
-    data_options: dict = field(default_factory=dict)  # filter settings from the Data screen (TrainConfig fields)
+    data_options: dict = field(
+        default_factory=dict
+    )  # filter settings from the Data screen (TrainConfig fields)
     run_dir: Path | None = None  # the run trained, watched or opened last

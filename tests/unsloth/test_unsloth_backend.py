@@ -17,7 +17,9 @@ from backprop_engine.errors import ConfigError
 from backprop_engine.train.backend import TRANSFORMERS, UNSLOTH, check_backend
 
 HAVE_UNSLOTH = importlib.util.find_spec("unsloth") is not None
-needs_unsloth = pytest.mark.skipif(not HAVE_UNSLOTH, reason="unsloth is not importable here: `make test-unsloth` runs these in .venv-unsloth")
+needs_unsloth = pytest.mark.skipif(
+    not HAVE_UNSLOTH, reason="unsloth is not importable here: `make test-unsloth` runs these in .venv-unsloth"
+)
 without_unsloth = pytest.mark.skipif(HAVE_UNSLOTH, reason="checks what a machine without Unsloth sees")
 OPTIONS = dict(logging_steps=1, batch_size=4, grad_accum=2, save_steps=3)
 
@@ -60,7 +62,9 @@ def test_the_unsloth_adapter_exports_to_gguf_and_chats(unsloth_run):
     trainer, _, _ = unsloth_run
     gguf = trainer.export("gguf", quantization="q8_0")  # merged with plain peft, verified in llama.cpp
     verification = json.loads(gguf.with_suffix(".report.json").read_text())["verification"]
-    assert verification["passed"] and verification["tokenization_matches"] == verification["tokenization_probes"]
+    assert (
+        verification["passed"] and verification["tokenization_matches"] == verification["tokenization_probes"]
+    )
     assert trainer.chat("What colour is a carrot?", max_tokens=16).strip()
 
 
@@ -85,22 +89,26 @@ def test_an_unsloth_run_resumes_exactly_from_its_checkpoint(tmp_path, unsloth_ru
 def test_qlora_through_unsloth_trains_a_4bit_base(tmp_path):
     events = []
     options = OPTIONS | {"grad_accum": 1}
-    result = Trainer("tiny", method="qlora", on_event=events.append, **options).train("sample", steps=12, output_dir=tmp_path / "run")
+    result = Trainer("tiny", method="qlora", on_event=events.append, **options).train(
+        "sample", steps=12, output_dir=tmp_path / "run"
+    )
     assert next(e for e in events if e.kind == "run_started").backend == UNSLOTH
     assert result.final_loss < result.first_loss - 0.5
 
 
 @needs_unsloth
-@pytest.mark.parametrize("options", [{"method": "rslora"}, {"method": "full"}, {"gradient_checkpointing": True}], ids=str)
+@pytest.mark.parametrize(
+    "options", [{"method": "rslora"}, {"method": "full"}, {"gradient_checkpointing": True}], ids=str
+)
 def test_unsloth_on_cpu_trains_loss_for_loss_like_transformers(tmp_path, options):
     """Its CPU fallback is stock transformers + peft under Unsloth's loader: with our settings passed through
     (rsLoRA scaling, full fine-tuning in fp32, activation checkpointing), the steps match exactly."""
     losses = {}
     for backend in ("unsloth", "transformers"):
         events = []
-        Trainer("tiny", backend=backend, on_event=events.append, logging_steps=1, batch_size=4, **options).train(
-            "sample", steps=3, output_dir=tmp_path / backend
-        )
+        Trainer(
+            "tiny", backend=backend, on_event=events.append, logging_steps=1, batch_size=4, **options
+        ).train("sample", steps=3, output_dir=tmp_path / backend)
         assert next(e for e in events if e.kind == "run_started").backend.startswith(backend)
         losses[backend] = [e.loss for e in events if e.kind == "step"]
     assert losses["unsloth"] == pytest.approx(losses["transformers"], abs=1e-5)
@@ -111,7 +119,9 @@ def test_methods_unsloth_does_not_support_fall_back_with_the_reason(tmp_path):
     choice = check_backend(TrainConfig(method="dora"))
     assert choice.name == TRANSFORMERS and choice.reason.startswith("unsloth does not support dora")
     with pytest.raises(ConfigError, match="backend unsloth: unsloth does not support dora"):
-        Trainer("tiny", method="dora", backend="unsloth").train("sample", steps=2, output_dir=tmp_path / "run")
+        Trainer("tiny", method="dora", backend="unsloth").train(
+            "sample", steps=2, output_dir=tmp_path / "run"
+        )
     assert not (tmp_path / "run").exists()
     assert check_backend(TrainConfig(backend="transformers")).name == TRANSFORMERS
 
@@ -128,7 +138,9 @@ def test_help_and_backend_transformers_never_import_unsloth():
         "from backprop_engine.config import TrainConfig; from backprop_engine.train.backend import check_backend\n"
         "check_backend(TrainConfig(backend='transformers')); print('after transformers:', 'unsloth' in sys.modules)\n"
     )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    ).stdout
     assert "after --help: False False" in out and "after transformers: False" in out
 
 
@@ -164,4 +176,7 @@ def test_the_command_line_imports_unsloth_first_and_keeps_its_banner_off_the_con
     assert done.returncode == 0, done.stderr
     assert "backend: unsloth (unsloth is installed and supports lora" in done.stdout
     assert "imported after transformers: False" in done.stdout  # Unsloth asks to come first; it does
-    assert "Unsloth" not in done.stdout.replace("backend: unsloth", "") and "no GPU found" not in done.stdout + done.stderr
+    assert (
+        "Unsloth" not in done.stdout.replace("backend: unsloth", "")
+        and "no GPU found" not in done.stdout + done.stderr
+    )

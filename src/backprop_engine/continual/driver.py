@@ -43,24 +43,43 @@ class MultiRunPlan:
     def __post_init__(self) -> None:
         self.tasks = [str(t) for t in self.tasks]
         if not self.tasks:
-            raise ConfigError("no tasks given", "pass dataset=... (with num_runs) or datasets=[task1, task2, ...]")
+            raise ConfigError(
+                "no tasks given", "pass dataset=... (with num_runs) or datasets=[task1, task2, ...]"
+            )
         for name in ("num_runs", "steps_per_run"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}", "e.g. 3 runs of 100 steps each")
+                raise ConfigError(
+                    f"{name} must be a positive integer, got {value!r}", "e.g. 3 runs of 100 steps each"
+                )
         if not self.chunked and self.num_runs != len(self.tasks):
-            raise ConfigError(f"{len(self.tasks)} tasks but num_runs={self.num_runs}", "one run per task: leave num_runs out")
+            raise ConfigError(
+                f"{len(self.tasks)} tasks but num_runs={self.num_runs}",
+                "one run per task: leave num_runs out",
+            )
         if not isinstance(self.samples_per_run, int) or self.samples_per_run < 0:
-            raise ConfigError(f"samples_per_run must be a non-negative integer, got {self.samples_per_run!r}", "0 splits the data evenly")
+            raise ConfigError(
+                f"samples_per_run must be a non-negative integer, got {self.samples_per_run!r}",
+                "0 splits the data evenly",
+            )
         check_merge_mode(self.merge_mode)
         lambda_schedule(self.lambda_schedule)
         if not 0 < self.lr_decay <= 1:
-            raise ConfigError(f"lr_decay must be in (0, 1], got {self.lr_decay!r}", "1 keeps the same peak in every run")
+            raise ConfigError(
+                f"lr_decay must be in (0, 1], got {self.lr_decay!r}", "1 keeps the same peak in every run"
+            )
         if not 0 <= self.replay <= 1:
-            raise ConfigError(f"replay must be in [0, 1], got {self.replay!r}", "e.g. 0.2 adds 20% examples from earlier runs; 0 is off")
-        if not 0 < self.eval_split < 1 and not (self.eval_split >= 1 and self.eval_split == int(self.eval_split)):
-            raise ConfigError(f"eval_split must be a fraction in (0, 1) or a number of rows, got {self.eval_split!r}",
-                              "multi-run evaluates every task on held-out rows after every run")
+            raise ConfigError(
+                f"replay must be in [0, 1], got {self.replay!r}",
+                "e.g. 0.2 adds 20% examples from earlier runs; 0 is off",
+            )
+        if not 0 < self.eval_split < 1 and not (
+            self.eval_split >= 1 and self.eval_split == int(self.eval_split)
+        ):
+            raise ConfigError(
+                f"eval_split must be a fraction in (0, 1) or a number of rows, got {self.eval_split!r}",
+                "multi-run evaluates every task on held-out rows after every run",
+            )
 
 
 @dataclass
@@ -81,11 +100,20 @@ class MultiRunResult:
     run_dirs: list[Path] = field(default_factory=list)
 
 
-def run_multi(config: TrainConfig, plan: MultiRunPlan, output: Path, bus: EventBus, control: TrainingControl | None = None) -> MultiRunResult:
+def run_multi(
+    config: TrainConfig,
+    plan: MultiRunPlan,
+    output: Path,
+    bus: EventBus,
+    control: TrainingControl | None = None,
+) -> MultiRunResult:
     """Train the plan's runs into ``output``; a directory holding an unfinished multi-run with the same plan resumes
     at its first unfinished run, from that run's newest checkpoint (or its first step when it saved none)."""
     if config.method == "full":
-        raise ConfigError("multi-run merges LoRA adapters, and method 'full' trains none", "use method lora, dora, rslora or qlora")
+        raise ConfigError(
+            "multi-run merges LoRA adapters, and method 'full' trains none",
+            "use method lora, dora, rslora or qlora",
+        )
     control = control or TrainingControl()
     model = resolve_model(config.model)
     tasks, runs = prepare_tasks(config, plan, model)  # every data problem surfaces before anything is written
@@ -93,11 +121,17 @@ def run_multi(config: TrainConfig, plan: MultiRunPlan, output: Path, bus: EventB
     progress = _open(state, config, plan, model)
     sink = JsonlSink(state.run.events_path)
     # The failure goes to the file (for `backprop watch` and the Runs screen); callers hear it from Trainer.
-    with attached(bus, sink, report_to=sink), RunClaim(state.run.path), ControlServer(state.run.path, control, bus):
+    with (
+        attached(bus, sink, report_to=sink),
+        RunClaim(state.run.path),
+        ControlServer(state.run.path, control, bus),
+    ):
         return _train_runs(config, plan, model, tasks, runs, state, progress, bus, control)
 
 
-def prepare_tasks(config: TrainConfig, plan: MultiRunPlan, model: ResolvedModel) -> tuple[list[Task], list[Task]]:
+def prepare_tasks(
+    config: TrainConfig, plan: MultiRunPlan, model: ResolvedModel
+) -> tuple[list[Task], list[Task]]:
     """(the tasks evaluated after every run, the data of each run)."""
     tokenizer = load_chat_tokenizer(model.path)
     context = model_context(model.path, tokenizer)
@@ -124,7 +158,10 @@ def _chunks(task: Task, plan: MultiRunPlan) -> list[Task]:
             f"{task.name}: {len(task.train)} training examples cannot fill {plan.num_runs} runs of {size or plan.samples_per_run}",
             "lower --runs or --samples, or add data",
         )
-    return [Task(f"{task.name}[{i * size}:{(i + 1) * size}]", task.train[i * size : (i + 1) * size], task.eval) for i in range(plan.num_runs)]
+    return [
+        Task(f"{task.name}[{i * size}:{(i + 1) * size}]", task.train[i * size : (i + 1) * size], task.eval)
+        for i in range(plan.num_runs)
+    ]
 
 
 def _open(state: MultiRunDir, config: TrainConfig, plan: MultiRunPlan, model: ResolvedModel) -> Progress:
@@ -133,7 +170,12 @@ def _open(state: MultiRunDir, config: TrainConfig, plan: MultiRunPlan, model: Re
     progress = state.read_progress()
     if progress is not None:
         if progress.plan != wanted:
-            changed = sorted(k for section in wanted for k in wanted[section] if progress.plan.get(section, {}).get(k) != wanted[section][k])
+            changed = sorted(
+                k
+                for section in wanted
+                for k in wanted[section]
+                if progress.plan.get(section, {}).get(k) != wanted[section][k]
+            )
             raise ConfigError(
                 f"{state.progress_path}: the multi-run there was started with other settings ({', '.join(changed)})",
                 "resume with the same settings, or choose a new --output",
@@ -157,21 +199,42 @@ def _train_runs(config, plan, model, tasks, runs, state, progress, bus, control)
             break
         run_config = _run_config(config, plan, index)
         run, checkpoint = _open_run_dir(state, index, run_config, model)
-        bus.emit(MultiRunProgress(run=index, total_runs=plan.num_runs, task=runs[index - 1].name, run_dir=str(run.path), learning_rate=run_config.learning_rate))
+        bus.emit(
+            MultiRunProgress(
+                run=index,
+                total_runs=plan.num_runs,
+                task=runs[index - 1].name,
+                run_dir=str(run.path),
+                learning_rate=run_config.learning_rate,
+            )
+        )
         built = []
 
-        def adapter_init(peft_model, start=None if checkpoint else previous_ft, built=built):  # a checkpoint holds the weights
+        def adapter_init(
+            peft_model, start=None if checkpoint else previous_ft, built=built
+        ):  # a checkpoint holds the weights
             built.append(peft_model)
             if start is not None:
                 _load_state(peft_model, initial_state(start, plan.merge_mode))
 
-        run_sink = JsonlSink(run.events_path)  # each run's own events.jsonl, so `backprop watch RUN` follows it
+        run_sink = JsonlSink(
+            run.events_path
+        )  # each run's own events.jsonl, so `backprop watch RUN` follows it
         with attached(bus, run_sink, report_failure=False):  # the multi-run's own file reports it
             result = run_training(
-                run_config, model, _with_replay(runs, index, plan, config.seed), run, bus, control,
-                eval_examples=runs[index - 1].eval, adapter_init=adapter_init, resume_from=checkpoint,
+                run_config,
+                model,
+                _with_replay(runs, index, plan, config.seed),
+                run,
+                bus,
+                control,
+                eval_examples=runs[index - 1].eval,
+                adapter_init=adapter_init,
+                resume_from=checkpoint,
             )
-        if result.stopped_early and control.stop_requested:  # interrupted, not early-stopped: a resume continues it
+        if (
+            result.stopped_early and control.stop_requested
+        ):  # interrupted, not early-stopped: a resume continues it
             break
         peft_model = built[-1]  # the model the run finished with
         previous_ft = _adapter_state(peft_model)
@@ -183,24 +246,45 @@ def _train_runs(config, plan, model, tasks, runs, state, progress, bus, control)
         progress.matrix = [row + [loss] for row, loss in zip(progress.matrix or [[] for _ in tasks], column)]
         progress.completed_runs = index
         state.write_progress(progress)
-        bus.emit(ContinualEval(run=index, total_runs=plan.num_runs, tasks=[t.name for t in tasks], matrix=progress.matrix))
+        bus.emit(
+            ContinualEval(
+                run=index, total_runs=plan.num_runs, tasks=[t.name for t in tasks], matrix=progress.matrix
+            )
+        )
     done = progress.completed_runs == plan.num_runs
     if done:
         _write_merged_adapter(state, plan.num_runs)
-        bus.emit(MultiRunFinished(runs=plan.num_runs, merge_mode=plan.merge_mode, adapter_path=str(state.run.adapter)))
+        bus.emit(
+            MultiRunFinished(
+                runs=plan.num_runs, merge_mode=plan.merge_mode, adapter_path=str(state.run.adapter)
+            )
+        )
     return MultiRunResult(
-        path=state.path, adapter_path=state.run.adapter, tasks=[t.name for t in tasks], matrix=progress.matrix, completed_runs=progress.completed_runs,
-        stopped_early=not done, run_dirs=[state.run_dir(i).path for i in range(1, progress.completed_runs + 1)],
+        path=state.path,
+        adapter_path=state.run.adapter,
+        tasks=[t.name for t in tasks],
+        matrix=progress.matrix,
+        completed_runs=progress.completed_runs,
+        stopped_early=not done,
+        run_dirs=[state.run_dir(i).path for i in range(1, progress.completed_runs + 1)],
     )
 
 
 def _run_config(config: TrainConfig, plan: MultiRunPlan, index: int) -> TrainConfig:
     peak = config.learning_rate * plan.lr_decay ** (index - 1)
-    return replace(config, data=plan.tasks[0 if plan.chunked else index - 1], steps=plan.steps_per_run,
-                   learning_rate=peak, seed=config.seed + index - 1, eval_split=plan.eval_split)
+    return replace(
+        config,
+        data=plan.tasks[0 if plan.chunked else index - 1],
+        steps=plan.steps_per_run,
+        learning_rate=peak,
+        seed=config.seed + index - 1,
+        eval_split=plan.eval_split,
+    )
 
 
-def _open_run_dir(state: MultiRunDir, index: int, config: TrainConfig, model: ResolvedModel) -> tuple[RunDir, Path | None]:
+def _open_run_dir(
+    state: MultiRunDir, index: int, config: TrainConfig, model: ResolvedModel
+) -> tuple[RunDir, Path | None]:
     """Run ``index``'s directory and the newest checkpoint an interrupted attempt left there (None: start afresh;
     anything else that attempt left is discarded). The plan check in :func:`_open` guarantees the same settings."""
     run = state.run_dir(index)
@@ -257,7 +341,10 @@ def _load_state(peft_model, state: dict) -> None:
     result = set_peft_model_state_dict(peft_model, state)
     unexpected = getattr(result, "unexpected_keys", [])
     if unexpected:
-        raise ConfigError(f"the saved factors do not fit this model ({unexpected[0]} ...)", "resume with the same model and LoRA settings")
+        raise ConfigError(
+            f"the saved factors do not fit this model ({unexpected[0]} ...)",
+            "resume with the same model and LoRA settings",
+        )
 
 
 def _write_merged_adapter(state: MultiRunDir, last: int) -> None:

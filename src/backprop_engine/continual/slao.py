@@ -64,7 +64,9 @@ def initial_state(previous_ft: StateDict, mode: str) -> StateDict:
     return {name: orthonormal_rows(t) if is_lora_a(name) else t.clone() for name, t in previous_ft.items()}
 
 
-def merge_state(merged: StateDict | None, ft: StateDict, run: int, mode: str, schedule: Callable[[int], float]) -> StateDict:
+def merge_state(
+    merged: StateDict | None, ft: StateDict, run: int, mode: str, schedule: Callable[[int], float]
+) -> StateDict:
     """The merged adapter after run ``run`` (1-based) from the merged one before it and run ``run``'s fine-tuned one.
 
     ``slao``: A_merge ← A_ft; B_merge ← B_merge + λ(i)(B_ft − B_merge). ``sequential``: the fine-tuned adapter.

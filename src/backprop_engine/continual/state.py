@@ -31,7 +31,9 @@ class Progress:
     matrix: list[list[float]] = field(default_factory=list)  # matrix[task][run]: held-out loss after that run
 
     def to_toml(self) -> str:
-        return tomli_w.dumps({"plan": self.plan, "progress": {"completed_runs": self.completed_runs, "matrix": self.matrix}})
+        return tomli_w.dumps(
+            {"plan": self.plan, "progress": {"completed_runs": self.completed_runs, "matrix": self.matrix}}
+        )
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,10 @@ class MultiRunDir:
             progress = data["progress"]
             return Progress(data["plan"], int(progress["completed_runs"]), progress.get("matrix", []))
         except (OSError, KeyError, ValueError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"{self.progress_path}: cannot read multi-run progress ({exc})", "start a new multi-run in another --output") from None
+            raise ConfigError(
+                f"{self.progress_path}: cannot read multi-run progress ({exc})",
+                "start a new multi-run in another --output",
+            ) from None
 
     def write_progress(self, progress: Progress) -> None:
         atomic_write_text(self.progress_path, progress.to_toml())
@@ -74,12 +79,19 @@ class MultiRunDir:
         from safetensors.torch import save_file
 
         with atomic_path(self.factor_path(index, kind)) as tmp:
-            save_file({name: t.detach().cpu().contiguous() for name, t in state.items()}, str(tmp), metadata={"format": "pt"})
+            save_file(
+                {name: t.detach().cpu().contiguous() for name, t in state.items()},
+                str(tmp),
+                metadata={"format": "pt"},
+            )
 
     def load_factors(self, index: int, kind: str) -> dict:
         from safetensors.torch import load_file
 
         path = self.factor_path(index, kind)
         if not path.is_file():
-            raise ConfigError(f"{path}: missing, the multi-run state is incomplete", "start a new multi-run in another --output")
+            raise ConfigError(
+                f"{path}: missing, the multi-run state is incomplete",
+                "start a new multi-run in another --output",
+            )
         return load_file(str(path))

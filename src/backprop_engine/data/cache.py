@@ -30,7 +30,12 @@ def fingerprint(spec: DataSpec, tokenizer, model_context: int) -> str:
     from .. import __version__
 
     digest = hashlib.sha256()
-    recipe = {"spec": asdict(spec), "context": model_context, "pipeline": PIPELINE_VERSION, "backprop": __version__}
+    recipe = {
+        "spec": asdict(spec),
+        "context": model_context,
+        "pipeline": PIPELINE_VERSION,
+        "backprop": __version__,
+    }
     digest.update(json.dumps(recipe, sort_keys=True).encode())
     for source in spec.sources:
         for item in data_files(resolve_source(source)):
@@ -74,7 +79,11 @@ def load(key: str) -> PreparedData | None:
         return None
     try:
         with np.load(path, allow_pickle=False) as data:
-            ids, labels, lengths = data["input_ids"].tolist(), data["labels"].tolist(), data["lengths"].tolist()
+            ids, labels, lengths = (
+                data["input_ids"].tolist(),
+                data["labels"].tolist(),
+                data["lengths"].tolist(),
+            )
             train_count = int(data["train_count"])
             report = DataReport.from_dict(json.loads(str(data["report"])))
     except (OSError, ValueError, KeyError):

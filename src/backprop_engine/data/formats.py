@@ -103,16 +103,24 @@ class FormatTracker:
 
     def _format_of(self, row: RawRow) -> str:
         if not isinstance(row.value, dict):
-            raise RowProblem(f"row is a JSON {type_name(row.value)}, not an object", "write each row as one JSON object")
+            raise RowProblem(
+                f"row is a JSON {type_name(row.value)}, not an object", "write each row as one JSON object"
+            )
         if self.override != "auto":
             missing = [c for c in FORMAT_FIELDS[self.override] if c not in row.value]
             if missing:
-                raise RowProblem(f"row has no {' or '.join(repr(m) for m in missing)} field (format {self.override})", _format_hint())
+                raise RowProblem(
+                    f"row has no {' or '.join(repr(m) for m in missing)} field (format {self.override})",
+                    _format_hint(),
+                )
             return self.override
         detected = detect_format(row.value)
         if detected is None:
             fields = ", ".join(sorted(map(str, row.value))) or "none"
-            raise RowProblem(f"row has no 'messages' field, nor any other known format's fields (it has: {fields})", _format_hint())
+            raise RowProblem(
+                f"row has no 'messages' field, nor any other known format's fields (it has: {fields})",
+                _format_hint(),
+            )
         expected = self.by_source.setdefault(row.source, detected)
         if detected != expected:
             raise RowProblem(
@@ -138,7 +146,10 @@ def _content(value: object, what: str) -> tuple[str, str]:
     """(text, reasoning) of a message's content: a string, or a list of parts joined in order."""
     if not isinstance(value, list):
         if isinstance(value, dict):
-            raise RowProblem(f"{what} is an object, expected a string or a list of parts", 'use a string or [{"type": "text", "text": ...}]')
+            raise RowProblem(
+                f"{what} is an object, expected a string or a list of parts",
+                'use a string or [{"type": "text", "text": ...}]',
+            )
         return _require_text(value, what), ""
     texts, reasoning = [], []
     for index, part in enumerate(value):
@@ -147,16 +158,23 @@ def _content(value: object, what: str) -> tuple[str, str]:
             texts.append(part)
             continue
         if not isinstance(part, dict):
-            raise RowProblem(f"{where} is a {type_name(part)}, not an object", 'use {"type": "text", "text": ...}')
+            raise RowProblem(
+                f"{where} is a {type_name(part)}, not an object", 'use {"type": "text", "text": ...}'
+            )
         kind = part.get("type", "text")
         if kind in TEXT_PARTS:
             texts.append(_part_text(part, where, ("text", "value")))
         elif kind in REASONING_PARTS:
             reasoning.append(_part_text(part, where, ("text", "value", kind)))
         elif kind in MEDIA_PARTS:
-            raise RowProblem(f"{where} has type {kind!r}: backprop trains text-only models, which cannot read it", "remove the image/audio parts, or the row")
+            raise RowProblem(
+                f"{where} has type {kind!r}: backprop trains text-only models, which cannot read it",
+                "remove the image/audio parts, or the row",
+            )
         else:
-            raise RowProblem(f"{where} has unknown type {kind!r}", f"use one of: {', '.join(TEXT_PARTS + REASONING_PARTS)}")
+            raise RowProblem(
+                f"{where} has unknown type {kind!r}", f"use one of: {', '.join(TEXT_PARTS + REASONING_PARTS)}"
+            )
     return "".join(texts), "\n".join(r for r in reasoning if r)
 
 
@@ -164,7 +182,9 @@ def _part_text(part: dict, where: str, keys: tuple[str, ...]) -> str:
     for key in keys:
         if key in part:
             return _require_text(part[key], f"{where} {key!r}")
-    raise RowProblem(f"{where} has no {' or '.join(repr(k) for k in keys[:2])}", 'use {"type": "text", "text": ...}')
+    raise RowProblem(
+        f"{where} has no {' or '.join(repr(k) for k in keys[:2])}", 'use {"type": "text", "text": ...}'
+    )
 
 
 def _message(role: str, content: object, where: str, source: dict, key: str = "content") -> Message:
@@ -176,7 +196,9 @@ def _message(role: str, content: object, where: str, source: dict, key: str = "c
             reasoning = "\n".join(r for r in (source[name], reasoning) if r)
     if reasoning:
         if role != "assistant":
-            raise RowProblem(f"{where} is a {role} turn with reasoning", "only assistant turns carry reasoning/thinking")
+            raise RowProblem(
+                f"{where} is a {role} turn with reasoning", "only assistant turns carry reasoning/thinking"
+            )
         message["reasoning_content"] = reasoning
     if _loss_weight(source, role, where) == 0 and role == "assistant":
         message["loss_weight"] = 0
@@ -190,31 +212,45 @@ def _loss_weight(source: dict, role: str, where: str) -> int:
     if isinstance(value, bool) or value not in (0, 1):
         raise RowProblem(f"{where} has loss_weight {value!r}", "use 0 (not trained) or 1 (trained)")
     if value and role != "assistant":
-        raise RowProblem(f"{where} is a {role} turn with loss_weight 1", "only assistant turns are trained; use 0 or drop the field")
+        raise RowProblem(
+            f"{where} is a {role} turn with loss_weight 1",
+            "only assistant turns are trained; use 0 or drop the field",
+        )
     return int(value)
 
 
 def _messages(value: object) -> dict:
     turns = value["messages"]
     if not isinstance(turns, list):
-        raise RowProblem(f"'messages' is a {type_name(turns)}, expected a list", "list the turns of the conversation in order")
+        raise RowProblem(
+            f"'messages' is a {type_name(turns)}, expected a list",
+            "list the turns of the conversation in order",
+        )
     return {"messages": _check_conversation([_openai_message(m, i) for i, m in enumerate(turns)])}
 
 
 def _openai_message(message: object, index: int) -> Message:
     where = f"message {index}"
     if not isinstance(message, dict):
-        raise RowProblem(f"{where} is a {type_name(message)}, not an object", 'write each turn as {"role": ..., "content": ...}')
+        raise RowProblem(
+            f"{where} is a {type_name(message)}, not an object",
+            'write each turn as {"role": ..., "content": ...}',
+        )
     role = message.get("role")
     if role not in ROLES:
         raise RowProblem(f"{where} has unknown role {role!r}", f"use one of: {', '.join(ROLES)}")
     calls = message.get("tool_calls") if role == "assistant" else None
     if "content" not in message and not calls:
         raise RowProblem(f"{where} has no 'content'", "every turn needs its text in 'content'")
-    normalized = _message(role, (message.get("content") or "") if calls else message["content"], where, message)
+    normalized = _message(
+        role, (message.get("content") or "") if calls else message["content"], where, message
+    )
     if calls:
         if not isinstance(calls, list):
-            raise RowProblem(f"{where} 'tool_calls' is a {type_name(calls)}, expected a list", 'use [{"type": "function", "function": {"name": ..., "arguments": {...}}}]')
+            raise RowProblem(
+                f"{where} 'tool_calls' is a {type_name(calls)}, expected a list",
+                'use [{"type": "function", "function": {"name": ..., "arguments": {...}}}]',
+            )
         normalized["tool_calls"] = parse_calls(calls, where)
     for key in ("name", "tool_call_id"):
         if role == "tool" and isinstance(message.get(key), str):
@@ -227,15 +263,23 @@ def _check_conversation(messages: list[Message]) -> list[Message]:
         raise RowProblem("the conversation is empty", "list at least a user turn and an assistant turn")
     replies = [m for m in messages if m["role"] == "assistant"]
     if not replies:
-        raise RowProblem("the conversation has no assistant turn", "nothing would be trained; add an assistant reply")
+        raise RowProblem(
+            "the conversation has no assistant turn", "nothing would be trained; add an assistant reply"
+        )
     if all(m.get("loss_weight") == 0 for m in replies):
-        raise RowProblem("every assistant turn has loss_weight 0", "nothing would be trained; set loss_weight 1 on a reply")
+        raise RowProblem(
+            "every assistant turn has loss_weight 0", "nothing would be trained; set loss_weight 1 on a reply"
+        )
     return messages
 
 
 def _sharegpt(value: object) -> dict:
     messages = _sharegpt_turns(value["conversations"], "'conversations'")
-    if isinstance(value.get("system"), str) and value["system"] and not (messages and messages[0]["role"] == "system"):
+    if (
+        isinstance(value.get("system"), str)
+        and value["system"]
+        and not (messages and messages[0]["role"] == "system")
+    ):
         messages.insert(0, {"role": "system", "content": value["system"]})
     return {"messages": _check_conversation(messages)}
 
@@ -249,11 +293,16 @@ def _sharegpt_turns(turns: object, what: str) -> list[Message]:
     for index, turn in enumerate(turns):
         where = f"turn {index}"
         if not isinstance(turn, dict):
-            raise RowProblem(f"{where} is a {type_name(turn)}, not an object", 'write each turn as {"from": ..., "value": ...}')
+            raise RowProblem(
+                f"{where} is a {type_name(turn)}, not an object",
+                'write each turn as {"from": ..., "value": ...}',
+            )
         speaker = turn.get("from")
         role = SHAREGPT_ROLES.get(speaker.lower()) if isinstance(speaker, str) else None
         if role is None:
-            raise RowProblem(f"{where} has unknown speaker {speaker!r}", f"use one of: {', '.join(SHAREGPT_ROLES)}")
+            raise RowProblem(
+                f"{where} has unknown speaker {speaker!r}", f"use one of: {', '.join(SHAREGPT_ROLES)}"
+            )
         if speaker.lower() == "function_call":
             _add_call(messages, parse_calls(turn.get("value"), f"{where} ({speaker})"), turn, where)
             continue
@@ -278,8 +327,14 @@ def _add_call(messages: list[Message], calls: list[dict], turn: dict, where: str
 def _alpaca(value: object) -> dict:
     instruction = _require_text(value["instruction"], "'instruction'", allow_empty=False)
     extra = _require_text(value.get("input") or "", "'input'")
-    messages = [{"role": "system", "content": _require_text(value["system"], "'system'")}] if value.get("system") else []
-    messages.append({"role": "user", "content": f"{instruction}\n\n{extra}" if extra.strip() else instruction})
+    messages = (
+        [{"role": "system", "content": _require_text(value["system"], "'system'")}]
+        if value.get("system")
+        else []
+    )
+    messages.append(
+        {"role": "user", "content": f"{instruction}\n\n{extra}" if extra.strip() else instruction}
+    )
     messages.append({"role": "assistant", "content": _require_text(value["output"], "'output'")})
     return {"messages": messages}
 
@@ -312,7 +367,10 @@ def _preference(value: object) -> dict:
         prompt = _turns(value.get("prompt", value.get("messages")), "prompt", "user")
     else:
         prompt = []
-    chosen, rejected = _turns(value["chosen"], "chosen", "assistant"), _turns(value["rejected"], "rejected", "assistant")
+    chosen, rejected = (
+        _turns(value["chosen"], "chosen", "assistant"),
+        _turns(value["rejected"], "rejected", "assistant"),
+    )
     if not prompt:  # two whole conversations: the prompt is what they share
         shared = 0
         while shared < min(len(chosen), len(rejected)) - 1 and chosen[shared] == rejected[shared]:
@@ -320,16 +378,25 @@ def _preference(value: object) -> dict:
         prompt = chosen[:shared]
     chosen, rejected = _after(prompt, chosen), _after(prompt, rejected)
     if not prompt or not any(m["role"] == "user" for m in prompt):
-        raise RowProblem("the preference pair has no prompt (no user turn before chosen/rejected)", "add a 'prompt' field, or give chosen/rejected as whole conversations")
+        raise RowProblem(
+            "the preference pair has no prompt (no user turn before chosen/rejected)",
+            "add a 'prompt' field, or give chosen/rejected as whole conversations",
+        )
     for name, side in (("chosen", chosen), ("rejected", rejected)):
         if not any(m["role"] == "assistant" for m in side):
-            raise RowProblem(f"'{name}' has no assistant turn", f"'{name}' should hold the reply (a string or assistant messages)")
-    return {"messages": _check_conversation(prompt + chosen), "pair": PreferencePair(prompt, chosen, rejected)}
+            raise RowProblem(
+                f"'{name}' has no assistant turn",
+                f"'{name}' should hold the reply (a string or assistant messages)",
+            )
+    return {
+        "messages": _check_conversation(prompt + chosen),
+        "pair": PreferencePair(prompt, chosen, rejected),
+    }
 
 
 def _after(prompt: list[Message], side: list[Message]) -> list[Message]:
     """``side`` without the prompt turns it repeats (some datasets write whole conversations in chosen/rejected)."""
-    return side[len(prompt):] if side[: len(prompt)] == prompt else side
+    return side[len(prompt) :] if side[: len(prompt)] == prompt else side
 
 
 def _text(value: object) -> dict:

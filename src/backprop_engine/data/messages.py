@@ -12,4 +12,8 @@ Conversation = list[dict]
 def load_conversations(source: str | Path, format: str = "auto") -> list[Conversation]:
     """Every conversation of ``source`` (any format); the first bad row raises a DataError naming it."""
     spec = DataSpec([str(source)], format=format, on_bad_row="error", dedupe=False, shuffle=False)
-    return [example.messages for example in load_examples(spec, DataReport(sources=spec.sources)) if example.text is None]
+    return [
+        example.messages
+        for example in load_examples(spec, DataReport(sources=spec.sources))
+        if example.text is None
+    ]

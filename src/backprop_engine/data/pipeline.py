@@ -56,14 +56,21 @@ class DataSpec:
     eval_split: float = 0.0  # below 1: a fraction, 1 or more: a number of rows
     max_seq_len: int = 0
     overlong: str = "truncate"  # truncate | drop
-    text_split: str = "auto"  # .txt/.md documents: auto | blank (lines) | line (one per line) | none (the whole file)
+    text_split: str = (
+        "auto"  # .txt/.md documents: auto | blank (lines) | line (one per line) | none (the whole file)
+    )
     chosen_only: bool = False  # preference pairs: train prompt + chosen as a chat
 
     def __post_init__(self) -> None:
         self.sources = [str(s) for s in ([self.sources] if isinstance(self.sources, str) else self.sources)]
         if not self.sources:
             raise ConfigError("no data given", "pass at least one data file, folder or hub id")
-        choices = {"format": ("auto", *FORMATS), "on_bad_row": ("error", "skip"), "overlong": ("truncate", "drop"), "text_split": ("auto", *TEXT_SPLITS)}
+        choices = {
+            "format": ("auto", *FORMATS),
+            "on_bad_row": ("error", "skip"),
+            "overlong": ("truncate", "drop"),
+            "text_split": ("auto", *TEXT_SPLITS),
+        }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
@@ -71,9 +78,13 @@ class DataSpec:
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be a non-negative integer, got {getattr(self, name)!r}")
         if not 0 <= self.near_dedupe < 1:
-            raise ConfigError(f"near_dedupe must be in [0, 1), got {self.near_dedupe!r}", "e.g. 0.85; 0 turns it off")
+            raise ConfigError(
+                f"near_dedupe must be in [0, 1), got {self.near_dedupe!r}", "e.g. 0.85; 0 turns it off"
+            )
         if self.eval_split < 0 or (self.eval_split >= 1 and self.eval_split != int(self.eval_split)):
-            raise ConfigError(f"eval_split must be a fraction below 1 or a whole number of rows, got {self.eval_split!r}")
+            raise ConfigError(
+                f"eval_split must be a fraction below 1 or a whole number of rows, got {self.eval_split!r}"
+            )
 
     @classmethod
     def from_config(cls, config) -> DataSpec:
@@ -103,8 +114,15 @@ class LengthStats:
         if not lengths:
             return None
         ordered = sorted(lengths)
-        return cls(len(ordered), sum(ordered) / len(ordered), _percentile(ordered, 50), _percentile(ordered, 95),
-                   _percentile(ordered, 99), ordered[-1], _histogram(ordered))
+        return cls(
+            len(ordered),
+            sum(ordered) / len(ordered),
+            _percentile(ordered, 50),
+            _percentile(ordered, 95),
+            _percentile(ordered, 99),
+            ordered[-1],
+            _histogram(ordered),
+        )
 
 
 @dataclass
@@ -133,8 +151,12 @@ class DataReport:
     samples: list[Sample] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     cached: bool = False
-    mask_schemes: dict[str, int] = field(default_factory=dict)  # conversations per scheme (tokenize.WHOLE / PER_TURN)
-    text_split: dict[str, str] = field(default_factory=dict)  # text file → the rule its documents were read by, and why
+    mask_schemes: dict[str, int] = field(
+        default_factory=dict
+    )  # conversations per scheme (tokenize.WHOLE / PER_TURN)
+    text_split: dict[str, str] = field(
+        default_factory=dict
+    )  # text file → the rule its documents were read by, and why
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -144,9 +166,13 @@ class DataReport:
         data = dict(data)
         data["bad_rows"] = [BadRow(**b) for b in data["bad_rows"]]
         data["filters"] = [FilterStep(**f) for f in data["filters"]]
-        data["samples"] = [Sample(s["origin"], s["format"], [tuple(x) for x in s["spans"]]) for s in data["samples"]]
+        data["samples"] = [
+            Sample(s["origin"], s["format"], [tuple(x) for x in s["spans"]]) for s in data["samples"]
+        ]
         if data["lengths"]:
-            data["lengths"] = LengthStats(**{**data["lengths"], "histogram": [tuple(h) for h in data["lengths"]["histogram"]]})
+            data["lengths"] = LengthStats(
+                **{**data["lengths"], "histogram": [tuple(h) for h in data["lengths"]["histogram"]]}
+            )
         return cls(**data)
 
 
@@ -157,7 +183,9 @@ class PreparedData:
     report: DataReport
 
 
-def iter_rows(spec: DataSpec, keep_going: bool = False, report: DataReport | None = None) -> Iterator[Example | BadRow]:
+def iter_rows(
+    spec: DataSpec, keep_going: bool = False, report: DataReport | None = None
+) -> Iterator[Example | BadRow]:
     """Every row of every source as an Example or a BadRow (streaming; empty files are bad rows).
 
     A file that cannot be read at all raises DataError, or with ``keep_going`` becomes one BadRow. The rule
@@ -188,7 +216,9 @@ def _file_problem(error: DataError) -> BadRow:
     return BadRow(origin, reason or "cannot be read", error.hint or "")
 
 
-def _file_rows(path, tracker: FormatTracker, text_split: str, splits: dict[str, str]) -> Iterator[Example | BadRow]:
+def _file_rows(
+    path, tracker: FormatTracker, text_split: str, splits: dict[str, str]
+) -> Iterator[Example | BadRow]:
     empty = True
     rule = choose_text_split(path, text_split)
     if rule:
@@ -197,7 +227,9 @@ def _file_rows(path, tracker: FormatTracker, text_split: str, splits: dict[str, 
         empty = False
         yield row if isinstance(row, BadRow) else tracker.normalize(row)
     if empty:
-        yield BadRow(str(path), "the file is empty", 'add rows, e.g. one JSON object per line: {"messages": [...]}')
+        yield BadRow(
+            str(path), "the file is empty", 'add rows, e.g. one JSON object per line: {"messages": [...]}'
+        )
 
 
 class _RowCollector:
@@ -247,7 +279,10 @@ def _require_rows(examples: list, report: DataReport, after_filters: bool = Fals
         more = f" ({report.bad_row_count - 1} more bad rows)" if report.bad_row_count > 1 else ""
         raise DataError(f"{first}{more}", first.hint or "run `backprop data check` to list every problem")
     removed = ", ".join(f"{step.name}: {step.removed}" for step in report.filters if step.removed)
-    raise DataError(f"{', '.join(report.sources)}: no rows left after the filters ({removed})", "relax the filters (min/max tokens, max_seq_len, max samples)")
+    raise DataError(
+        f"{', '.join(report.sources)}: no rows left after the filters ({removed})",
+        "relax the filters (min/max tokens, max_seq_len, max samples)",
+    )
 
 
 def prepare_data(spec: DataSpec, tokenizer, model_context: int, use_cache: bool = True) -> PreparedData:
@@ -263,7 +298,9 @@ def prepare_data(spec: DataSpec, tokenizer, model_context: int, use_cache: bool 
     _refuse_pairs(examples, spec)
     tokenized = _tokenize(examples, tokenizer, _RowCollector(spec, report))
     train, evaluation = shape(tokenized, spec, model_context, report, tokenizer)
-    prepared = PreparedData([t for _, ts in train for t in ts], [t for _, ts in evaluation for t in ts], report)
+    prepared = PreparedData(
+        [t for _, ts in train for t in ts], [t for _, ts in evaluation for t in ts], report
+    )
     if key:
         cache.store(key, prepared)
     return prepared
@@ -314,7 +351,10 @@ def _template_warnings(changes: Counter, schemes: Counter, examples: int) -> lis
             "written in the plain form (<tool_call>/<tool_response> blocks, schemas in the system prompt; README, Data)"
         )
     if changes[REASONING_DROPPED]:
-        warnings.append(f"{changes[REASONING_DROPPED]} rows have reasoning that the model's chat template does not render: dropped, the replies are trained without it")
+        warnings.append(
+            f"{changes[REASONING_DROPPED]} rows have reasoning that the model's chat template does not render: "
+            "dropped, the replies are trained without it"
+        )
     if schemes[PER_TURN]:
         warnings.append(
             f"{schemes[PER_TURN]} conversations are trained {PER_TURN} ({examples} examples from {sum(schemes.values())} conversations): "
@@ -324,7 +364,9 @@ def _template_warnings(changes: Counter, schemes: Counter, examples: int) -> lis
     return warnings
 
 
-def shape(rows: list[Row], spec: DataSpec, model_context: int, report: DataReport, tokenizer=None, samples: int = 3):
+def shape(
+    rows: list[Row], spec: DataSpec, model_context: int, report: DataReport, tokenizer=None, samples: int = 3
+):
     """Filters, the length policy, shuffle, sample cap and the eval split, each counted in ``report``.
 
     Filters count rows; a per-turn row keeps its examples together (one side of the eval split).
@@ -340,16 +382,25 @@ def shape(rows: list[Row], spec: DataSpec, model_context: int, report: DataRepor
     if spec.dedupe:
         current = step("exact duplicates", _by_example(current, drop_exact_duplicates))
     if spec.near_dedupe:
-        current = step(f"near duplicates (>= {spec.near_dedupe:g})", _by_example(current, lambda e: drop_near_duplicates(e, spec.near_dedupe, spec.seed)))
+        current = step(
+            f"near duplicates (>= {spec.near_dedupe:g})",
+            _by_example(current, lambda e: drop_near_duplicates(e, spec.near_dedupe, spec.seed)),
+        )
     if spec.min_tokens:
-        current = step(f"under {spec.min_tokens} tokens", [r for r in current if _longest(r) >= spec.min_tokens])
+        current = step(
+            f"under {spec.min_tokens} tokens", [r for r in current if _longest(r) >= spec.min_tokens]
+        )
     if spec.max_tokens:
-        current = step(f"over {spec.max_tokens} tokens", [r for r in current if _longest(r) <= spec.max_tokens])
+        current = step(
+            f"over {spec.max_tokens} tokens", [r for r in current if _longest(r) <= spec.max_tokens]
+        )
     report.lengths = LengthStats.of([len(t) for _, ts in current for t in ts])
     report.max_seq_len, report.max_seq_len_from_data = choose_max_seq_len(spec, report.lengths, model_context)
     limit = report.max_seq_len
     if spec.overlong == "drop":
-        current = step(f"over max_seq_len {limit}", [r for r in current if r[0].text is not None or _longest(r) <= limit])
+        current = step(
+            f"over max_seq_len {limit}", [r for r in current if r[0].text is not None or _longest(r) <= limit]
+        )
     report.truncated = sum(_longest(r) > limit for r in current if r[0].text is None)
     current = [piece for row in current for piece in _fit(row, limit)]
     trainable = [(e, [t for t in ts if t.trained_tokens > 0]) for e, ts in current]
@@ -360,12 +411,17 @@ def shape(rows: list[Row], spec: DataSpec, model_context: int, report: DataRepor
         current = step(f"beyond max_samples {spec.max_samples}", current[: spec.max_samples])
     _require_rows(current, report, after_filters=True)
     train, evaluation = split_eval(current, spec.eval_split)
-    report.train_examples, report.eval_examples = sum(len(ts) for _, ts in train), sum(len(ts) for _, ts in evaluation)
+    report.train_examples, report.eval_examples = (
+        sum(len(ts) for _, ts in train),
+        sum(len(ts) for _, ts in evaluation),
+    )
     examples = [(e, t) for e, ts in current for t in ts]
     tokens = sum(len(t) for _, t in examples)
     report.trained_fraction = sum(t.trained_tokens for _, t in examples) / tokens if tokens else 0.0
     if tokenizer is not None:
-        report.samples = [Sample(e.origin, e.format, marked_spans(tokenizer, t)) for e, t in examples[:samples]]
+        report.samples = [
+            Sample(e.origin, e.format, marked_spans(tokenizer, t)) for e, t in examples[:samples]
+        ]
     return train, evaluation
 
 
@@ -380,7 +436,10 @@ def _fit(row: Row, limit: int) -> list[Row]:
     if example.text is None:
         return [(example, [TokenizedExample(t.input_ids[:limit], t.labels[:limit]) for t in row[1]])]
     starts = range(0, len(tokens), limit)
-    return [(example, [TokenizedExample(tokens.input_ids[s : s + limit], tokens.labels[s : s + limit])]) for s in starts]
+    return [
+        (example, [TokenizedExample(tokens.input_ids[s : s + limit], tokens.labels[s : s + limit])])
+        for s in starts
+    ]
 
 
 def _by_example(rows, keep):
@@ -466,4 +525,3 @@ def _histogram(ordered: list[int]) -> list[tuple[int, int, int]]:
     width = max(1, math.ceil(ordered[-1] / HISTOGRAM_BINS))
     counts = Counter(min(length // width, HISTOGRAM_BINS - 1) for length in ordered)
     return [(b * width, (b + 1) * width, counts.get(b, 0)) for b in range(HISTOGRAM_BINS)]
-

@@ -24,18 +24,23 @@ DATA_SUFFIXES = {".jsonl", ".json", ".csv", ".parquet", ".txt", ".md"}
 TEXT_SUFFIXES = {".txt", ".md"}
 TEXT_SPLITS = ("blank", "line", "none")  # documents end at blank lines, at every line, or with the file
 TEXT_SNIFF_LINES = 2000
-SENTENCE_ENDS = tuple('.!?"\')»”。！？…')
+SENTENCE_ENDS = tuple(".!?\"')»”。！？…")
 MAX_ROW_BYTES = 10 * 2**20  # one row beyond this is reported, never decoded (a runaway line, not a chat)
 # The fields that identify each row format (the first match wins, in this order).
 FORMAT_FIELDS = {
-    "preference": ("chosen", "rejected"),  # before the chat formats: preference rows also hold conversations/prompt
+    "preference": (
+        "chosen",
+        "rejected",
+    ),  # before the chat formats: preference rows also hold conversations/prompt
     "messages": ("messages",),
     "sharegpt": ("conversations",),
     "alpaca": ("instruction", "output"),
     "prompt_completion": ("prompt", "completion"),
     "text": ("text",),
 }
-_HUB_ID = re.compile(r"^(?P<name>[A-Za-z0-9][\w.-]*/[\w.-]+)(?::(?P<config>[\w.-]+))?(?:@(?P<split>[\w.\[\]:%-]+))?$")
+_HUB_ID = re.compile(
+    r"^(?P<name>[A-Za-z0-9][\w.-]*/[\w.-]+)(?::(?P<config>[\w.-]+))?(?:@(?P<split>[\w.\[\]:%-]+))?$"
+)
 
 
 @dataclass
@@ -104,16 +109,24 @@ def data_files(source: Source) -> list[Source]:
     if isinstance(source, HubId) or source.is_file() or is_saved_dataset(source):
         return [source]
     files = sorted(
-        p for p in source.rglob("*")
-        if p.is_file() and p.suffix.lower() in DATA_SUFFIXES and not any(part.startswith(".") for part in p.relative_to(source).parts)
+        p
+        for p in source.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in DATA_SUFFIXES
+        and not any(part.startswith(".") for part in p.relative_to(source).parts)
     )
     if not files:
-        raise DataError(f"{source}: the directory has no data files", f"put {', '.join(sorted(DATA_SUFFIXES))} files in it")
+        raise DataError(
+            f"{source}: the directory has no data files",
+            f"put {', '.join(sorted(DATA_SUFFIXES))} files in it",
+        )
     return files
 
 
 def is_saved_dataset(path: Path) -> bool:
-    return path.is_dir() and ((path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file())
+    return path.is_dir() and (
+        (path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file()
+    )
 
 
 def read_rows(source: Source, text_split: str = "blank") -> Iterator[RawRow | BadRow]:
@@ -127,7 +140,10 @@ def read_rows(source: Source, text_split: str = "blank") -> Iterator[RawRow | Ba
     else:
         reader = _READERS.get(source.suffix.lower())
         if reader is None:
-            raise DataError(f"{source}: unknown data file type {source.suffix!r}", f"use one of {', '.join(sorted(DATA_SUFFIXES))}")
+            raise DataError(
+                f"{source}: unknown data file type {source.suffix!r}",
+                f"use one of {', '.join(sorted(DATA_SUFFIXES))}",
+            )
         yield from reader(source)
 
 
@@ -143,12 +159,26 @@ def _lines(path: Path) -> Iterator[tuple[int, str | BadRow]]:
             where = f"{path}:{number}"
             if len(raw) > MAX_ROW_BYTES and not raw.endswith(b"\n"):
                 size = len(raw) + _skip_rest_of_line(handle)
-                yield number, BadRow(where, f"line is {size / 2**20:.1f} MB, over the {MAX_ROW_BYTES // 2**20} MB limit", "split the row; no single conversation should be this long")
+                yield (
+                    number,
+                    BadRow(
+                        where,
+                        f"line is {size / 2**20:.1f} MB, over the {MAX_ROW_BYTES // 2**20} MB limit",
+                        "split the row; no single conversation should be this long",
+                    ),
+                )
                 continue
             try:
                 yield number, raw.decode("utf-8-sig" if number == 1 else "utf-8")
             except UnicodeDecodeError as exc:
-                yield number, BadRow(where, f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})", "save the file as UTF-8")
+                yield (
+                    number,
+                    BadRow(
+                        where,
+                        f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})",
+                        "save the file as UTF-8",
+                    ),
+                )
 
 
 def _skip_rest_of_line(handle) -> int:
@@ -168,7 +198,11 @@ def _read_jsonl(path: Path) -> Iterator[RawRow | BadRow]:
             try:
                 yield RawRow(f"{path}:{number}", json.loads(line), str(path))
             except json.JSONDecodeError as exc:
-                yield BadRow(f"{path}:{number}", f"not valid JSON ({exc.msg} at column {exc.colno})", "each line must be one JSON object")
+                yield BadRow(
+                    f"{path}:{number}",
+                    f"not valid JSON ({exc.msg} at column {exc.colno})",
+                    "each line must be one JSON object",
+                )
 
 
 def _read_json(path: Path) -> Iterator[RawRow | BadRow]:
@@ -190,7 +224,10 @@ def _read_json(path: Path) -> Iterator[RawRow | BadRow]:
     try:
         document = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise DataError(f"{path}:{exc.lineno}: {_json_problem(text, exc)}", "the file must be one JSON array (or object) of rows") from None
+        raise DataError(
+            f"{path}:{exc.lineno}: {_json_problem(text, exc)}",
+            "the file must be one JSON array (or object) of rows",
+        ) from None
     if isinstance(document, dict):
         lists = [value for value in document.values() if isinstance(value, list)]
         if len(lists) == 1 and len(document) == 1:
@@ -200,9 +237,15 @@ def _read_json(path: Path) -> Iterator[RawRow | BadRow]:
                 yield RawRow(f"{path}: row {key!r}", value, str(path))
             return
         else:
-            raise DataError(f"{path}: a JSON object that is not a collection of rows", 'use [row, ...], {"rows": [row, ...]} or {"id": row, ...}')
+            raise DataError(
+                f"{path}: a JSON object that is not a collection of rows",
+                'use [row, ...], {"rows": [row, ...]} or {"id": row, ...}',
+            )
     if not isinstance(document, list):
-        raise DataError(f"{path}: the JSON document is a {type(document).__name__}, not an array of rows", "use [row, ...]")
+        raise DataError(
+            f"{path}: the JSON document is a {type(document).__name__}, not an array of rows",
+            "use [row, ...]",
+        )
     for index, value in enumerate(document):
         yield RawRow(f"{path}: row {index}", value, str(path))
 
@@ -307,16 +350,30 @@ def _read_csv(path: Path) -> Iterator[RawRow | BadRow]:
         header = reader.fieldnames or []
         if header and not any(set(columns) <= set(header) for columns in FORMAT_FIELDS.values()):
             wanted = "; ".join("+".join(columns) for columns in FORMAT_FIELDS.values())
-            raise DataError(f"{path}:1: the CSV has columns {', '.join(header)} but none of the needed ones", f"name the columns: {wanted}")
+            raise DataError(
+                f"{path}:1: the CSV has columns {', '.join(header)} but none of the needed ones",
+                f"name the columns: {wanted}",
+            )
         for row in reader:
             yield from _drain(problems)
             if None in row:
                 cells = len(header) + len(row[None])
-                yield BadRow(f"{path}:{reader.line_num}", f"row has {cells} cells, the header has {len(header)}", "quote cells that contain commas")
+                yield BadRow(
+                    f"{path}:{reader.line_num}",
+                    f"row has {cells} cells, the header has {len(header)}",
+                    "quote cells that contain commas",
+                )
             else:
-                yield RawRow(f"{path}:{reader.line_num}", {k: v for k, v in row.items() if v not in ("", None)}, str(path))
+                yield RawRow(
+                    f"{path}:{reader.line_num}",
+                    {k: v for k, v in row.items() if v not in ("", None)},
+                    str(path),
+                )
     except csv.Error as exc:
-        raise DataError(f"{path}:{reader.line_num}: not valid CSV ({exc})", "save the file as comma-separated values with a header row") from None
+        raise DataError(
+            f"{path}:{reader.line_num}: not valid CSV ({exc})",
+            "save the file as comma-separated values with a header row",
+        ) from None
     yield from _drain(problems)
 
 
@@ -381,7 +438,9 @@ def _read_parquet(path: Path) -> Iterator[RawRow | BadRow]:
     try:
         table = pq.ParquetFile(path)
     except (pyarrow.ArrowException, OSError) as exc:
-        raise DataError(f"{path}: not a readable parquet file ({exc})", "write it with pandas/pyarrow/datasets to_parquet") from None
+        raise DataError(
+            f"{path}: not a readable parquet file ({exc})", "write it with pandas/pyarrow/datasets to_parquet"
+        ) from None
     index = 0
     for batch in table.iter_batches(batch_size=1024):
         for value in batch.to_pylist():
@@ -395,7 +454,10 @@ def _read_saved(path: Path) -> Iterator[RawRow | BadRow]:
     dataset = load_from_disk(str(path))  # memory-mapped arrow: rows are read lazily
     if isinstance(dataset, DatasetDict):
         if "train" not in dataset:
-            raise DataError(f"{path}: saved dataset has splits {', '.join(dataset)} but no 'train'", "point at one split's folder")
+            raise DataError(
+                f"{path}: saved dataset has splits {', '.join(dataset)} but no 'train'",
+                "point at one split's folder",
+            )
         dataset = dataset["train"]
     for index, value in enumerate(dataset):
         yield RawRow(f"{path}: row {index}", value, str(path))
@@ -407,7 +469,10 @@ def _read_hub(hub: HubId) -> Iterator[RawRow | BadRow]:
     try:
         dataset = load_dataset(hub.name, hub.config, split=hub.split, streaming=True)
     except Exception as exc:  # datasets raises many unrelated types for "cannot get it"
-        raise DataError(f"{hub}: cannot load the dataset ({type(exc).__name__}: {exc})", "check the id, the split and your connection (HF_HUB_OFFLINE)") from None
+        raise DataError(
+            f"{hub}: cannot load the dataset ({type(exc).__name__}: {exc})",
+            "check the id, the split and your connection (HF_HUB_OFFLINE)",
+        ) from None
     for index, value in enumerate(dataset):
         yield RawRow(f"{hub}: row {index}", value, str(hub))
 

@@ -30,16 +30,29 @@ def format_report(report: DataReport) -> str:
         lines.append(f"token statistics over a seeded sample of {report.sampled_rows} rows")
     stats = report.lengths
     if stats:
-        lines.append(f"tokens per example: p50 {stats.p50}  p95 {stats.p95}  p99 {stats.p99}  max {stats.max}  mean {stats.mean:.1f}")
+        lines.append(
+            f"tokens per example: p50 {stats.p50}  p95 {stats.p95}  p99 {stats.p99}  max {stats.max}  mean {stats.mean:.1f}"
+        )
         peak = max(count for _, _, count in stats.histogram) or 1
         for low, high, count in stats.histogram:
             lines.append(f"  {low:>6}-{high:<6} {'#' * round(BAR_WIDTH * count / peak):<{BAR_WIDTH}} {count}")
     origin = "from the data (p99, rounded up to 64)" if report.max_seq_len_from_data else "as set"
     lines.append(f"max_seq_len {report.max_seq_len} {origin}; {report.truncated} rows longer")
-    lines.append(f"{report.train_examples} train / {report.eval_examples} eval examples; {report.trained_fraction:.1%} of tokens trained")
+    lines.append(
+        f"{report.train_examples} train / {report.eval_examples} eval examples; {report.trained_fraction:.1%} of tokens trained"
+    )
     if report.mask_schemes:
-        lines.append("masks for this chat template: " + ", ".join(f"{count} conversations {scheme}" for scheme, count in report.mask_schemes.items()))
+        lines.append(
+            "masks for this chat template: "
+            + ", ".join(f"{count} conversations {scheme}" for scheme, count in report.mask_schemes.items())
+        )
     for sample in report.samples:
-        lines.append(f"\n--- {sample.origin} ({sample.format}); trained text is between {TRAINED_OPEN} {TRAINED_CLOSE}")
-        lines.append("".join(f"{TRAINED_OPEN}{text}{TRAINED_CLOSE}" if trained else text for text, trained in sample.spans))
+        lines.append(
+            f"\n--- {sample.origin} ({sample.format}); trained text is between {TRAINED_OPEN} {TRAINED_CLOSE}"
+        )
+        lines.append(
+            "".join(
+                f"{TRAINED_OPEN}{text}{TRAINED_CLOSE}" if trained else text for text, trained in sample.spans
+            )
+        )
     return "\n".join(lines)

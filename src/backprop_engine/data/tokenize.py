@@ -57,7 +57,9 @@ def load_chat_tokenizer(path: Path, warn=None):
     if not tokenizer.chat_template:
         tokenizer.chat_template = PLAIN_TEMPLATE
         if warn:
-            warn(f"{path}: the tokenizer has no chat template; using the plain '### Role:' format (see README, Data)")
+            warn(
+                f"{path}: the tokenizer has no chat template; using the plain '### Role:' format (see README, Data)"
+            )
     return tokenizer
 
 
@@ -66,7 +68,14 @@ PER_TURN = "as one example per reply"  # the template rewrites earlier turns: ea
 PLAIN_TOOLS = "tools in the plain form"
 REASONING_DROPPED = "reasoning dropped"
 _PROBE_CALL = {"type": "function", "function": {"name": "probe_fn_q7", "arguments": {"x": 1}}}
-_PROBE_TOOL = {"type": "function", "function": {"name": "probe_tool_q7", "description": "d", "parameters": {"type": "object", "properties": {}}}}
+_PROBE_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "probe_tool_q7",
+        "description": "d",
+        "parameters": {"type": "object", "properties": {}},
+    },
+}
 
 
 class TemplateSupport:
@@ -88,13 +97,20 @@ class TemplateSupport:
 
     @cached_property
     def tool_schemas(self) -> bool:
-        return "probe_tool_q7" in self._try([{"role": "user", "content": "u"}], tools=[_PROBE_TOOL], add_generation_prompt=True)
+        return "probe_tool_q7" in self._try(
+            [{"role": "user", "content": "u"}], tools=[_PROBE_TOOL], add_generation_prompt=True
+        )
 
     @cached_property
     def reasoning_key(self) -> str | None:
         """The message field the template renders reasoning from (Qwen3: reasoning_content), or None."""
         for key in ("reasoning_content", "thinking"):
-            if "probe_reason_q7" in self._try([{"role": "user", "content": "u"}, {"role": "assistant", "content": "a", key: "probe_reason_q7"}]):
+            if "probe_reason_q7" in self._try(
+                [
+                    {"role": "user", "content": "u"},
+                    {"role": "assistant", "content": "a", key: "probe_reason_q7"},
+                ]
+            ):
                 return key
         return None
 
@@ -129,12 +145,18 @@ def _rename(message: dict, old: str, new: str | None) -> dict:
     return renamed
 
 
-def render(tokenizer, messages: list[dict], add_generation_prompt: bool = False, tools: list[dict] | None = None) -> str:
+def render(
+    tokenizer, messages: list[dict], add_generation_prompt: bool = False, tools: list[dict] | None = None
+) -> str:
     options = {"tools": tools} if tools else {}
     try:
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt, **options)
+        return tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=add_generation_prompt, **options
+        )
     except Exception as exc:  # jinja raise_exception() in the template: e.g. roles must alternate
-        raise RowProblem(f"the model's chat template rejects this conversation ({exc})", "check the order of the roles") from None
+        raise RowProblem(
+            f"the model's chat template rejects this conversation ({exc})", "check the order of the roles"
+        ) from None
 
 
 @dataclass
@@ -145,12 +167,16 @@ class Rendered:
     spans: list[tuple[int, int]]
 
 
-def render_for_training(tokenizer, messages: list[dict], tools: list[dict] | None = None) -> tuple[str, list[Rendered]]:
+def render_for_training(
+    tokenizer, messages: list[dict], tools: list[dict] | None = None
+) -> tuple[str, list[Rendered]]:
     """The mask scheme (:data:`WHOLE` or :data:`PER_TURN`) and the texts it trains for this conversation."""
     trained = [i for i, m in enumerate(messages) if m["role"] == "assistant" and m.get("loss_weight", 1)]
     prompts = {i: render(tokenizer, messages[:i], True, tools) for i in trained}
     turns = {i: render(tokenizer, messages[: i + 1], False, tools) for i in trained}
-    full = turns[len(messages) - 1] if len(messages) - 1 in turns else render(tokenizer, messages, False, tools)
+    full = (
+        turns[len(messages) - 1] if len(messages) - 1 in turns else render(tokenizer, messages, False, tools)
+    )
     if all(full.startswith(turns[i]) and _continues(turns[i], prompts[i]) for i in trained):
         return WHOLE, [Rendered(full, [(len(prompts[i]), len(turns[i])) for i in trained])]
     examples = []
@@ -167,18 +193,21 @@ def _continues(text: str, prefix: str) -> bool:
 def _reply(tokenizer, messages: list[dict], index: int, prompt: str, turn: str, tools) -> str:
     """Assistant turn ``index`` as the template renders it after ``prompt`` (its generation prompt excluded)."""
     if _continues(turn, prompt):
-        return turn[len(prompt):]
+        return turn[len(prompt) :]
     # The context renders differently once the reply follows it (e.g. the system prompt moves): take the
     # reply as the template writes it after the turns since the previous reply, without the system prompt.
     start = max([i + 1 for i in range(index) if messages[i]["role"] == "assistant"], default=0)
     context = [m for m in messages[start:index] if m["role"] != "system"]
-    alone, both = render(tokenizer, context, True, tools), render(tokenizer, context + [messages[index]], False, tools)
+    alone, both = (
+        render(tokenizer, context, True, tools),
+        render(tokenizer, context + [messages[index]], False, tools),
+    )
     if not _continues(both, alone):
         raise RowProblem(
             f"the chat template does not render assistant turn {index} as a continuation of its prompt",
             "this template cannot be masked reliably; report it with the model name",
         )
-    return both[len(alone):]
+    return both[len(alone) :]
 
 
 def tokenize_rendered(tokenizer, rendered: Rendered) -> TokenizedExample:
@@ -211,7 +240,9 @@ def tokenize_text(tokenizer, text: str) -> TokenizedExample:
     return TokenizedExample(ids, list(ids))
 
 
-def tokenize_example(tokenizer, example: Example, support: TemplateSupport | None = None) -> list[TokenizedExample]:
+def tokenize_example(
+    tokenizer, example: Example, support: TemplateSupport | None = None
+) -> list[TokenizedExample]:
     """The training examples of one row (one, or one per turn), not yet truncated; RowProblem if unusable."""
     if example.text is not None:
         return [tokenize_text(tokenizer, example.text)]
@@ -247,4 +278,3 @@ def marked_spans(tokenizer, example: TokenizedExample) -> list[tuple[str, bool]]
         else:
             runs.append(([token], trained))
     return [(tokenizer.decode(ids), trained) for ids, trained in runs]
-

@@ -27,7 +27,10 @@ def parse_calls(value: object, where: str) -> list[dict]:
     calls = value if isinstance(value, list) else [value]
     if not calls:
         raise RowProblem(f"{where} has an empty list of tool calls", CALL_HINT)
-    return [_call(call, f"{where} tool call {n}" if len(calls) > 1 else f"{where} tool call") for n, call in enumerate(calls)]
+    return [
+        _call(call, f"{where} tool call {n}" if len(calls) > 1 else f"{where} tool call")
+        for n, call in enumerate(calls)
+    ]
 
 
 def _call(call: object, where: str) -> dict:
@@ -38,9 +41,16 @@ def _call(call: object, where: str) -> dict:
         raise RowProblem(f"{where} has no function name", CALL_HINT)
     arguments = function.get("arguments", function.get("parameters", {}))
     if isinstance(arguments, str):
-        arguments = _json(arguments, f"{where} '{function['name']}' has arguments that are", "the arguments must be a JSON object")
+        arguments = _json(
+            arguments,
+            f"{where} '{function['name']}' has arguments that are",
+            "the arguments must be a JSON object",
+        )
     if not isinstance(arguments, dict):
-        raise RowProblem(f"{where} '{function['name']}' arguments are a {type_name(arguments)}, not an object", "the arguments must be a JSON object")
+        raise RowProblem(
+            f"{where} '{function['name']}' arguments are a {type_name(arguments)}, not an object",
+            "the arguments must be a JSON object",
+        )
     normalized = {"type": "function", "function": {"name": function["name"], "arguments": arguments}}
     if isinstance(call.get("id"), str):
         normalized["id"] = call["id"]
@@ -80,7 +90,12 @@ def plain_form(messages: list[dict], tools: list[dict] | None, calls: bool, defi
         schemas = "\n".join(json.dumps(t["function"], ensure_ascii=False) for t in tools)
         block = f"{TOOLS_HEADING}\n{schemas}"
         if messages and messages[0]["role"] == "system":
-            out.append({**messages[0], "content": f"{messages[0]['content']}\n\n{block}" if messages[0]["content"] else block})
+            out.append(
+                {
+                    **messages[0],
+                    "content": f"{messages[0]['content']}\n\n{block}" if messages[0]["content"] else block,
+                }
+            )
             messages = messages[1:]
         else:
             out.append({"role": "system", "content": block})
@@ -88,13 +103,19 @@ def plain_form(messages: list[dict], tools: list[dict] | None, calls: bool, defi
         if calls:
             out.append(message)
         elif message.get("tool_calls"):
-            blocks = [f"<tool_call>\n{json.dumps(_plain_call(c), ensure_ascii=False)}\n</tool_call>" for c in message["tool_calls"]]
+            blocks = [
+                f"<tool_call>\n{json.dumps(_plain_call(c), ensure_ascii=False)}\n</tool_call>"
+                for c in message["tool_calls"]
+            ]
             text = "\n".join(([message["content"]] if message["content"] else []) + blocks)
             out.append({k: v for k, v in message.items() if k != "tool_calls"} | {"content": text})
         elif message["role"] == "tool":
             response = f"<tool_response>\n{message['content']}\n</tool_response>"
             if out and out[-1]["role"] == "user" and out[-1]["content"].startswith("<tool_response>"):
-                out[-1] = {**out[-1], "content": f"{out[-1]['content']}\n{response}"}  # parallel calls: one turn
+                out[-1] = {
+                    **out[-1],
+                    "content": f"{out[-1]['content']}\n{response}",
+                }  # parallel calls: one turn
             else:
                 out.append({"role": "user", "content": response})
         else:

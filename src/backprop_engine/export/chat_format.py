@@ -38,7 +38,7 @@ CHECK_CONVERSATIONS: list[list[dict[str, str]]] = [
         {"role": "user", "content": "And 3 + 3?"},
     ],
     [
-        {"role": "system", "content": "Answer briefly.\nUse \"quotes\" if needed."},
+        {"role": "system", "content": 'Answer briefly.\nUse "quotes" if needed.'},
         {"role": "user", "content": "Name a colour."},
         {"role": "assistant", "content": "Blue."},
         {"role": "user", "content": "Another {{ one }} please."},
@@ -76,9 +76,13 @@ class ChatFormat:
                 if self.system_placement == "turn":
                     out.append(self.prefixes["system"] + content + self.suffixes["system"])
                 continue
-            folded = role == "user" and system and (
-                (self.system_placement == "last_user" and index == len(messages) - 1)
-                or (self.system_placement == "first_user" and message is turns[0])
+            folded = (
+                role == "user"
+                and system
+                and (
+                    (self.system_placement == "last_user" and index == len(messages) - 1)
+                    or (self.system_placement == "first_user" and message is turns[0])
+                )
             )
             if folded:
                 content = system + self.system_separator + content
@@ -103,7 +107,7 @@ class ChatFormat:
         lines.append("{{- end }}" + _lit(self.generation_prompt))
         template = "\n".join(lines)
         if '"""' in template:  # cannot be quoted in a Modelfile; our literals never produce it
-            raise ExportError("the generated TEMPLATE contains '\"\"\"' and cannot be written to a Modelfile")
+            raise ExportError('the generated TEMPLATE contains \'"""\' and cannot be written to a Modelfile')
         return template
 
     def _content(self, role: str) -> str:
@@ -129,7 +133,10 @@ def derive_chat_format(tokenizer) -> ChatFormat:
     from jinja2 import TemplateError
 
     render = _Renderer(tokenizer)
-    family = next((name for name, marker in FAMILY_MARKERS.items() if marker in (tokenizer.chat_template or "")), "generic")
+    family = next(
+        (name for name, marker in FAMILY_MARKERS.items() if marker in (tokenizer.chat_template or "")),
+        "generic",
+    )
     try:
         fmt = _derive(render, family)
         reproduced = fmt is not None and all(render.expected(c) == fmt.render(c) for c in CHECK_CONVERSATIONS)
@@ -163,7 +170,7 @@ class _Renderer:
 
     def __call__(self, messages: list[dict[str, str]], generation: bool) -> str:
         text = self.raw(messages, generation)
-        return text[len(self.bos):] if self.bos and text.startswith(self.bos) else text
+        return text[len(self.bos) :] if self.bos and text.startswith(self.bos) else text
 
     def expected(self, messages: list[dict[str, str]]) -> str:
         return self(messages, True) if self.bos_added else self.raw(messages, True)
@@ -181,7 +188,7 @@ def adds_bos(tokenizer) -> bool:
 
 def _between(text: str, start: str | None, end: str | None) -> str:
     begin = text.index(start) + len(start) if start else 0
-    return text[begin:text.index(end, begin)] if end else text[begin:]
+    return text[begin : text.index(end, begin)] if end else text[begin:]
 
 
 def _derive(render: _Renderer, family: str) -> ChatFormat | None:
@@ -209,24 +216,36 @@ def _derive(render: _Renderer, family: str) -> ChatFormat | None:
         placement = "last_user" if family == "mistral" else "first_user"
         separator = between
     return ChatFormat(
-        family, placement, prefixes, suffixes, generation,
-        default_system=default_system, system_separator=separator, header=render.header(),
+        family,
+        placement,
+        prefixes,
+        suffixes,
+        generation,
+        default_system=default_system,
+        system_separator=separator,
+        header=render.header(),
     )
 
 
 def _cut_prefix(text: str, prefix: str) -> str:
     if not text.startswith(prefix):
         raise ValueError("the template does not render each message independently")
-    return text[len(prefix):]
+    return text[len(prefix) :]
 
 
 def end_of_turn_tokens(tokenizer, fmt: ChatFormat, generation_eos: list[int] | None = None) -> list[str]:
     """Every special token that ends an assistant turn: the EOS, generation_config's EOS ids, and any special
     token in the assistant suffix (``<|im_end|>``, ``<|eot_id|>``, ``<end_of_turn>``, ``</s>``)."""
     stops: list[str] = []
-    specials = set(tokenizer.all_special_tokens) | {t.content for t in tokenizer.added_tokens_decoder.values() if t.special}
+    specials = set(tokenizer.all_special_tokens) | {
+        t.content for t in tokenizer.added_tokens_decoder.values() if t.special
+    }
     candidates = [tokenizer.eos_token] + [tokenizer.convert_ids_to_tokens(i) for i in generation_eos or []]
-    candidates += [token for token in sorted(specials, key=len, reverse=True) if token and token in fmt.suffixes["assistant"]]
+    candidates += [
+        token
+        for token in sorted(specials, key=len, reverse=True)
+        if token and token in fmt.suffixes["assistant"]
+    ]
     for token in candidates:
         if token and token not in stops:
             stops.append(token)

@@ -38,12 +38,16 @@ class TensorSource:
     shape: tuple[int, ...]
 
 
-def convert_hf_to_gguf(model_dir: Path, out_path: Path, out_type: str = "f16", name: str | None = None) -> Path:
+def convert_hf_to_gguf(
+    model_dir: Path, out_path: Path, out_type: str = "f16", name: str | None = None
+) -> Path:
     """Write ``model_dir`` (a merged HF model with safetensors) as a GGUF file of type f32 or f16."""
     import gguf
 
     if out_type not in ("f32", "f16"):
-        raise ExportError(f"the converter writes f32 or f16, not {out_type!r}", "quantize the f16 file with llama.cpp")
+        raise ExportError(
+            f"the converter writes f32 or f16, not {out_type!r}", "quantize the f16 file with llama.cpp"
+        )
     model_dir = Path(model_dir)
     config = json.loads((model_dir / "config.json").read_text())
     arch = _architecture(config, model_dir)
@@ -58,7 +62,9 @@ def convert_hf_to_gguf(model_dir: Path, out_path: Path, out_type: str = "f16", n
         writer.add_tensor_info(ROPE_FREQS, rope_factors.shape, rope_factors.dtype, rope_factors.nbytes)
     for source in sources:
         dtype = _out_dtype(source, out_type)
-        writer.add_tensor_info(source.gguf_name, source.shape, dtype, int(np.prod(source.shape)) * dtype.itemsize)
+        writer.add_tensor_info(
+            source.gguf_name, source.shape, dtype, int(np.prod(source.shape)) * dtype.itemsize
+        )
 
     with atomic_path(Path(out_path)) as tmp:
         writer.open_output_file(tmp)
@@ -111,7 +117,9 @@ class _HParams:
             rope=rope or config.get("rope_scaling") or {},
             rope_theta_swa=(parameters.get("sliding_attention") or {}).get("rope_theta"),
             sliding_window=config.get("sliding_window") if gemma else None,
-            sliding_layers=tuple(t == "sliding_attention" for t in config.get("layer_types") or []) if gemma else None,
+            sliding_layers=tuple(t == "sliding_attention" for t in config.get("layer_types") or [])
+            if gemma
+            else None,
             final_logit_softcapping=config.get("final_logit_softcapping"),
         )
 
@@ -159,7 +167,9 @@ def llama3_rope_factors(hp: _HParams) -> np.ndarray | None:
     factor = hp.rope["factor"]
     low, high = hp.rope.get("low_freq_factor", 1.0), hp.rope.get("high_freq_factor", 4.0)
     original = hp.rope["original_max_position_embeddings"]
-    frequencies = 1.0 / (hp.rope_theta ** (torch.arange(0, hp.head_dim, 2, dtype=torch.float32) / hp.head_dim))
+    frequencies = 1.0 / (
+        hp.rope_theta ** (torch.arange(0, hp.head_dim, 2, dtype=torch.float32) / hp.head_dim)
+    )
     factors = []
     for frequency in frequencies:
         wavelength = 2 * math.pi / frequency
@@ -221,7 +231,7 @@ def _add_metadata(writer, hp: _HParams, name: str, out_type: str) -> None:
 _GPT2_REGEX = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+"
 _PRE_TOKENIZERS = {
     "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+": "qwen2",
-    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+": "llama-bpe",
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+": "llama-bpe",  # noqa: E501 - the split regex verbatim
 }
 
 
@@ -246,7 +256,9 @@ def _add_tokenizer(writer, model_dir: Path, arch: str, vocab_size: int) -> None:
 
     tokenizer_path = model_dir / "tokenizer.json"
     if not tokenizer_path.is_file():
-        raise ExportError(f"{model_dir}: no tokenizer.json", "save the tokenizer with a fast (tokenizers) backend")
+        raise ExportError(
+            f"{model_dir}: no tokenizer.json", "save the tokenizer with a fast (tokenizers) backend"
+        )
     tokenizer_json = json.loads(tokenizer_path.read_text(encoding="utf-8"))
     model = tokenizer_json.get("model") or {}
     if model.get("type") != "BPE":
@@ -324,6 +336,7 @@ def _sentencepiece_scores(tokens: list[str], merges: list) -> list[float]:
 
 def _adds_space_prefix(tokenizer_json: dict) -> bool:
     """SentencePiece's dummy prefix: a "▁" prepended by the normalizer or the Metaspace pre-tokenizer."""
+
     def steps(part: dict | None, key: str) -> list[dict]:
         part = part or {}
         return part.get(key, [part]) if part.get("type") == "Sequence" else [part]
@@ -340,7 +353,9 @@ def tensor_name_map(arch: str, block_count: int):
     import gguf
 
     arch_enum = {
-        "llama": gguf.MODEL_ARCH.LLAMA, "qwen2": gguf.MODEL_ARCH.QWEN2, "qwen3": gguf.MODEL_ARCH.QWEN3,
+        "llama": gguf.MODEL_ARCH.LLAMA,
+        "qwen2": gguf.MODEL_ARCH.QWEN2,
+        "qwen3": gguf.MODEL_ARCH.QWEN3,
         "gemma3": gguf.MODEL_ARCH.GEMMA3,
     }[arch]
     return gguf.get_tensor_name_map(arch_enum, block_count)

@@ -60,12 +60,14 @@ def convert_lora_to_gguf(adapter_dir: Path, base_dir: Path, out_path: Path) -> P
 
 def _check_plain_lora(config: dict, adapter_dir: Path) -> None:
     unsupported = [
-        name for name, present in [
+        name
+        for name, present in [
             ("DoRA", config.get("use_dora")),
             ("per-module ranks or alphas", config.get("rank_pattern") or config.get("alpha_pattern")),
             ("modules_to_save", config.get("modules_to_save")),
             ("LoRA biases", config.get("lora_bias") or config.get("bias", "none") != "none"),
-        ] if present
+        ]
+        if present
     ]
     if config.get("peft_type") != "LORA" or unsupported:
         raise ExportError(
@@ -79,4 +81,6 @@ def _split(key: str, adapter_dir: Path) -> tuple[str, str]:
     for marker, part in ((".lora_A.weight", "lora_a"), (".lora_B.weight", "lora_b")):
         if key.endswith(marker):
             return key.removeprefix(_PEFT_PREFIX)[: -len(marker)], part
-    raise ExportError(f"{adapter_dir}: unexpected adapter tensor {key!r}", "only plain LoRA A/B weights can be converted")
+    raise ExportError(
+        f"{adapter_dir}: unexpected adapter tensor {key!r}", "only plain LoRA A/B weights can be converted"
+    )

@@ -31,9 +31,13 @@ def quote(value: str, what: str) -> str:
     """Quote ``value`` for a Modelfile so that it reads back exactly and cannot start another instruction."""
     bad = sorted({c for c in value if not c.isprintable() and c not in _ALLOWED_CONTROL})
     if bad:
-        raise ConfigError(f"{what} contains control characters {bad!r}", "Ollama's Modelfile drops them; remove them")
+        raise ConfigError(
+            f"{what} contains control characters {bad!r}", "Ollama's Modelfile drops them; remove them"
+        )
     if '"""' in value:
-        raise ConfigError(f'{what} contains \'"""\', which a Modelfile cannot quote', 'use fewer consecutive double quotes')
+        raise ConfigError(
+            f'{what} contains \'"""\', which a Modelfile cannot quote', "use fewer consecutive double quotes"
+        )
     if value and not any(c.isspace() or c == '"' for c in value):
         return value
     if '"' not in value and "\n" not in value:

@@ -23,7 +23,13 @@ from .modelfile import Modelfile, check_ollama_name
 DEFAULT_HOST = "127.0.0.1:11434"
 
 
-def register(name: str, modelfile_path: Path, modelfile: Modelfile, host: str | None = None, bus: EventBus | None = None) -> str:
+def register(
+    name: str,
+    modelfile_path: Path,
+    modelfile: Modelfile,
+    host: str | None = None,
+    bus: EventBus | None = None,
+) -> str:
     """Create Ollama model ``name`` from ``modelfile_path`` (its FROM file lies next to it); returns how."""
     check_ollama_name(name)
     bus = bus or EventBus()
@@ -56,8 +62,13 @@ def _settings_host() -> str:
 def _register_with_cli(cli: str, name: str, modelfile_path: Path, url: str, bus: EventBus) -> None:
     bus.emit(ExportProgress(stage="ollama", detail=f"ollama create {name} -f {modelfile_path.name}"))
     process = subprocess.Popen(
-        [cli, "create", name, "-f", str(modelfile_path)], cwd=modelfile_path.parent, env={**os.environ, "OLLAMA_HOST": url},
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
+        [cli, "create", name, "-f", str(modelfile_path)],
+        cwd=modelfile_path.parent,
+        env={**os.environ, "OLLAMA_HOST": url},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
     )
     last = ""
     for line in process.stdout:
@@ -65,7 +76,10 @@ def _register_with_cli(cli: str, name: str, modelfile_path: Path, url: str, bus:
             last = line.strip()
             bus.emit(ExportProgress(stage="ollama", detail=last))
     if process.wait() != 0:
-        raise ExportError(f"`ollama create {name}` failed: {last or f'exit status {process.returncode}'}", "is `ollama serve` running?")
+        raise ExportError(
+            f"`ollama create {name}` failed: {last or f'exit status {process.returncode}'}",
+            "is `ollama serve` running?",
+        )
 
 
 def _register_over_http(url: str, name: str, folder: Path, modelfile: Modelfile, bus: EventBus) -> None:
@@ -75,16 +89,27 @@ def _register_over_http(url: str, name: str, folder: Path, modelfile: Modelfile,
     client = ollama.Client(host=url)
     try:
         files = {modelfile.model: _upload_blob(client, url, folder / modelfile.model, bus)}
-        adapters = {modelfile.adapter: _upload_blob(client, url, folder / modelfile.adapter, bus)} if modelfile.adapter else None
+        adapters = (
+            {modelfile.adapter: _upload_blob(client, url, folder / modelfile.adapter, bus)}
+            if modelfile.adapter
+            else None
+        )
         bus.emit(ExportProgress(stage="ollama", detail=f"creating {name}"))
         progress = client.create(
-            name, files=files, adapters=adapters, template=modelfile.template, system=modelfile.system,
-            parameters=modelfile.parameters(), stream=True,
+            name,
+            files=files,
+            adapters=adapters,
+            template=modelfile.template,
+            system=modelfile.system,
+            parameters=modelfile.parameters(),
+            stream=True,
         )
         for update in progress:
             bus.emit(ExportProgress(stage="ollama", detail=update.status or ""))
     except ConnectionError:
-        raise ExportError(f"cannot reach Ollama at {url}", "start it with `ollama serve`, or set OLLAMA_HOST") from None
+        raise ExportError(
+            f"cannot reach Ollama at {url}", "start it with `ollama serve`, or set OLLAMA_HOST"
+        ) from None
     except (ollama.ResponseError, httpx.HTTPError) as error:
         raise ExportError(f"Ollama at {url} refused to create {name!r}: {_reason(error)}") from None
 
@@ -100,7 +125,11 @@ def _upload_blob(client, url: str, path: Path, bus: EventBus) -> str:
     if exists:
         bus.emit(ExportProgress(stage="ollama", detail=f"{path.name} already on the server"))
         return digest
-    bus.emit(ExportProgress(stage="ollama", detail=f"uploading {path.name} ({path.stat().st_size / 2**20:.1f} MiB)"))
+    bus.emit(
+        ExportProgress(
+            stage="ollama", detail=f"uploading {path.name} ({path.stat().st_size / 2**20:.1f} MiB)"
+        )
+    )
     uploaded = client.create_blob(path)
     if uploaded != digest:
         raise ExportError(f"{path.name} changed while it was uploaded", "export again")

@@ -29,7 +29,6 @@ from .verify import Reference, Verification, verify_gguf
 MIN_NUM_CTX = 256
 
 
-
 @dataclass(frozen=True)
 class ExportOptions:
     quantizations: tuple[str, ...] = ("q4_k_m",)
@@ -40,8 +39,12 @@ class ExportOptions:
     ollama_name: str | None = None  # default: the file name stem, lowercased
     ollama_host: str | None = None  # default: $OLLAMA_HOST, else the ollama_host setting
     system: str | None = None  # SYSTEM line of the Modelfile
-    lora_gguf: bool = False  # also write the adapter as a llama.cpp LoRA GGUF + the base as f16 (Ollama ADAPTER)
-    num_ctx: int | None = None  # Ollama's context cap (PARAMETER num_ctx); default: the ollama_num_ctx setting
+    lora_gguf: bool = (
+        False  # also write the adapter as a llama.cpp LoRA GGUF + the base as f16 (Ollama ADAPTER)
+    )
+    num_ctx: int | None = (
+        None  # Ollama's context cap (PARAMETER num_ctx); default: the ollama_num_ctx setting
+    )
 
     def checked(self) -> ExportOptions:
         """Validate everything a user can get wrong before any work starts."""
@@ -60,7 +63,10 @@ class ExportOptions:
         if self.system is not None:
             quote(self.system, "SYSTEM prompt")
         if self.num_ctx is not None and not (isinstance(self.num_ctx, int) and self.num_ctx >= MIN_NUM_CTX):
-            raise ConfigError(f"num_ctx must be an integer of at least {MIN_NUM_CTX}, got {self.num_ctx!r}", "e.g. --num-ctx 8192")
+            raise ConfigError(
+                f"num_ctx must be an integer of at least {MIN_NUM_CTX}, got {self.num_ctx!r}",
+                "e.g. --num-ctx 8192",
+            )
         return replace(self, quantizations=quants)
 
 
@@ -91,9 +97,13 @@ def export(source: ExportSource, options: ExportOptions, bus: EventBus | None = 
     bus = bus or EventBus()
     options = options.checked()
     name = safe_name(options.name or _default_stem(source.label), "export name")
-    ollama_names = {q: _ollama_name(name, q, options) for q in options.quantizations} if options.ollama else {}
+    ollama_names = (
+        {q: _ollama_name(name, q, options) for q in options.quantizations} if options.ollama else {}
+    )
     if options.lora_gguf and source.base_and_adapter is None:
-        raise ConfigError(f"{source.label}: a LoRA GGUF needs a run or an adapter, not a plain model", "drop --lora-gguf")
+        raise ConfigError(
+            f"{source.label}: a LoRA GGUF needs a run or an adapter, not a plain model", "drop --lora-gguf"
+        )
     out_dir = ensure_writable_dir(Path(options.output or source.out_dir), "export directory")
     hf_dir = source.prepare(bus)
     check_disk_space(hf_dir, out_dir, options.quantizations + (("f16",) if options.lora_gguf else ()))
@@ -110,7 +120,9 @@ def export(source: ExportSource, options: ExportOptions, bus: EventBus | None = 
             result = _finish(target, quantization, fallbacks, reference, modelfile_base, hf_dir, bus)
             if options.ollama:
                 modelfile = replace(modelfile_base, model=target.name)
-                result = _register(result, modelfile, ollama_names[quantization], options.ollama_host, hf_dir, bus)
+                result = _register(
+                    result, modelfile, ollama_names[quantization], options.ollama_host, hf_dir, bus
+                )
             results.append(result)
     if options.lora_gguf:
         results.append(_export_lora(source, name, out_dir, reference, modelfile_base, hf_dir, bus))
@@ -154,7 +166,9 @@ class _Intermediate:
         self.path.unlink(missing_ok=True)
 
 
-def _write_gguf(hf_dir: Path, target: Path, quantization: str, intermediate: _Intermediate, name: str, bus: EventBus) -> list[str]:
+def _write_gguf(
+    hf_dir: Path, target: Path, quantization: str, intermediate: _Intermediate, name: str, bus: EventBus
+) -> list[str]:
     if quantization in DIRECT_TYPES:
         bus.emit(ExportProgress(stage="convert", detail=f"writing {quantization} GGUF"))
         _convert(hf_dir, target, quantization, name)
@@ -180,7 +194,10 @@ def _convert(hf_dir: Path, target: Path, out_type: str, name: str) -> None:
 
 def _disk_error(error: OSError, target: Path) -> Exception:
     if error.errno == errno.ENOSPC:
-        return ExportError(f"{target}: ran out of disk space while writing", "free some space or pass --output on another disk")
+        return ExportError(
+            f"{target}: ran out of disk space while writing",
+            "free some space or pass --output on another disk",
+        )
     return error
 
 
@@ -194,10 +211,21 @@ def _finish(target, quantization, fallbacks, reference, modelfile_base, hf_dir, 
     if modelfile_base is not None:
         modelfile_path = target.with_suffix(".Modelfile")
         atomic_write_text(modelfile_path, replace(modelfile_base, model=target.name).text())
-    result = ExportResult(path=target, quantization=quantization, size_bytes=target.stat().st_size, report=target.with_suffix(".report.json"), verification=verification, fallbacks=fallbacks, modelfile=modelfile_path)
+    result = ExportResult(
+        path=target,
+        quantization=quantization,
+        size_bytes=target.stat().st_size,
+        report=target.with_suffix(".report.json"),
+        verification=verification,
+        fallbacks=fallbacks,
+        modelfile=modelfile_path,
+    )
     _write_report(result, hf_dir)
     if verification is not None and not verification.passed:
-        raise ExportError(f"{target.name} failed verification: {'; '.join(verification.problems)}", f"details in {result.report}")
+        raise ExportError(
+            f"{target.name} failed verification: {'; '.join(verification.problems)}",
+            f"details in {result.report}",
+        )
     bus.emit(ExportProgress(stage="done", detail=f"{target} ({result.size_bytes / 2**20:.1f} MiB)"))
     return result
 
@@ -208,21 +236,42 @@ def _export_lora(source, name, out_dir, reference, modelfile_base, hf_dir, bus) 
 
     base, adapter = source.base_and_adapter()
     base_gguf, lora = out_dir / f"{name}.base.f16.gguf", out_dir / f"{name}.lora.gguf"
-    bus.emit(ExportProgress(stage="convert", detail="writing the base model as f16 GGUF and the adapter as LoRA GGUF"))
+    bus.emit(
+        ExportProgress(
+            stage="convert", detail="writing the base model as f16 GGUF and the adapter as LoRA GGUF"
+        )
+    )
     _convert(base, base_gguf, "f16", f"{name}-base")
     convert_lora_to_gguf(adapter, base, lora)
     verification = None
     if reference is not None:
         verification = verify_gguf(base_gguf, reference, "f16", lora=lora)
-        bus.emit(ExportProgress(stage="verify", detail=f"{lora.name} over {base_gguf.name}: {verification.verdict()}"))
+        bus.emit(
+            ExportProgress(
+                stage="verify", detail=f"{lora.name} over {base_gguf.name}: {verification.verdict()}"
+            )
+        )
     modelfile_path = None
     if modelfile_base is not None:
         modelfile_path = out_dir / f"{name}.lora.Modelfile"
-        atomic_write_text(modelfile_path, replace(modelfile_base, model=base_gguf.name, adapter=lora.name).text())
-    result = ExportResult(path=lora, quantization="lora", size_bytes=lora.stat().st_size, report=lora.with_suffix(".report.json"), verification=verification, fallbacks=[], modelfile=modelfile_path)
+        atomic_write_text(
+            modelfile_path, replace(modelfile_base, model=base_gguf.name, adapter=lora.name).text()
+        )
+    result = ExportResult(
+        path=lora,
+        quantization="lora",
+        size_bytes=lora.stat().st_size,
+        report=lora.with_suffix(".report.json"),
+        verification=verification,
+        fallbacks=[],
+        modelfile=modelfile_path,
+    )
     _write_report(result, hf_dir, base_gguf=base_gguf.name)
     if verification is not None and not verification.passed:
-        raise ExportError(f"{lora.name} failed verification: {'; '.join(verification.problems)}", f"details in {result.report}")
+        raise ExportError(
+            f"{lora.name} failed verification: {'; '.join(verification.problems)}",
+            f"details in {result.report}",
+        )
     return result
 
 
@@ -241,7 +290,9 @@ def _write_report(result: ExportResult, hf_dir: Path, ollama: dict | None = None
     atomic_write_text(result.report, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
 
 
-def _modelfile_base(hf_dir: Path, source: ExportSource, options: ExportOptions, bus: EventBus) -> Modelfile | None:
+def _modelfile_base(
+    hf_dir: Path, source: ExportSource, options: ExportOptions, bus: EventBus
+) -> Modelfile | None:
     """The Modelfile every export gets; without --ollama an unsupported chat template is only a warning."""
     from ..modeling import load_tokenizer
     from .chat_format import derive_chat_format, end_of_turn_tokens
@@ -254,10 +305,18 @@ def _modelfile_base(hf_dir: Path, source: ExportSource, options: ExportOptions, 
             raise
         bus.emit(WarningEvent(message=f"no Ollama Modelfile: {error.message}"))
         return None
-    generation = json.loads((hf_dir / "generation_config.json").read_text()) if (hf_dir / "generation_config.json").is_file() else {}
+    generation = (
+        json.loads((hf_dir / "generation_config.json").read_text())
+        if (hf_dir / "generation_config.json").is_file()
+        else {}
+    )
     eos = generation.get("eos_token_id")
-    stops = end_of_turn_tokens(tokenizer, fmt, eos if isinstance(eos, list) else [eos] if eos is not None else [])
-    return Modelfile("", fmt.go_template(), stops, ollama_context(hf_dir, tokenizer, options.num_ctx), options.system)
+    stops = end_of_turn_tokens(
+        tokenizer, fmt, eos if isinstance(eos, list) else [eos] if eos is not None else []
+    )
+    return Modelfile(
+        "", fmt.go_template(), stops, ollama_context(hf_dir, tokenizer, options.num_ctx), options.system
+    )
 
 
 def ollama_context(hf_dir: Path, tokenizer, cap: int | None = None) -> int:
@@ -275,11 +334,17 @@ def _ollama_name(name: str, quantization: str, options: ExportOptions) -> str:
     return check_ollama_name(f"{model}:{quantization}" if len(options.quantizations) > 1 else model)
 
 
-def _register(result: ExportResult, modelfile: Modelfile, model: str, host: str | None, hf_dir: Path, bus: EventBus) -> ExportResult:
+def _register(
+    result: ExportResult, modelfile: Modelfile, model: str, host: str | None, hf_dir: Path, bus: EventBus
+) -> ExportResult:
     from .ollama import register
 
     via = register(model, result.modelfile, modelfile, host=host, bus=bus)
-    bus.emit(ExportProgress(stage="ollama", detail=f"registered {model} via {via}; run it with `ollama run {model}`"))
+    bus.emit(
+        ExportProgress(
+            stage="ollama", detail=f"registered {model} via {via}; run it with `ollama run {model}`"
+        )
+    )
     registered = replace(result, ollama_model=model)
     _write_report(registered, hf_dir, {"model": model, "via": via})
     return registered
@@ -298,9 +363,13 @@ def resolve_source(target: str | Path) -> ExportSource:
     if (path / "config.json").is_file() or (not path.exists() and str(target) in _preset_names()):
         return model_source(str(target))
     if path.is_dir() and (path / "adapter").is_dir():
-        raise ExportError(f"{path}: the run has no trained adapter", "finish `backprop train` before exporting")
+        raise ExportError(
+            f"{path}: the run has no trained adapter", "finish `backprop train` before exporting"
+        )
     raise ConfigError(
-        f"{path}: not a run directory, adapter or model folder" if path.exists() else f"{path}: no such run, adapter or model",
+        f"{path}: not a run directory, adapter or model folder"
+        if path.exists()
+        else f"{path}: no such run, adapter or model",
         "pass the directory `backprop train` created, a folder with adapter_config.json, or one with config.json",
     )
 
@@ -313,7 +382,9 @@ def _preset_names() -> set[str]:
 
 def run_source(run: RunDir) -> ExportSource:
     config = run.read_config()
-    base_and_adapter = None if run.full_fine_tuned else (lambda: (resolve_model(config.model).path, run.adapter))
+    base_and_adapter = (
+        None if run.full_fine_tuned else (lambda: (resolve_model(config.model).path, run.adapter))
+    )
     return ExportSource(run.path.name, run.export, lambda bus: ensure_merged(run, bus), base_and_adapter)
 
 
@@ -322,7 +393,10 @@ def adapter_source(adapter: Path) -> ExportSource:
     config = json.loads((adapter / "adapter_config.json").read_text())
     base_name = config.get("base_model_name_or_path")
     if not base_name:
-        raise ExportError(f"{adapter / 'adapter_config.json'}: no base_model_name_or_path", "the adapter must name its base model")
+        raise ExportError(
+            f"{adapter / 'adapter_config.json'}: no base_model_name_or_path",
+            "the adapter must name its base model",
+        )
     out_dir = adapter / "export"
 
     def prepare(bus: EventBus) -> Path:
@@ -335,7 +409,11 @@ def adapter_source(adapter: Path) -> ExportSource:
 def model_source(name: str) -> ExportSource:
     model = resolve_model(name)
     local = Path(name).expanduser()
-    out_dir = local.resolve() / "export" if local.is_dir() else default_runs_dir().parent / "exports" / Path(name).name
+    out_dir = (
+        local.resolve() / "export"
+        if local.is_dir()
+        else default_runs_dir().parent / "exports" / Path(name).name
+    )
     return ExportSource(Path(name).name, out_dir, lambda bus: model.path)
 
 
@@ -345,8 +423,12 @@ def ensure_merged(run: RunDir, bus: EventBus | None = None) -> Path:
     if run.full_fine_tuned:
         return run.merged
     if not (run.adapter / "adapter_config.json").is_file():
-        raise ExportError(f"{run.path}: the run has no trained adapter", "finish `backprop train` before exporting")
-    return _merge_once(resolve_model(run.read_config().model).path, run.adapter, run.merged, bus or EventBus())
+        raise ExportError(
+            f"{run.path}: the run has no trained adapter", "finish `backprop train` before exporting"
+        )
+    return _merge_once(
+        resolve_model(run.read_config().model).path, run.adapter, run.merged, bus or EventBus()
+    )
 
 
 def _merge_once(base_path: Path, adapter: Path, merged: Path, bus: EventBus) -> Path:

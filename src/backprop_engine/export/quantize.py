@@ -85,7 +85,8 @@ def quantize_gguf(source: Path, target: Path, quantization: str, threads: int = 
                 "; ".join(log.read().splitlines()[-3:]) or None,
             )
         return [
-            Fallback(m["tensor"], m["wanted"], m["used"], int(m["cols"]), int(m["block"])) for m in _FALLBACK.finditer(log.read())
+            Fallback(m["tensor"], m["wanted"], m["used"], int(m["cols"]), int(m["block"]))
+            for m in _FALLBACK.finditer(log.read())
         ]
 
 

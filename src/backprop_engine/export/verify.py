@@ -44,7 +44,8 @@ class Reference:
         probe_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in PROBES]
         prompt = (  # a base model exported untrained may have no chat template
             tokenizer.apply_chat_template(PROBE_CONVERSATION, tokenize=False, add_generation_prompt=True)
-            if tokenizer.chat_template else PROBE_CONVERSATION[0]["content"]
+            if tokenizer.chat_template
+            else PROBE_CONVERSATION[0]["content"]
         )
         prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         precision = "f32" if model_parameter_count(hf_dir) <= FP32_REFERENCE_MAX_PARAMS else "bf16"
@@ -83,7 +84,9 @@ class Verification:
         return asdict(self) | {"passed": self.passed}
 
 
-def verify_gguf(path: Path, reference: Reference, quantization: str, lora: Path | None = None) -> Verification:
+def verify_gguf(
+    path: Path, reference: Reference, quantization: str, lora: Path | None = None
+) -> Verification:
     """Check ``path`` (with LoRA adapter GGUF ``lora`` applied, if given) against the HF ``reference``."""
     from .chat import chat_reply, open_gguf
 
@@ -107,10 +110,19 @@ def verify_gguf(path: Path, reference: Reference, quantization: str, lora: Path 
         bound = max(LOGIT_BOUNDS[quantization], LOGIT_BOUNDS[reference.precision]) * scale
     problems = []
     if matches != len(PROBES):
-        problems.append(f"llama.cpp tokenizes {len(PROBES) - matches} of {len(PROBES)} probe texts differently")
+        problems.append(
+            f"llama.cpp tokenizes {len(PROBES) - matches} of {len(PROBES)} probe texts differently"
+        )
     if bound is not None and not delta <= bound:
         problems.append(f"logits differ by {delta:.2e} > {bound:.2e}")
     return Verification(
-        quantization=quantization, tokenization_matches=matches, tokenization_probes=len(PROBES), max_logit_delta=delta, logit_bound=bound, same_top_token=int(logits.argmax()) == int(reference.logits.argmax()),
-        reply=reply, seconds=time.perf_counter() - started, problems=problems,
+        quantization=quantization,
+        tokenization_matches=matches,
+        tokenization_probes=len(PROBES),
+        max_logit_delta=delta,
+        logit_bound=bound,
+        same_top_token=int(logits.argmax()) == int(reference.logits.argmax()),
+        reply=reply,
+        seconds=time.perf_counter() - started,
+        problems=problems,
     )

@@ -78,11 +78,16 @@ def build_trainable_model(config: TrainConfig, path: Path, device: str) -> Train
     if choice.name == UNSLOTH:
         return TrainableModel(_unsloth_model(config, path, device), UNSLOTH, choice.reason)
     base = load_base_model(
-        path, device, _weight_dtype(config, device), trust_remote_code=config.trust_remote_code,
+        path,
+        device,
+        _weight_dtype(config, device),
+        trust_remote_code=config.trust_remote_code,
         four_bit=config.method == "qlora",
     )
     if config.method == "full":
-        return TrainableModel(_full_model(base, config), TRANSFORMERS, f"{choice.reason}; full fine-tuning: every weight trains")
+        return TrainableModel(
+            _full_model(base, config), TRANSFORMERS, f"{choice.reason}; full fine-tuning: every weight trains"
+        )
     return TrainableModel(lora_model(base, config), TRANSFORMERS, choice.reason)
 
 
@@ -159,7 +164,9 @@ def _unsloth_problem(config: TrainConfig) -> str | None:
 def _unsloth_reason(config: TrainConfig) -> str:
     unsloth = _import_unsloth()
     asked = "backend=unsloth was asked for" if config.backend == UNSLOTH else "unsloth is installed"
-    if _on_cpu(unsloth):  # its CPU backend patches nothing at import, so the import order does not matter there
+    if _on_cpu(
+        unsloth
+    ):  # its CPU backend patches nothing at import, so the import order does not matter there
         where = "its CPU fallback (stock transformers + peft; the fused kernels need a GPU)"
     elif _imported_late:
         where = "FastLanguageModel, imported after transformers: its import-time patches are missing"
@@ -190,7 +197,9 @@ def _import_unsloth():
 
 @contextlib.contextmanager
 def _quiet():
-    loggers = [logging.getLogger(name) for name in ("torch.utils._pytree", "bitsandbytes", "unsloth", "unsloth_zoo")]
+    loggers = [
+        logging.getLogger(name) for name in ("torch.utils._pytree", "bitsandbytes", "unsloth", "unsloth_zoo")
+    ]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.setLevel(logging.ERROR)
@@ -225,7 +234,10 @@ def _unsloth_model(config: TrainConfig, path: Path, device: str):
         )
         if config.method == "qlora" and not any(type(m).__name__ == "Linear4bit" for m in model.modules()):
             # Unsloth's CPU loader quietly loads 16-bit weights when bitsandbytes refuses a layer.
-            raise ConfigError(f"{path}: unsloth could not load this model in 4-bit", 'backend="transformers" trains QLoRA without it')
+            raise ConfigError(
+                f"{path}: unsloth could not load this model in 4-bit",
+                'backend="transformers" trains QLoRA without it',
+            )
         if config.method == "full":
             return model
         return fast.get_peft_model(

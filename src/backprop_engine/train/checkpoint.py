@@ -42,7 +42,9 @@ class LoopState:
     micro_parts: int  # the out-of-memory back-off in force
 
 
-def save_checkpoint(path: Path, model, optimizer, scheduler, state: LoopState, tokenizer=None, scaler=None) -> Path:
+def save_checkpoint(
+    path: Path, model, optimizer, scheduler, state: LoopState, tokenizer=None, scaler=None
+) -> Path:
     from safetensors.torch import save_file
 
     optimizer_state = optimizer.state_dict()
@@ -83,7 +85,10 @@ def checkpoint_step(checkpoint: Path) -> int:
 def latest_checkpoint(checkpoints: Path) -> Path:
     found = newest_checkpoint(checkpoints)
     if found is None:
-        raise ConfigError(f"{checkpoints.parent}: no checkpoint to resume from", "checkpoints are saved every --save-steps steps and at the midpoint")
+        raise ConfigError(
+            f"{checkpoints.parent}: no checkpoint to resume from",
+            "checkpoints are saved every --save-steps steps and at the midpoint",
+        )
     return found
 
 
@@ -120,4 +125,6 @@ def _restore_weights(path: Path, model) -> None:
     missing, unexpected = model.load_state_dict(weights, strict=False)
     tied = set(getattr(model, "_tied_weights_keys", None) or [])
     if unexpected or set(missing) - tied:
-        raise ConfigError(f"{path}: checkpoint does not match the model", "resume with the settings the run started with")
+        raise ConfigError(
+            f"{path}: checkpoint does not match the model", "resume with the settings the run started with"
+        )

@@ -59,7 +59,9 @@ class Distributed:
         """A run resumes on as many processes as it started on: they decide each step's rows and their order."""
         from ..tomlcompat import tomllib
 
-        started = int(tomllib.loads(config_path.read_text(encoding="utf-8")).get("resolved", {}).get("processes", "1"))
+        started = int(
+            tomllib.loads(config_path.read_text(encoding="utf-8")).get("resolved", {}).get("processes", "1")
+        )
         if started != self.world_size:
             run = config_path.parent
             launch = f"torchrun --nproc_per_node {started} $(which backprop)" if started > 1 else "backprop"
@@ -156,7 +158,9 @@ class Distributed:
         dist.all_gather_object(tallies, (self.steps, self.tokens))
         from ..events import RanksFinished
 
-        bus.emit(RanksFinished(backend=self.backend, steps=[s for s, _ in tallies], tokens=[t for _, t in tallies]))
+        bus.emit(
+            RanksFinished(backend=self.backend, steps=[s for s, _ in tallies], tokens=[t for _, t in tallies])
+        )
 
     def _from_main(self, value):
         import torch.distributed as dist

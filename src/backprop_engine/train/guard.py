@@ -40,7 +40,9 @@ class DivergenceGuard:
         self.first_bad_step = 0
         self.recent: deque[float] = deque(maxlen=SPIKE_WINDOW)
         # A skipped step still advances the schedule, so the scheduler may step before the optimizer ever has.
-        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before `optimizer\.step\(\)`")
+        warnings.filterwarnings(
+            "ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before `optimizer\.step\(\)`"
+        )
 
     def accept(self, step: int, loss: float, grad_norm: float, scale: float | None = None) -> bool:
         """Whether this step's update may be applied; reports skipped steps and loss spikes."""
@@ -49,12 +51,30 @@ class DivergenceGuard:
             self._check_spike(step, loss)
             return True
         if scale is not None and scale > 1 and math.isfinite(loss):
-            self.bus.emit(StepSkipped(step=step, loss=loss, grad_norm=grad_norm, reason=f"fp16 gradient overflow at loss scale {scale:.6g}: the scale is halved", in_a_row=0, limit=self.limit))
+            self.bus.emit(
+                StepSkipped(
+                    step=step,
+                    loss=loss,
+                    grad_norm=grad_norm,
+                    reason=f"fp16 gradient overflow at loss scale {scale:.6g}: the scale is halved",
+                    in_a_row=0,
+                    limit=self.limit,
+                )
+            )
             return False
         self.in_a_row += 1
         self.first_bad_step = step if self.in_a_row == 1 else self.first_bad_step
         what = "loss" if not math.isfinite(loss) else "gradient norm"
-        self.bus.emit(StepSkipped(step=step, loss=loss, grad_norm=grad_norm, reason=f"the {what} is not finite", in_a_row=self.in_a_row, limit=self.limit))
+        self.bus.emit(
+            StepSkipped(
+                step=step,
+                loss=loss,
+                grad_norm=grad_norm,
+                reason=f"the {what} is not finite",
+                in_a_row=self.in_a_row,
+                limit=self.limit,
+            )
+        )
         return False
 
     @property
@@ -74,8 +94,10 @@ class DivergenceGuard:
         if len(self.recent) >= SPIKE_MIN_HISTORY:
             median = statistics.median(self.recent)
             if median > 0 and loss > self.spike_factor * median:
-                self.bus.emit(WarningEvent(
-                    message=f"loss spike at step {step}: {loss:.4f} is {loss / median:.1f}× the running median {median:.4f}; "
-                    f"if it keeps rising, lower the learning rate (this run: {self.learning_rate:g})"
-                ))
+                self.bus.emit(
+                    WarningEvent(
+                        message=f"loss spike at step {step}: {loss:.4f} is {loss / median:.1f}× the running median {median:.4f}; "
+                        f"if it keeps rising, lower the learning rate (this run: {self.learning_rate:g})"
+                    )
+                )
         self.recent.append(loss)

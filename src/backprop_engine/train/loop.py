@@ -58,7 +58,9 @@ class TrainResult:
         return self.tokens / self.seconds if self.seconds else 0.0
 
 
-def prepare_dataset(config: TrainConfig, model: ResolvedModel, warnings: list[str] | None = None) -> PreparedData:
+def prepare_dataset(
+    config: TrainConfig, model: ResolvedModel, warnings: list[str] | None = None
+) -> PreparedData:
     """Every source and format of ``config.data`` through the pipeline (filters, masks, split), cached."""
     tokenizer = load_chat_tokenizer(model.path, warn=warnings.append if warnings is not None else None)
     return prepare_data(DataSpec.from_config(config), tokenizer, model_context(model.path, tokenizer))
@@ -99,24 +101,54 @@ def run_training(
     pack_len = max(report.max_seq_len if report else config.max_seq_len, longest) if packing else 0
     batches = _batch_stream(examples, config, tokenizer.pad_token_id, device, pack_len, dist)
     trainable, total = _count_parameters(peft_model)
-    bus.emit(RunStarted(run_dir=str(run.path), model=config.model, total_steps=config.steps, num_examples=len(examples), trainable_params=trainable, total_params=total, backend=built.backend, backend_reason=built.reason))
+    bus.emit(
+        RunStarted(
+            run_dir=str(run.path),
+            model=config.model,
+            total_steps=config.steps,
+            num_examples=len(examples),
+            trainable_params=trainable,
+            total_params=total,
+            backend=built.backend,
+            backend_reason=built.reason,
+        )
+    )
     if config.packing and not packing:
-        bus.emit(WarningEvent(message="packing is off: this model's attention does not honour per-example position ids"))
+        bus.emit(
+            WarningEvent(
+                message="packing is off: this model's attention does not honour per-example position ids"
+            )
+        )
     if report is not None:
-        _emit_data_events(bus, report, packing, batch_efficiency(examples, config.batch_size, config.seed, pack_len))
+        _emit_data_events(
+            bus, report, packing, batch_efficiency(examples, config.batch_size, config.seed, pack_len)
+        )
 
     optimizer = torch.optim.AdamW(
-        [p for p in peft_model.parameters() if p.requires_grad], lr=config.learning_rate, weight_decay=config.weight_decay
+        [p for p in peft_model.parameters() if p.requires_grad],
+        lr=config.learning_rate,
+        weight_decay=config.weight_decay,
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config))
     checkpoint_steps = _checkpoint_steps(config)
     scaler = grad_scaler(peft_model, device)
-    checkpoints = Checkpointer(run.checkpoints, config.save_total_limit, (peft_model, optimizer, scheduler, scaler), bus, dist.is_main, tokenizer)
+    checkpoints = Checkpointer(
+        run.checkpoints,
+        config.save_total_limit,
+        (peft_model, optimizer, scheduler, scaler),
+        bus,
+        dist.is_main,
+        tokenizer,
+    )
     early_stopping = EarlyStopping(config.early_stopping_patience, config.early_stopping_min_delta)
     guard = DivergenceGuard(config.max_nonfinite_steps, config.loss_spike_factor, config.learning_rate, bus)
     check = _learning_check(config, peft_model, tokenizer, eval_examples, examples, bus, dist, compare)
     if compare:
-        check.start(evaluate(peft_model, eval_examples, config.batch_size, tokenizer.pad_token_id, device, dist) if eval_examples else None)
+        check.start(
+            evaluate(peft_model, eval_examples, config.batch_size, tokenizer.pad_token_id, device, dist)
+            if eval_examples
+            else None
+        )
 
     peft_model.train()
     stepping = dist.wrap(peft_model, device)  # DDP across ranks, else the model itself
@@ -137,26 +169,48 @@ def run_training(
         bus.emit(RunResumed(step=step))
     while step < config.steps and not control.stop_requested:
         paused_seconds += _wait_while_paused(control, step, bus) + thermal.check(step, bus, control)
-        if dist.is_main and step + 1 < config.steps and clock.due(time.perf_counter() - started - paused_seconds):
+        if (
+            dist.is_main
+            and step + 1 < config.steps
+            and clock.due(time.perf_counter() - started - paused_seconds)
+        ):
             control.request_checkpoint()  # saved after this step, like a request from the app
         dist.agree(control)  # every rank stops (or saves) at the same step
         if control.stop_requested:
             break
         step += 1
         learning_rate = optimizer.param_groups[0]["lr"]
-        loss, grad_norm, step_tokens, applied = _train_step(stepping, optimizer, batches, config, micro, bus, dist, StepUpdate(step, guard, scaler))
+        loss, grad_norm, step_tokens, applied = _train_step(
+            stepping, optimizer, batches, config, micro, bus, dist, StepUpdate(step, guard, scaler)
+        )
         scheduler.step()
         tokens += step_tokens
         if guard.diverged:
-            raise guard.error(step, str(checkpoints.save(step, LoopState(step, tokens, first_loss, micro.parts))))
+            raise guard.error(
+                step, str(checkpoints.save(step, LoopState(step, tokens, first_loss, micro.parts)))
+            )
         loss_value = loss if applied else loss_value
         first_loss = loss if applied and math.isnan(first_loss) else first_loss
         elapsed = time.perf_counter() - started - paused_seconds
         if applied and (step % config.logging_steps == 0 or step in (1, config.steps)):
-            bus.emit(_metrics(step, config, loss_value, learning_rate, grad_norm, tokens, elapsed, device, thermal.last_c))
+            bus.emit(
+                _metrics(
+                    step,
+                    config,
+                    loss_value,
+                    learning_rate,
+                    grad_norm,
+                    tokens,
+                    elapsed,
+                    device,
+                    thermal.last_c,
+                )
+            )
         check.sample(step)
         if eval_examples and config.eval_steps and step % config.eval_steps == 0 and step != config.steps:
-            eval_loss = _emit_eval(peft_model, eval_examples, config, tokenizer.pad_token_id, device, step, bus, dist)
+            eval_loss = _emit_eval(
+                peft_model, eval_examples, config, tokenizer.pad_token_id, device, step, bus, dist
+            )
             if early_stopping.should_stop(eval_loss, step, bus):
                 break
         if step in checkpoint_steps or control.take_checkpoint_request():
@@ -165,19 +219,42 @@ def run_training(
         checkpoints.save(step, LoopState(step, tokens, first_loss, micro.parts))
     seconds = time.perf_counter() - started - paused_seconds
     if eval_examples:
-        eval_loss = _emit_eval(peft_model, eval_examples, config, tokenizer.pad_token_id, device, step, bus, dist)
+        eval_loss = _emit_eval(
+            peft_model, eval_examples, config, tokenizer.pad_token_id, device, step, bus, dist
+        )
     check.finish(step, eval_loss)
     adapter = dist.main_only(lambda: _save_trained(built, run, tokenizer))
     dist.report(bus)
     stopped = step < config.steps
-    bus.emit(RunFinished(steps=step, final_loss=loss_value, tokens=tokens, seconds=seconds, adapter_path=str(adapter), stopped_early=stopped))
-    return TrainResult(run_dir=run.path, adapter_path=adapter, steps=step, final_loss=loss_value, first_loss=first_loss, tokens=tokens, seconds=seconds, stopped_early=stopped, eval_loss=eval_loss)
+    bus.emit(
+        RunFinished(
+            steps=step,
+            final_loss=loss_value,
+            tokens=tokens,
+            seconds=seconds,
+            adapter_path=str(adapter),
+            stopped_early=stopped,
+        )
+    )
+    return TrainResult(
+        run_dir=run.path,
+        adapter_path=adapter,
+        steps=step,
+        final_loss=loss_value,
+        first_loss=first_loss,
+        tokens=tokens,
+        seconds=seconds,
+        stopped_early=stopped,
+        eval_loss=eval_loss,
+    )
 
 
 class Checkpointer:
     """Saves resumable checkpoints (once per step) and keeps the newest ``keep`` of them (0: all)."""
 
-    def __init__(self, folder: Path, keep: int, parts: tuple, bus: EventBus, writes: bool = True, tokenizer=None) -> None:
+    def __init__(
+        self, folder: Path, keep: int, parts: tuple, bus: EventBus, writes: bool = True, tokenizer=None
+    ) -> None:
         self.folder, self.keep, self.bus = folder, keep, bus
         self.model, self.optimizer, self.scheduler, self.scaler = parts  # the scaler is None unless fp16
         self.last_step = -1
@@ -188,7 +265,15 @@ class Checkpointer:
         path = self.folder / f"step-{step:06d}"
         if step == self.last_step or not self.writes:
             return path
-        save_checkpoint(path, self.model, self.optimizer, self.scheduler, state, tokenizer=self.tokenizer, scaler=self.scaler)
+        save_checkpoint(
+            path,
+            self.model,
+            self.optimizer,
+            self.scheduler,
+            state,
+            tokenizer=self.tokenizer,
+            scaler=self.scaler,
+        )
         self.last_step = step
         self.bus.emit(CheckpointSaved(step=step, path=str(path)))
         if self.keep:
@@ -216,10 +301,12 @@ class EarlyStopping:
         self.evals_without_gain += 1
         if self.evals_without_gain < self.patience:
             return False
-        bus.emit(WarningEvent(
-            message=f"early stopping at step {step}: eval loss has not improved for {self.patience} evals "
-            f"(best {self.best:.4f} at step {self.best_step})"
-        ))
+        bus.emit(
+            WarningEvent(
+                message=f"early stopping at step {step}: eval loss has not improved for {self.patience} evals "
+                f"(best {self.best:.4f} at step {self.best_step})"
+            )
+        )
         return True
 
 
@@ -229,17 +316,30 @@ def _emit_data_events(bus: EventBus, report: DataReport, packing: bool, efficien
     for warning in report.warnings:
         bus.emit(WarningEvent(message=warning))
     removed = {step.name: step.removed for step in report.filters}
-    bus.emit(DataPrepared(
-        rows_read=report.rows_read, formats=report.formats, train_examples=report.train_examples, eval_examples=report.eval_examples, max_seq_len=report.max_seq_len,
-        truncated=report.truncated, trained_fraction=report.trained_fraction, removed=removed, packing=packing, packing_efficiency=efficiency, cached=report.cached,
-    ))
+    bus.emit(
+        DataPrepared(
+            rows_read=report.rows_read,
+            formats=report.formats,
+            train_examples=report.train_examples,
+            eval_examples=report.eval_examples,
+            max_seq_len=report.max_seq_len,
+            truncated=report.truncated,
+            trained_fraction=report.trained_fraction,
+            removed=removed,
+            packing=packing,
+            packing_efficiency=efficiency,
+            cached=report.cached,
+        )
+    )
 
 
 def _learning_check(config, model, tokenizer, held_out, trained, bus, dist: Distributed, compare: bool):
     from ..compare import Answers, LearningCheck, choose_prompts, sample_steps
 
     answers = choose_prompts(config, tokenizer, held_out or [], trained) if compare else Answers([], "")
-    return LearningCheck(model, tokenizer, answers, bus, sample_steps(config, bool(held_out)), speaks=dist.is_main)
+    return LearningCheck(
+        model, tokenizer, answers, bus, sample_steps(config, bool(held_out)), speaks=dist.is_main
+    )
 
 
 def _emit_eval(model, examples, config, pad_id, device, step, bus, dist: Distributed) -> float:
@@ -289,8 +389,12 @@ class Batch:
         size = math.ceil(self.input_ids.size(0) / parts)
         count = math.ceil(self.input_ids.size(0) / size)
         masks = self.attention_mask.split(size) if self.attention_mask is not None else [None] * count
-        parts_of = zip(self.input_ids.split(size), self.labels.split(size), masks, self.position_ids.split(size))
-        return [Batch(ids, labels, mask, positions, real_tokens=0) for ids, labels, mask, positions in parts_of]
+        parts_of = zip(
+            self.input_ids.split(size), self.labels.split(size), masks, self.position_ids.split(size)
+        )
+        return [
+            Batch(ids, labels, mask, positions, real_tokens=0) for ids, labels, mask, positions in parts_of
+        ]
 
 
 @dataclass
@@ -304,7 +408,11 @@ class MicroBatching:
 
 
 def _batch_stream(
-    examples: list[TokenizedExample], config: TrainConfig, pad_id: int, device: str, pack_len: int = 0,
+    examples: list[TokenizedExample],
+    config: TrainConfig,
+    pad_id: int,
+    device: str,
+    pack_len: int = 0,
     dist: Distributed = ONE_PROCESS,
 ):
     """Endless micro-batches of ``batch_size`` rows, a seeded shuffle per epoch. With ``pack_len`` each row
@@ -362,7 +470,13 @@ class StepUpdate:
 
 
 def _train_step(
-    model, optimizer, batches, config: TrainConfig, micro: MicroBatching, bus: EventBus, dist: Distributed = ONE_PROCESS,
+    model,
+    optimizer,
+    batches,
+    config: TrainConfig,
+    micro: MicroBatching,
+    bus: EventBus,
+    dist: Distributed = ONE_PROCESS,
     update: StepUpdate | None = None,
 ) -> tuple[float, float, int, bool]:
     """One optimizer step over ``grad_accum`` micro-batches; the loss is averaged over trained tokens.
@@ -376,7 +490,9 @@ def _train_step(
     micro_batches = [next(batches) for _ in range(config.grad_accum)]
     while True:
         try:
-            return _accumulate(model, optimizer, micro_batches, config, micro.parts, dist, update or StepUpdate(0))
+            return _accumulate(
+                model, optimizer, micro_batches, config, micro.parts, dist, update or StepUpdate(0)
+            )
         except torch.OutOfMemoryError:
             optimizer.zero_grad(set_to_none=True)
             _free_memory()
@@ -386,14 +502,22 @@ def _train_step(
                 raise _out_of_memory_at_one_row() from None
             before = micro.size(rows)
             micro.parts *= 2
-            bus.emit(WarningEvent(
-                message=f"out of memory at micro-batch {before}: retrying with micro-batch {micro.size(rows)} × "
-                f"{config.grad_accum * micro.parts} accumulation (same effective batch)"
-            ))
+            bus.emit(
+                WarningEvent(
+                    message=f"out of memory at micro-batch {before}: retrying with micro-batch {micro.size(rows)} × "
+                    f"{config.grad_accum * micro.parts} accumulation (same effective batch)"
+                )
+            )
 
 
 def _accumulate(
-    model, optimizer, micro_batches: list[Batch], config: TrainConfig, parts: int, dist: Distributed, update: StepUpdate
+    model,
+    optimizer,
+    micro_batches: list[Batch],
+    config: TrainConfig,
+    parts: int,
+    dist: Distributed,
+    update: StepUpdate,
 ) -> tuple[float, float, int, bool]:
     import torch
 
@@ -434,7 +558,12 @@ def _free_memory() -> None:
 
 
 def evaluate(
-    model, examples: list[TokenizedExample], batch_size: int, pad_id: int, device: str, dist: Distributed = ONE_PROCESS
+    model,
+    examples: list[TokenizedExample],
+    batch_size: int,
+    pad_id: int,
+    device: str,
+    dist: Distributed = ONE_PROCESS,
 ) -> float:
     """Mean loss per trained token over ``examples`` (padded batches, no gradients); across ranks, each
     scores its share and the sums are added up. Out of memory halves the batch (the sums stay the same)."""
@@ -474,15 +603,26 @@ def packing_is_exact(model, device: str) -> bool:
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        packed = model(input_ids=torch.tensor([row.input_ids], device=device), position_ids=torch.tensor([row.position_ids], device=device), use_cache=False).logits[0]
-        alone = torch.cat([model(input_ids=torch.tensor([ids], device=device), use_cache=False).logits[0] for ids in (first, second)])
+        packed = model(
+            input_ids=torch.tensor([row.input_ids], device=device),
+            position_ids=torch.tensor([row.position_ids], device=device),
+            use_cache=False,
+        ).logits[0]
+        alone = torch.cat(
+            [
+                model(input_ids=torch.tensor([ids], device=device), use_cache=False).logits[0]
+                for ids in (first, second)
+            ]
+        )
     model.train(was_training)
     scale = alone.abs().max().clamp(min=1.0)
     tolerance = 1e-3 if packed.dtype == torch.float32 else 5e-2
     return bool(((packed.float() - alone.float()).abs().max() / scale) < tolerance)
 
 
-def batch_efficiency(examples: list[TokenizedExample], batch_size: int, seed: int, pack_len: int = 0) -> float:
+def batch_efficiency(
+    examples: list[TokenizedExample], batch_size: int, seed: int, pack_len: int = 0
+) -> float:
     """Real tokens / tokens fed (padding included) over one epoch, batched as :func:`_batch_stream` does."""
     lengths = [len(e) for e in examples]
     if pack_len:
@@ -493,7 +633,9 @@ def batch_efficiency(examples: list[TokenizedExample], batch_size: int, seed: in
     return sum(map(sum, chunks)) / sum(max(c) * len(c) for c in chunks)
 
 
-def _metrics(step, config, loss, learning_rate, grad_norm, tokens, elapsed, device, temperature_c=None) -> StepMetrics:
+def _metrics(
+    step, config, loss, learning_rate, grad_norm, tokens, elapsed, device, temperature_c=None
+) -> StepMetrics:
     rate = tokens / elapsed if elapsed > 0 else 0.0
     eta = elapsed / step * (config.steps - step)
     return StepMetrics(

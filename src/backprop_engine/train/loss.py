@@ -33,10 +33,16 @@ def plain_summed_loss(model, batch):
     import torch
 
     logits = model(
-        input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids, use_cache=False
+        input_ids=batch.input_ids,
+        attention_mask=batch.attention_mask,
+        position_ids=batch.position_ids,
+        use_cache=False,
     ).logits[:, :-1]
     return torch.nn.functional.cross_entropy(
-        logits.float().reshape(-1, logits.size(-1)), batch.labels[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
+        logits.float().reshape(-1, logits.size(-1)),
+        batch.labels[:, 1:].reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="sum",
     )
 
 
@@ -59,7 +65,11 @@ def _hidden_source(model):
     inner = getattr(model, "module", model)  # DistributedDataParallel
     base = inner.get_base_model() if hasattr(inner, "get_base_model") else inner  # peft
     forward = getattr(type(base), "forward", None)
-    if forward is None or "logits_to_keep" not in inspect.signature(forward).parameters or not hasattr(base, "get_decoder"):
+    if (
+        forward is None
+        or "logits_to_keep" not in inspect.signature(forward).parameters
+        or not hasattr(base, "get_decoder")
+    ):
         return None
     head = base.get_output_embeddings()
     if head is None or not hasattr(head, "weight") or head.weight.dim() != 2:
@@ -74,8 +84,11 @@ def _last_hidden(model, decoder, batch):
     hook = decoder.register_forward_hook(lambda module, args, output: captured.append(output[0]))
     try:
         model(
-            input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids,
-            use_cache=False, logits_to_keep=1,
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            position_ids=batch.position_ids,
+            use_cache=False,
+            logits_to_keep=1,
         )
     finally:
         hook.remove()
@@ -102,8 +115,16 @@ def _function():
         def forward(ctx, hidden, weight, bias, targets, softcap, chunk, needs_grad):
             total = torch.zeros((), dtype=torch.float32, device=hidden.device)
             grad_hidden = torch.empty_like(hidden) if needs_grad and hidden.requires_grad else None
-            grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if needs_grad and weight.requires_grad else None
-            grad_bias = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device) if needs_grad and bias is not None and bias.requires_grad else None
+            grad_weight = (
+                torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
+                if needs_grad and weight.requires_grad
+                else None
+            )
+            grad_bias = (
+                torch.zeros(bias.shape, dtype=torch.float32, device=bias.device)
+                if needs_grad and bias is not None and bias.requires_grad
+                else None
+            )
             for start in range(0, hidden.shape[0], chunk):
                 h, t = hidden[start : start + chunk], targets[start : start + chunk]
                 logits, capped = _chunk_logits(h, weight, bias, softcap)

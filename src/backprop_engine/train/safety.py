@@ -17,7 +17,9 @@ from ..hardware import GpuReading
 from ..settings import load_settings
 from .control import TrainingControl
 
-HYSTERESIS_C = 5  # a warning clears, and a pause ends, this far below the threshold: readings near it do not flap
+HYSTERESIS_C = (
+    5  # a warning clears, and a pause ends, this far below the threshold: readings near it do not flap
+)
 MEMORY_HYSTERESIS_PCT = 5
 
 # TrainConfig field (0: use the setting) → Settings field.
@@ -52,8 +54,11 @@ class SafetyLimits:
         except ValueError as exc:
             raise ConfigError(f"GPU safety: {exc}", OVERRIDE_HINT) from None
         return cls(
-            merged.gpu_temperature_warn_c, merged.gpu_temperature_limit_c, merged.gpu_temperature_emergency_c,
-            merged.gpu_memory_warn_pct, merged.gpu_cool_timeout_s,
+            merged.gpu_temperature_warn_c,
+            merged.gpu_temperature_limit_c,
+            merged.gpu_temperature_emergency_c,
+            merged.gpu_memory_warn_pct,
+            merged.gpu_cool_timeout_s,
         )
 
     @classmethod
@@ -124,10 +129,22 @@ class ThermalGuard:
     def _track_warning(self, gpu: GpuReading, level: str, bus: EventBus) -> None:
         warn = self.limits.warn_c
         if level == "warn" and self.level != "warn":
-            _emit(bus, "warn", "warn", gpu, f"GPU {gpu.index} at {gpu.temperature_c:.0f}°C (warning at {warn}°C)")
+            _emit(
+                bus,
+                "warn",
+                "warn",
+                gpu,
+                f"GPU {gpu.index} at {gpu.temperature_c:.0f}°C (warning at {warn}°C)",
+            )
             self.level = "warn"
         elif level == "normal" and self.level == "warn" and gpu.temperature_c < warn - HYSTERESIS_C:
-            _emit(bus, "normal", "clear", gpu, f"GPU {gpu.index} back to {gpu.temperature_c:.0f}°C (warning at {warn}°C)")
+            _emit(
+                bus,
+                "normal",
+                "clear",
+                gpu,
+                f"GPU {gpu.index} back to {gpu.temperature_c:.0f}°C (warning at {warn}°C)",
+            )
             self.level = "normal"
 
     def _pause(self, gpu: GpuReading, bus: EventBus, control: TrainingControl) -> float:
@@ -135,10 +152,16 @@ class ThermalGuard:
         timeout stops the run instead."""
         limits = self.limits
         resume_at = limits.critical_c - HYSTERESIS_C
-        _emit(bus, "critical", "pause", gpu, (
-            f"GPU {gpu.index} at {gpu.temperature_c:.0f}°C (critical at {limits.critical_c}°C): training paused "
-            f"until it cools to {resume_at}°C, at most {limits.cool_timeout_s} s"
-        ))
+        _emit(
+            bus,
+            "critical",
+            "pause",
+            gpu,
+            (
+                f"GPU {gpu.index} at {gpu.temperature_c:.0f}°C (critical at {limits.critical_c}°C): training paused "
+                f"until it cools to {resume_at}°C, at most {limits.cool_timeout_s} s"
+            ),
+        )
         started = time.perf_counter()
         waited = 0.0
         while not control.stop_requested:
@@ -147,30 +170,53 @@ class ThermalGuard:
             current = _hottest(self._read())
             if current is None:  # no reading any more: nothing tells us to keep waiting
                 self.level = "normal"
-                _emit(bus, "normal", "resume", gpu, f"no GPU temperature reading after {waited:.0f} s: training resumes")
+                _emit(
+                    bus,
+                    "normal",
+                    "resume",
+                    gpu,
+                    f"no GPU temperature reading after {waited:.0f} s: training resumes",
+                )
                 break
             if current.temperature_c <= resume_at:
                 self.level = limits.level(current.temperature_c)
-                _emit(bus, self.level, "resume", current,
-                      f"GPU {current.index} cooled to {current.temperature_c:.0f}°C after {waited:.0f} s: training resumes")
+                _emit(
+                    bus,
+                    self.level,
+                    "resume",
+                    current,
+                    f"GPU {current.index} cooled to {current.temperature_c:.0f}°C after {waited:.0f} s: training resumes",
+                )
                 break
             if limits.level(current.temperature_c) == "emergency":
                 self._emergency(current, bus, control)
                 break
             if waited >= limits.cool_timeout_s:
-                _emit(bus, "critical", "stop", current, (
-                    f"GPU {current.index} still at {current.temperature_c:.0f}°C after {waited:.0f} s paused "
-                    f"(timeout {limits.cool_timeout_s} s): saving a checkpoint and stopping"
-                ))
+                _emit(
+                    bus,
+                    "critical",
+                    "stop",
+                    current,
+                    (
+                        f"GPU {current.index} still at {current.temperature_c:.0f}°C after {waited:.0f} s paused "
+                        f"(timeout {limits.cool_timeout_s} s): saving a checkpoint and stopping"
+                    ),
+                )
                 _stop_with_checkpoint(control)
                 break
         return time.perf_counter() - started
 
     def _emergency(self, gpu: GpuReading, bus: EventBus, control: TrainingControl) -> None:
-        _emit(bus, "emergency", "stop", gpu, (
-            f"GPU {gpu.index} at {gpu.temperature_c:.0f}°C (emergency at {self.limits.emergency_c}°C): "
-            "saving a checkpoint and stopping"
-        ))
+        _emit(
+            bus,
+            "emergency",
+            "stop",
+            gpu,
+            (
+                f"GPU {gpu.index} at {gpu.temperature_c:.0f}°C (emergency at {self.limits.emergency_c}°C): "
+                "saving a checkpoint and stopping"
+            ),
+        )
         _stop_with_checkpoint(control)
 
     def _check_memory(self, gpus: list[GpuReading], bus: EventBus) -> None:
@@ -180,13 +226,25 @@ class ThermalGuard:
         used, limit = _memory_pct(fullest), self.limits.memory_pct
         if used >= limit and not self.memory_high:
             self.memory_high = True
-            _emit(bus, "memory", "warn", fullest, (
-                f"GPU {fullest.index} memory {used:.0f}% used ({fullest.memory_used_mb / 1024:.1f} of "
-                f"{fullest.memory_total_mb / 1024:.1f} GB; warning at {limit}%)"
-            ))
+            _emit(
+                bus,
+                "memory",
+                "warn",
+                fullest,
+                (
+                    f"GPU {fullest.index} memory {used:.0f}% used ({fullest.memory_used_mb / 1024:.1f} of "
+                    f"{fullest.memory_total_mb / 1024:.1f} GB; warning at {limit}%)"
+                ),
+            )
         elif used < limit - MEMORY_HYSTERESIS_PCT and self.memory_high:
             self.memory_high = False
-            _emit(bus, "memory", "clear", fullest, f"GPU {fullest.index} memory back to {used:.0f}% used (warning at {limit}%)")
+            _emit(
+                bus,
+                "memory",
+                "clear",
+                fullest,
+                f"GPU {fullest.index} memory back to {used:.0f}% used (warning at {limit}%)",
+            )
 
 
 def _hottest(gpus: list[GpuReading]) -> GpuReading | None:
@@ -198,7 +256,16 @@ def _memory_pct(gpu: GpuReading) -> float:
 
 
 def _emit(bus: EventBus, level: str, action: str, gpu: GpuReading, message: str) -> None:
-    bus.emit(GpuSafety(level=level, action=action, gpu=gpu.index, temperature_c=gpu.temperature_c, memory_pct=round(_memory_pct(gpu), 1), message=message))
+    bus.emit(
+        GpuSafety(
+            level=level,
+            action=action,
+            gpu=gpu.index,
+            temperature_c=gpu.temperature_c,
+            memory_pct=round(_memory_pct(gpu), 1),
+            message=message,
+        )
+    )
 
 
 def _stop_with_checkpoint(control: TrainingControl) -> None:

@@ -20,12 +20,20 @@ from ..widgets.token_view import MASKED_STYLE, TRAINED_STYLE, render_spans
 
 PREVIEW_SAMPLES = 50
 # Filter fields: (TrainConfig/DataSpec name, label, parser)
-FILTERS = [("min_tokens", "min tok", int), ("max_tokens", "max tok", int), ("max_samples", "rows", int), ("eval_split", "eval", float)]
+FILTERS = [
+    ("min_tokens", "min tok", int),
+    ("max_tokens", "max tok", int),
+    ("max_samples", "rows", int),
+    ("eval_split", "eval", float),
+]
 
 
 class DataScreen(Screen):
     AUTO_FOCUS = "#sample-scroll"  # not a text field: number keys must still switch screens
-    BINDINGS = [Binding("n", "next_sample", "Next sample"), Binding("b", "previous_sample", "Prev sample", tooltip="previous sample")]
+    BINDINGS = [
+        Binding("n", "next_sample", "Next sample"),
+        Binding("b", "previous_sample", "Prev sample", tooltip="previous sample"),
+    ]
 
     def __init__(self) -> None:
         super().__init__()
@@ -40,7 +48,13 @@ class DataScreen(Screen):
         with Vertical(classes="body"):
             with Horizontal(classes="form-row"):
                 yield Label("Dataset", classes="field-label")
-                yield Input(self.app.session.data, id="data-path", suggester=PathSuggester(), placeholder="file, folder, hub id or 'sample'", compact=True)
+                yield Input(
+                    self.app.session.data,
+                    id="data-path",
+                    suggester=PathSuggester(),
+                    placeholder="file, folder, hub id or 'sample'",
+                    compact=True,
+                )
             with Horizontal(id="filters"):
                 for name, label, _ in FILTERS:
                     yield Label(label)
@@ -162,7 +176,9 @@ class DataScreen(Screen):
         removed = [f"{step.name} −{step.removed}" for step in report.filters if step.removed]
         notes = removed + [f"[yellow]{w}[/yellow]" for w in report.warnings]
         notes += [f"[red]{escape(str(bad))}[/red]" for bad in report.bad_rows[:2]]
-        self.query_one("#data-filters", Static).update("removed: " + " · ".join(notes) if notes else "nothing filtered out")
+        self.query_one("#data-filters", Static).update(
+            "removed: " + " · ".join(notes) if notes else "nothing filtered out"
+        )
         histogram = report.lengths.histogram if report.lengths else []
         self.query_one("#length-histogram", Sparkline).data = [rows for _, _, rows in histogram]
         axis = f"token lengths {histogram[0][0]}–{histogram[-1][1]}" if histogram else ""

@@ -81,7 +81,9 @@ class ExportScreen(Screen):
             with Vertical(id="chat-panel"):
                 yield Label("Chat with the export (llama.cpp)")
                 yield RichLog(id="chat-log", wrap=True, markup=True)
-                yield Input(placeholder="type a message, enter to send", id="chat-input", disabled=True, compact=True)
+                yield Input(
+                    placeholder="type a message, enter to send", id="chat-input", disabled=True, compact=True
+                )
         yield Footer()
 
     def on_mount(self) -> None:
@@ -144,7 +146,9 @@ class ExportScreen(Screen):
         register = self.query_one("#register", Checkbox).value
         try:
             name = safe_name(self.query_one("#export-name", Input).value.strip(), "file name")
-            ollama_name = check_ollama_name(self.query_one("#ollama-name", Input).value.strip()) if register else None
+            ollama_name = (
+                check_ollama_name(self.query_one("#ollama-name", Input).value.strip()) if register else None
+            )
         except BackpropError as exc:
             error.update(render_error(exc, prefix=""))
             return
@@ -154,7 +158,12 @@ class ExportScreen(Screen):
         error.update("")
         self.registering = register
         self._show_stages("merge")
-        options = {"quantization": self._quantization(), "name": name, "register_ollama": register, "model_name": ollama_name}
+        options = {
+            "quantization": self._quantization(),
+            "name": name,
+            "register_ollama": register,
+            "model_name": ollama_name,
+        }
         self._launch_export(run, options)
 
     def _launch_export(self, run: Path, options: dict) -> None:
@@ -189,12 +198,20 @@ class ExportScreen(Screen):
         """One line per stage: ✓ done, … running, · to come, – skipped (no Ollama registration)."""
         self.stage = current
         lines = []
-        reached = len(EXPORT_STAGES) if current == "finished" else EXPORT_STAGES.index(current) if current in EXPORT_STAGES else -1
+        reached = (
+            len(EXPORT_STAGES)
+            if current == "finished"
+            else EXPORT_STAGES.index(current)
+            if current in EXPORT_STAGES
+            else -1
+        )
         for index, stage in enumerate(EXPORT_STAGES):
             if stage == "ollama" and not self.registering:
                 mark = "[dim]–[/]"
             else:
-                mark = "[green]✓[/]" if index < reached else "[yellow]…[/]" if index == reached else "[dim]·[/]"
+                mark = (
+                    "[green]✓[/]" if index < reached else "[yellow]…[/]" if index == reached else "[dim]·[/]"
+                )
             lines.append(f"{mark} {STAGE_LABELS.get(stage, stage)}")
         if detail:
             lines.append(f"[dim]{escape(detail)}[/]")
@@ -203,7 +220,9 @@ class ExportScreen(Screen):
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.worker.group == "chat" and event.state == WorkerState.ERROR:
             error = event.worker.error
-            text = render_error(error, prefix="" if isinstance(error, BackpropError) else f"{type(error).__name__}: ")
+            text = render_error(
+                error, prefix="" if isinstance(error, BackpropError) else f"{type(error).__name__}: "
+            )
             self.query_one("#export-error", Static).update(text)
 
     def _open_chat(self, path: Path) -> None:

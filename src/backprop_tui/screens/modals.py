@@ -28,7 +28,9 @@ def help_text(app_bindings: list, screens: list[tuple[str, str, type]]) -> str:
     """The keys of the app and of each screen, read from their BINDINGS; ``screens``: (key, title, class)."""
     rows = [("Screens", " · ".join(f"{key} {title}" for key, title, _ in screens))]
     screen_keys = {key for key, _, _ in screens}
-    rows.append(("Anywhere", _keys([b for b in app_bindings if _binding(b).key not in screen_keys], "Anywhere")))
+    rows.append(
+        ("Anywhere", _keys([b for b in app_bindings if _binding(b).key not in screen_keys], "Anywhere"))
+    )
     rows += [(title, _keys(screen.BINDINGS, title)) for _, title, screen in screens]
     return "\n".join(f"[b]{area:<9}[/b] {keys}" for area, keys in rows) + RUNS_NOTE
 
@@ -82,7 +84,11 @@ class ConfirmScreen(ModalScreen[bool]):
 class QuitScreen(ModalScreen[str | None]):
     """Ctrl+Q while runs this app started still train: stop them, or leave them training in the background."""
 
-    BINDINGS = [Binding("s", "answer('stop')", "Stop"), Binding("l", "answer('leave')", "Leave running"), Binding("escape", "answer(None)", "Cancel")]
+    BINDINGS = [
+        Binding("s", "answer('stop')", "Stop"),
+        Binding("l", "answer('leave')", "Leave running"),
+        Binding("escape", "answer(None)", "Cancel"),
+    ]
 
     def __init__(self, runs: list[Path]) -> None:
         super().__init__()

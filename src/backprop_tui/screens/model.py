@@ -17,8 +17,16 @@ from backprop_engine.presets import PRESETS, check_model_name
 
 from ..widgets.nav import NavBar
 
-METHOD_TITLES = {"lora": "LoRA", "qlora": "QLoRA (4-bit)", "dora": "DoRA", "rslora": "rsLoRA", "full": "Full fine-tune"}
-METHODS = [(METHOD_TITLES.get(method, method), method) for method in TRAINING_METHODS]  # the engine's list, in its order
+METHOD_TITLES = {
+    "lora": "LoRA",
+    "qlora": "QLoRA (4-bit)",
+    "dora": "DoRA",
+    "rslora": "rsLoRA",
+    "full": "Full fine-tune",
+}
+METHODS = [
+    (METHOD_TITLES.get(method, method), method) for method in TRAINING_METHODS
+]  # the engine's list, in its order
 
 
 class ModelScreen(Screen):
@@ -63,11 +71,24 @@ class ModelScreen(Screen):
         table.clear()
         for preset in PRESETS.values():
             method = self.app.session.method if self.app.session.method in ("qlora", "full") else "lora"
-            estimate, verdict = fit_verdict(preset.facts, hardware.accelerator_memory_mb, on_gpu=bool(hardware.gpus), method=method)
+            estimate, verdict = fit_verdict(
+                preset.facts, hardware.accelerator_memory_mb, on_gpu=bool(hardware.gpus), method=method
+            )
             needed = estimate.total_mb
-            params = f"{preset.params_billion * 1000:.1f}M" if preset.params_billion < 0.1 else f"{preset.params_billion:.2f}B"
+            params = (
+                f"{preset.params_billion * 1000:.1f}M"
+                if preset.params_billion < 0.1
+                else f"{preset.params_billion:.2f}B"
+            )
             style = {"yes": "green", "tight": "yellow", "no": "red"}[verdict]
-            table.add_row(preset.name, params, preset.architecture, f"{needed / 1024:.1f} GB", f"[{style}]{verdict}[/]", key=preset.name)
+            table.add_row(
+                preset.name,
+                params,
+                preset.architecture,
+                f"{needed / 1024:.1f} GB",
+                f"[{style}]{verdict}[/]",
+                key=preset.name,
+            )
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         self._use_model(str(event.row_key.value))

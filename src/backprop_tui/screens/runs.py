@@ -38,9 +38,13 @@ class RunsScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one("#runs", DataTable).add_columns("run", "model", "status", "step", "loss", "pid", "ETA", "exports")
+        self.query_one("#runs", DataTable).add_columns(
+            "run", "model", "status", "step", "loss", "pid", "ETA", "exports"
+        )
         self.action_refresh()
-        self.set_interval(1.0, self.action_refresh)  # a run killed elsewhere shows as interrupted within a second
+        self.set_interval(
+            1.0, self.action_refresh
+        )  # a run killed elsewhere shows as interrupted within a second
 
     def on_screen_resume(self) -> None:
         self.action_refresh()
@@ -55,12 +59,28 @@ class RunsScreen(Screen):
         table = self.query_one("#runs", DataTable)
         selected = self._selected_key(table)
         table.clear()
-        colours = {"finished": "green", "stopped": "yellow", "failed": "red", "running": "cyan", "paused": "cyan", "starting": "cyan"}
+        colours = {
+            "finished": "green",
+            "stopped": "yellow",
+            "failed": "red",
+            "running": "cyan",
+            "paused": "cyan",
+            "starting": "cyan",
+        }
         for run in runs:
             status = f"[{colours.get(run.status, 'dim')}]{run.status_text(compact=True)}[/]"
             eta = format_duration(run.eta_seconds) if run.eta_seconds is not None else "—"
-            table.add_row(run.name, run.model, status, f"{run.step}/{run.total_steps}", run.loss_text(), str(run.pid or "—"),
-                          eta, ", ".join(run.exports) or "—", key=str(run.path))
+            table.add_row(
+                run.name,
+                run.model,
+                status,
+                f"{run.step}/{run.total_steps}",
+                run.loss_text(),
+                str(run.pid or "—"),
+                eta,
+                ", ".join(run.exports) or "—",
+                key=str(run.path),
+            )
         if selected in {str(run.path) for run in runs}:
             table.move_cursor(row=table.get_row_index(selected))
 
@@ -103,4 +123,3 @@ class RunsScreen(Screen):
                 setattr(self.app, request, run)
                 self.app.watch_read_only = read_only
             self.app.switch_mode(mode)
-

@@ -42,7 +42,13 @@ class SettingsScreen(Screen):
                     yield Static(note, classes="reason")
             with Horizontal(classes="form-row"):
                 yield Label("Theme", classes="field-label")
-                yield Select([(t, t) for t in THEMES], value=theme_of(settings), allow_blank=False, id="setting-theme", compact=True)
+                yield Select(
+                    [(t, t) for t in THEMES],
+                    value=theme_of(settings),
+                    allow_blank=False,
+                    id="setting-theme",
+                    compact=True,
+                )
             yield Static("", id="settings-error", classes="error")
         yield Footer()
 

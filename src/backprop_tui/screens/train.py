@@ -53,7 +53,10 @@ from ..widgets.multirun import MultiRunPanel
 from ..widgets.nav import NavBar
 from .modals import ConfirmScreen
 
-FIELDS = [(option.name, option.label, option.kind) for option in map(option_of, ("steps", "learning_rate", "batch_size", "max_seq_len"))]
+FIELDS = [
+    (option.name, option.label, option.kind)
+    for option in map(option_of, ("steps", "learning_rate", "batch_size", "max_seq_len"))
+]
 
 
 class TrainScreen(Screen):
@@ -172,7 +175,10 @@ class TrainScreen(Screen):
 
     def action_start(self) -> None:
         if self._live_owner() is not None:
-            self.notify(f"{self.run_dir.name} is training; stop it (x) or open another run from Runs", severity="warning")
+            self.notify(
+                f"{self.run_dir.name} is training; stop it (x) or open another run from Runs",
+                severity="warning",
+            )
             return
         try:
             overrides = self._read_form()
@@ -183,7 +189,14 @@ class TrainScreen(Screen):
         stamp = time.strftime("%Y%m%d-%H%M%S")
         output = self.app.session.settings.runs_dir() / f"{stamp}-{Path(self.app.session.model).name}"
         steps = overrides.pop("steps", None)
-        spec = LaunchSpec(action="train", run_dir=str(output), model=self.app.session.model, data=self.app.session.data, steps=steps, overrides=overrides)
+        spec = LaunchSpec(
+            action="train",
+            run_dir=str(output),
+            model=self.app.session.model,
+            data=self.app.session.data,
+            steps=steps,
+            overrides=overrides,
+        )
         self._launch(spec, f"training {self.app.session.model} → {output}")
 
     def _read_form(self) -> dict:
@@ -195,7 +208,9 @@ class TrainScreen(Screen):
             try:
                 values[name] = kind(raw)
             except ValueError:
-                raise ValueError(f"{title}: {raw!r} is not a {'whole number' if kind is int else 'number'}") from None
+                raise ValueError(
+                    f"{title}: {raw!r} is not a {'whole number' if kind is int else 'number'}"
+                ) from None
             if values[name] <= 0:
                 raise ValueError(f"{title} must be positive")
         values["lora_rank"] = self.app.session.lora_rank
@@ -209,7 +224,9 @@ class TrainScreen(Screen):
             self.notify(f"{run.name} is training already: attached to it", timeout=4)
             self.follow_run(run, read_only=False)
         elif summarize_run(run).checkpoint_step is None:
-            question = f"{run.name} has no checkpoint to continue from. Start it again from step 0 as a new run?"
+            question = (
+                f"{run.name} has no checkpoint to continue from. Start it again from step 0 as a new run?"
+            )
             self.app.push_screen(ConfirmScreen(question), lambda yes: yes and self._start_again(run))
         else:
             self._launch(LaunchSpec(action="resume", run_dir=str(run)), f"continuing {run}")
@@ -218,11 +235,18 @@ class TrainScreen(Screen):
         settings = RunDir.open(run).read_config().to_dict()
         model, data, steps = settings.pop("model"), settings.pop("data"), settings.pop("steps")
         output = run.with_name(f"{time.strftime('%Y%m%d-%H%M%S')}-{Path(model).name}-again")
-        self._launch(LaunchSpec(action="train", run_dir=str(output), model=model, data=data, steps=steps, overrides=settings), f"training {model} again → {output}")
+        self._launch(
+            LaunchSpec(
+                action="train", run_dir=str(output), model=model, data=data, steps=steps, overrides=settings
+            ),
+            f"training {model} again → {output}",
+        )
 
     def _launch(self, spec: LaunchSpec, title: str) -> None:
         if self.launched is not None and self.launched.process.poll() is None:  # before its lock exists, too
-            self.notify(f"{self.launched.run_dir.name} is starting or training; stop it (x) first", severity="warning")
+            self.notify(
+                f"{self.launched.run_dir.name} is starting or training; stop it (x) first", severity="warning"
+            )
             return
         try:
             self.launched = launch(spec)
@@ -259,7 +283,10 @@ class TrainScreen(Screen):
 
     def action_stop(self) -> None:
         if self._controllable():
-            self.app.push_screen(ConfirmScreen("Stop training? The adapter is saved at the current step."), self._stop_confirmed)
+            self.app.push_screen(
+                ConfirmScreen("Stop training? The adapter is saved at the current step."),
+                self._stop_confirmed,
+            )
 
     def _stop_confirmed(self, confirmed: bool | None) -> None:
         if confirmed:
@@ -281,7 +308,11 @@ class TrainScreen(Screen):
             self.notify("no run in progress", severity="warning", timeout=4)
             return False
         if self.read_only:
-            self.notify(f"watching read-only: control it with `backprop attach {self.run_dir}` or Runs → enter", severity="warning", timeout=5)
+            self.notify(
+                f"watching read-only: control it with `backprop attach {self.run_dir}` or Runs → enter",
+                severity="warning",
+                timeout=5,
+            )
             return False
         return True
 
@@ -300,7 +331,10 @@ class TrainScreen(Screen):
         self.paused = False
         self.follower = EventFollower(self.run_dir / "events.jsonl")
         self.query_one("#event-log", RichLog).clear()
-        self._show_dashboard(title or f"{'watching' if read_only else 'attached to'} {run_dir}{' (read-only)' if read_only else ''}")
+        self._show_dashboard(
+            title
+            or f"{'watching' if read_only else 'attached to'} {run_dir}{' (read-only)' if read_only else ''}"
+        )
         self._poll_events()
 
     def _poll_events(self) -> None:
@@ -361,8 +395,14 @@ class TrainScreen(Screen):
 
     @staticmethod
     def _styled(event: Event, line: str) -> str:
-        styles = {WarningEvent: "yellow", StepSkipped: "yellow", GpuSafety: "bold yellow", RunFailed: "bold red",
-                  RunFinished: "bold green", CheckpointSaved: "cyan"}
+        styles = {
+            WarningEvent: "yellow",
+            StepSkipped: "yellow",
+            GpuSafety: "bold yellow",
+            RunFailed: "bold red",
+            RunFinished: "bold green",
+            CheckpointSaved: "cyan",
+        }
         style = styles.get(type(event))
         return f"[{style}]{escape(line)}[/{style}]" if style else escape(line)
 
@@ -385,8 +425,12 @@ class TrainScreen(Screen):
             return
         if not reading.gpus:
             ram_used = reading.ram_total_mb - reading.ram_available_mb
-            row.query_one("#gauge-cpu", Gauge).update_value(reading.cpu_percent / 100, f"{reading.cpu_cores} cores")
-            row.query_one("#gauge-ram", Gauge).update_value(ram_used / reading.ram_total_mb, f"{ram_used / 1024:.1f}/{reading.ram_total_mb / 1024:.0f}G")
+            row.query_one("#gauge-cpu", Gauge).update_value(
+                reading.cpu_percent / 100, f"{reading.cpu_cores} cores"
+            )
+            row.query_one("#gauge-ram", Gauge).update_value(
+                ram_used / reading.ram_total_mb, f"{ram_used / 1024:.1f}/{reading.ram_total_mb / 1024:.0f}G"
+            )
         settings = self.app.session.settings
         limit, warn = settings.gpu_temperature_limit_c, settings.gpu_temperature_warn_c
         for gpu in reading.gpus:
@@ -395,4 +439,6 @@ class TrainScreen(Screen):
             detail = f"{gpu.memory_used_mb / 1024:.0f}/{gpu.memory_total_mb / 1024:.0f}G {temperature:.0f}°C"
             if gpu.utilization_pct is not None:
                 detail += f" {gpu.utilization_pct:.0f}%util"
-            row.query_one(f"#gauge-gpu{gpu.index}", Gauge).update_value(gpu.memory_used_mb / gpu.memory_total_mb, detail, level)
+            row.query_one(f"#gauge-gpu{gpu.index}", Gauge).update_value(
+                gpu.memory_used_mb / gpu.memory_total_mb, detail, level
+            )

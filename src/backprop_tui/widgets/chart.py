@@ -57,7 +57,9 @@ class LineChart(Widget):
                     owner[dot_y // 4][dot_x // 2] = name
         text = Text(no_wrap=True, overflow="crop")
         for row in range(height):
-            label = f"{high:7.3f} " if row == 0 else f"{low:7.3f} " if row == height - 1 else " " * label_width
+            label = (
+                f"{high:7.3f} " if row == 0 else f"{low:7.3f} " if row == height - 1 else " " * label_width
+            )
             text.append(label, style="dim")
             for column in range(plot_width):
                 bits = cells[row][column]

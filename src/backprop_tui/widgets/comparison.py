@@ -70,9 +70,13 @@ class ComparisonPanel(Widget):
         table.add_column("base", ratio=1, overflow="fold")
         table.add_column(event.tuned_label, ratio=1, overflow="fold")
         for prompt, base, tuned in zip(event.prompts, event.base, event.tuned):
-            table.add_row(Text(f"› {_one_line(prompt)}", style="bold cyan", no_wrap=True, overflow="ellipsis"), "")
+            table.add_row(
+                Text(f"› {_one_line(prompt)}", style="bold cyan", no_wrap=True, overflow="ellipsis"), ""
+            )
             changed = "" if tuned == base else "green"
-            table.add_row(Text(_one_line(base) or "(empty)"), Text(_one_line(tuned) or "(empty)", style=changed))
+            table.add_row(
+                Text(_one_line(base) or "(empty)"), Text(_one_line(tuned) or "(empty)", style=changed)
+            )
         return table
 
 
@@ -82,4 +86,3 @@ def _short(value: float) -> str:
 
 def _one_line(text: str) -> str:
     return " ".join(text.split())
-

@@ -82,8 +82,16 @@ class MultiRunPanel(Widget):
         """A task's loss after ``run``; red once it is worse than right after the run that trained it."""
         if run >= len(row):
             return Text("·", style="dim")
-        trained_at = task if len(self.tasks) == self.total_runs else run  # one dataset in chunks: every run trains it
-        style = "bold" if run == trained_at else "red" if run > trained_at and row[run] > row[trained_at] * 1.05 else ""
+        trained_at = (
+            task if len(self.tasks) == self.total_runs else run
+        )  # one dataset in chunks: every run trains it
+        style = (
+            "bold"
+            if run == trained_at
+            else "red"
+            if run > trained_at and row[run] > row[trained_at] * 1.05
+            else ""
+        )
         return Text(f"{row[run]:.3f}", style=style)
 
 

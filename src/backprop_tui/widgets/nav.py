@@ -5,7 +5,14 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import Static
 
-SCREENS = [("1", "model", "Model"), ("2", "data", "Data"), ("3", "train", "Train"), ("4", "export", "Export"), ("5", "runs", "Runs"), ("6", "settings", "Settings")]
+SCREENS = [
+    ("1", "model", "Model"),
+    ("2", "data", "Data"),
+    ("3", "train", "Train"),
+    ("4", "export", "Export"),
+    ("5", "runs", "Runs"),
+    ("6", "settings", "Settings"),
+]
 
 
 class NavBar(Static):

@@ -24,5 +24,5 @@ class PathSuggester(Suggester):
         for name in names:
             if name.startswith(prefix) and not name.startswith(".") and name != prefix:
                 completed = os.path.join(folder, name) + ("/" if Path(folder or ".", name).is_dir() else "")
-                return value + completed[len(expanded):]
+                return value + completed[len(expanded) :]
         return None
