@@ -75,7 +75,7 @@ async def test_a_real_run_shows_its_comparison_on_the_dashboard_and_the_export_s
         await pilot.press("4")
         exported = app.screen.query_one(ComparisonPanel)
         await wait_for(pilot, lambda: exported.comparison is not None, what="the export screen's panel")
-        assert exported.comparison["tuned"] == compared.tuned
+        assert exported.comparison.tuned == compared.tuned
 
 
 async def test_the_sample_reply_shows_until_the_comparison_arrives(tmp_path):
