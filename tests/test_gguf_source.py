@@ -19,6 +19,7 @@ from backprop_engine.export.ollama import file_sha256
 from backprop_engine.export.quantize import quantize_gguf
 from backprop_engine.gguf_source import dequantized_folder, locate
 from backprop_engine.presets import check_model_name, resolve_model
+from backprop_engine.progress import reporting
 
 TRAIN = ["--steps", "2", "--batch-size", "2", "--max-seq-len", "64", "--no-tui"]
 
@@ -59,8 +60,14 @@ def test_a_gguf_is_dequantized_once_into_a_folder_that_tokenizes_like_the_origin
 
     source = locate(str(tiny_gguf))
     assert (source.architecture, source.file_type) == ("llama", "Q8_0")
-    folder, reused = dequantized_folder(source, tmp_path)
+    events = []
+    with reporting(events.append):  # the loader's own per-tensor loop reports the stage
+        folder, reused = dequantized_folder(source, tmp_path)
     assert not reused and folder.name == file_sha256(tiny_gguf)[:24]
+    dequantized = [e for e in events if getattr(e, "stage", "") == "dequantize"]
+    assert dequantized and dequantized[-1].done == dequantized[-1].total == len(
+        gguf.GGUFReader(tiny_gguf).tensors
+    )
     assert dequantized_folder(source, tmp_path) == (folder, True)
     original, restored = (
         AutoTokenizer.from_pretrained(tiny_models["tiny"]),

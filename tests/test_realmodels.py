@@ -16,6 +16,7 @@ from backprop_engine.export.chat_format import CHECK_CONVERSATIONS, adds_bos
 from backprop_engine.modeling import load_tokenizer
 
 from .test_export_ollama import MORE_CONVERSATIONS, _go_render, go  # noqa: F401  (go: the Go renderer fixture)
+from .test_progress import assert_well_formed, progress_of
 
 pytestmark = pytest.mark.realweights
 SHORT = dict(
@@ -71,6 +72,22 @@ def test_smollm2_trains_exports_f16_q8_0_q4_k_m_verifies_and_chats(smollm2_dir, 
             conversation, tokenize=False, add_generation_prompt=True
         )
     assert trainer.chat("What is the capital of France?", max_tokens=16).strip()
+    # Every stage of the run and of its export reported its progress, each stream monotone up to its total.
+    stages = progress_of(events)
+    assert {
+        "load",
+        "probe",
+        "merge",
+        "save",
+        "load#2",
+        "convert",
+        "quantize",
+        "quantize#2",
+        "verify#3",
+    } <= set(stages)
+    assert stages["load"][-1]["total"] > 200 and stages["convert"][-1]["total"] > 200 * 2**20
+    for stream in stages.values():
+        assert_well_formed(stream)
 
 
 def test_gemma3_base_keeps_its_training_template_through_export_and_chat(gemma3_dir, tmp_path):

@@ -91,6 +91,15 @@ class RunClaim:
             self._fd = None
 
 
+def release_unstarted(run_path: Path) -> None:
+    """Remove what a claim wrote into a directory whose run never started (no config.toml)."""
+    import shutil
+
+    for name in (OWNER_FILE, LOCK_FILE, "events.jsonl"):
+        (Path(run_path) / name).unlink(missing_ok=True)
+    shutil.rmtree(Path(run_path) / CONTROL_DIR, ignore_errors=True)
+
+
 def _lock(fd: int, attempts: int = 1) -> bool:
     import fcntl
 
@@ -151,7 +160,9 @@ def send_control(run_path: Path, action: str) -> str:
     run_path = Path(run_path).expanduser().resolve()
     if action not in ACTIONS:
         raise ConfigError(f"unknown control action {action!r}", f"choose one of: {', '.join(ACTIONS)}")
-    if not (run_path / "config.toml").is_file():
+    if (
+        not (run_path / "config.toml").is_file() and live_owner(run_path) is None
+    ):  # a starting run has none yet
         raise ConfigError(
             f"{run_path}: not a run directory (no config.toml)", "pass a directory `backprop train` created"
         )

@@ -6,6 +6,7 @@ the ``open_app`` the console script passes in (``backprop_tui.launch``): the eng
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -346,7 +347,7 @@ def main(argv: list[str] | None = None, open_app: Callable[[argparse.Namespace],
     if args.command is None and (args.no_tui or not sys.stdout.isatty() or open_app is None):
         parser.print_help()
         return 0
-    from .errors import BackpropError, ConfigError, render_error
+    from .errors import BackpropError, Cancelled, ConfigError, render_error
 
     handler = getattr(args, "handler", None)  # None: a command that opens the app
     try:
@@ -358,6 +359,9 @@ def main(argv: list[str] | None = None, open_app: Callable[[argparse.Namespace],
                 )
             return open_app(args)
         return handler(args) or 0
+    except Cancelled as stopped:
+        print(stopped.message, file=sys.stderr)
+        return 130
     except BackpropError as error:
         print(render_error(error), file=sys.stderr)
         return 2
@@ -516,6 +520,8 @@ def train_headless(trainer, start) -> int:
     `backprop control` / the app's Runs screen control it."""
     import signal
 
+    from .errors import Cancelled
+
     interrupted = []
 
     def on_interrupt(signum, frame) -> None:
@@ -527,6 +533,11 @@ def train_headless(trainer, start) -> int:
     previous = {signum: signal.signal(signum, handler) for signum, handler in handlers.items()}
     try:
         result = start()
+    except Cancelled as stopped:  # before the first step (data, model load): the message says what was kept
+        if not interrupted:
+            raise  # a stop from the channel: the caller reports it like any error
+        _say(stopped.message, sys.stderr)
+        return 130
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
@@ -715,6 +726,7 @@ def cmd_data_inspect(args) -> int:
 def cmd_export(args) -> int:
     from .events import ConsoleSink, EventBus
     from .export.pipeline import ExportOptions, export, resolve_source
+    from .progress import reporting, stopped_by_signals
 
     options = ExportOptions(
         quantizations=tuple(args.quantizations or ["q4_k_m"]),
@@ -728,9 +740,20 @@ def cmd_export(args) -> int:
         lora_gguf=args.lora_gguf,
         num_ctx=args.num_ctx,
     ).checked()
-    for result in export(resolve_source(args.run_dir), options, EventBus([ConsoleSink(stream=sys.stderr)])):
-        print(result.path)
+    bus = EventBus([ConsoleSink(stream=_terminal_stderr())])
+    with stopped_by_signals() as stop, reporting(bus.emit, stop.is_set):  # Ctrl+C stops at the next tensor
+        for result in export(resolve_source(args.run_dir), options, bus):
+            print(result.path)
     return 0
+
+
+def _terminal_stderr():
+    """stderr as it is now: llama.cpp's log is captured from file descriptor 2 while it quantizes, and the
+    progress of that stage still reaches the terminal."""
+    try:
+        return open(os.dup(sys.stderr.fileno()), "w", encoding="utf-8", errors="replace")
+    except (AttributeError, OSError, ValueError):  # not a real file (a test's capture)
+        return sys.stderr
 
 
 def cmd_compare(args) -> int:

@@ -16,6 +16,7 @@ from pathlib import Path
 from .data.tokenize import IGNORE_INDEX, TokenizedExample
 from .errors import ConfigError
 from .events import Comparison, Event, SampleReply
+from .progress import tracked
 
 COMPARE_MAX_TOKENS = 48
 COMPARISON_FILE = "comparison.json"  # the latest `backprop compare RUN`
@@ -116,7 +117,7 @@ def greedy_replies(
     model.eval()
     replies = []
     with torch.no_grad(), model.disable_adapter() if base else nullcontext():
-        for prompt in prompts:
+        for prompt in tracked("answer", prompts):
             ids = torch.tensor([prompt.ids], device=device)
             out = model.generate(
                 input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=settings

@@ -142,15 +142,23 @@ def run_spec(spec: LaunchSpec) -> int:
 def _export(spec: LaunchSpec, console) -> int:
     import signal
 
-    from .events import EventBus, ExportFinished, JsonlSink
+    from .errors import Cancelled
+    from .events import EventBus, ExportFinished, ExportStopped, JsonlSink
+    from .progress import stopped_by_signals
     from .trainer import Trainer
 
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     events = JsonlSink(Path(spec.run_dir) / EXPORT_EVENTS)
     try:
         trainer = Trainer.from_run(spec.run_dir, on_event=EventBus([console, events]).emit)
-        paths = trainer.export("gguf", **spec.export)
+        with stopped_by_signals(
+            trainer.control.stop
+        ):  # the app's cancel: SIGTERM, the stage stops at its next unit
+            paths = trainer.export("gguf", **spec.export)
         events(ExportFinished(paths=[str(path) for path in (paths if isinstance(paths, list) else [paths])]))
+    except Cancelled as stopped:
+        events(ExportStopped(message=stopped.message))
+        raise
     finally:
         events.close()
     return 0

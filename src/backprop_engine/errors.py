@@ -35,6 +35,11 @@ class TrainingError(BackpropError):
     """Training cannot go on (out of memory even at micro-batch 1, ...)."""
 
 
+class Cancelled(BackpropError):
+    """The user stopped a long stage (x in the app, Ctrl+C): it stopped at its next unit; the message says
+    where, and what was kept (outputs are written atomically, so nothing half-written is left)."""
+
+
 def render_error(error: BaseException, prefix: str = "error: ") -> str:
     """How every front end shows an error: ``error: …`` and, when there is one, ``hint: …`` below it (the app's
     screens pass ``prefix=""``: their error line says so already). Other exceptions show their text alone."""

@@ -216,11 +216,39 @@ class ExportProgress(Event):
 
 
 @dataclass(kw_only=True)
+class Progress(Event):
+    """How far a long stage is (progress.py names the stages): ``done`` of ``total`` ``unit`` (total 0: not
+    known yet), at ``rate`` units/s, ``eta_seconds`` to go (None when unknown), ``seconds`` since it began.
+    Throttled per stage; the last event of a finished stage has ``done == total``."""
+
+    kind: ClassVar[str] = "progress"
+    stage: str
+    done: int
+    total: int
+    unit: str
+    rate: float
+    eta_seconds: float | None
+    seconds: float
+
+    @property
+    def finished(self) -> bool:
+        return self.total > 0 and self.done >= self.total
+
+
+@dataclass(kw_only=True)
 class ExportFinished(Event):
     """A detached export (started from the app) wrote these GGUF files."""
 
     kind: ClassVar[str] = "export_finished"
     paths: list[str]
+
+
+@dataclass(kw_only=True)
+class ExportStopped(Event):
+    """A detached export stopped at the user's request; ``message`` says where and what was kept."""
+
+    kind: ClassVar[str] = "export_stopped"
+    message: str
 
 
 @dataclass(kw_only=True)
@@ -347,19 +375,75 @@ class JsonlSink:
 
 
 class ConsoleSink:
-    """One human-readable line per event (or the JSON object with ``as_json``)."""
+    """One human-readable line per event (or the JSON object with ``as_json``). Progress: on a terminal one
+    line per stage, rewritten in place; elsewhere (a log file, CI) a line per 10 % of the stage."""
 
     def __init__(self, stream: TextIO | None = None, as_json: bool = False) -> None:
         self.stream: TextIO | None = stream or sys.stdout
         self.as_json = as_json
+        self.tty = _isatty(self.stream)
+        self._open_line = False  # a progress line waits for its end on the terminal
+        self._tenths: dict[str, int] = {}  # stage → the last tenth printed (not on a terminal)
 
     def __call__(self, event: Event) -> None:
+        if isinstance(event, Progress) and not self.as_json:
+            self._progress(event)
+            return
         line = json.dumps(event.to_dict()) if self.as_json else format_event(event)
-        if line and self.stream is not None:
-            try:
-                print(line, file=self.stream, flush=True)
-            except OSError:  # the terminal went away (SSH drop: EIO): events.jsonl still has every event
-                self.stream = None
+        if line:
+            self._write(("\n" if self._open_line else "") + line + "\n")
+            self._open_line = False
+
+    def _progress(self, event: Progress) -> None:
+        line = format_progress(event)
+        if self.tty:
+            self._write(f"\r{line}\x1b[K" + ("\n" if event.finished else ""))
+            self._open_line = not event.finished
+            return
+        tenth = 10 * event.done // event.total if event.total else 0
+        if event.finished or tenth > self._tenths.get(event.stage, -1):
+            self._write(line + "\n")
+        self._tenths[event.stage] = -1 if event.finished else max(tenth, self._tenths.get(event.stage, -1))
+
+    def _write(self, text: str) -> None:
+        if self.stream is None:
+            return
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except OSError:  # the terminal went away (SSH drop: EIO): events.jsonl still has every event
+            self.stream = None
+
+    def close(self) -> None:
+        """The stream is the caller's (stdout, stderr): left open."""
+
+
+def _isatty(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+def format_progress(event: Progress) -> str:
+    """``tokenize 1,200/5,000 rows  24%  850 rows/s  eta 0:04``; a finished stage says how long it took."""
+    amount = _quantity(event.done, event.unit, with_unit=not event.total)
+    amount += f"/{_quantity(event.total, event.unit)}" if event.total else ""
+    if event.finished:
+        return f"{event.stage} {amount} done in {format_duration(event.seconds)}"
+    share = f"  {event.done / event.total:.0%}" if event.total else ""
+    eta = f"  eta {format_duration(event.eta_seconds)}" if event.eta_seconds is not None else ""
+    return f"{event.stage} {amount}{share}  {_quantity(event.rate, event.unit)}/s{eta}"
+
+
+def _quantity(value: float, unit: str, with_unit: bool = True) -> str:
+    """``1,200 rows``, ``12.3 MB`` (bytes scale to kB/MB/GB); ``with_unit=False`` leaves a count's unit out."""
+    if unit == "B":
+        scale, suffix = next(
+            ((s, x) for s, x in ((2**30, "GB"), (2**20, "MB"), (2**10, "kB")) if value >= s), (1, "B")
+        )
+        return f"{value / scale:.1f} {suffix}" if scale > 1 else f"{value:.0f} B"
+    return f"{value:,.0f} {unit}" if with_unit else f"{value:,.0f}"
 
     def close(self) -> None:
         """The stream is the caller's (stdout, stderr): left open."""
@@ -431,6 +515,10 @@ def format_event(event: Event) -> str:
         return f"multi-run finished: {event.runs} runs ({event.merge_mode}), adapter {event.adapter_path}"
     if isinstance(event, ExportProgress):
         return f"export [{event.stage}] {event.detail}"
+    if isinstance(event, Progress):
+        return format_progress(event)
+    if isinstance(event, ExportStopped):
+        return f"export stopped: {event.message}"
     return ""
 
 

@@ -22,6 +22,7 @@ OLLAMA_PREFIX = "ollama:"
 # GGUF architectures transformers can dequantize and our trainer, converter and Modelfile know.
 SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3", "gemma3")
 _STAMP = "backprop_gguf.json"
+_NOTHING_KEPT = "nothing was written (the dequantized folder is kept only once complete)"
 _OLLAMA_MODEL_LAYER = "application/vnd.ollama.image.model"
 _OLLAMA_NAME = re.compile(
     r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*){0,2}(:[A-Za-z0-9][A-Za-z0-9._-]*)?$"
@@ -190,8 +191,13 @@ def _dequantize(path: Path, out_dir: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
+    from .progress import library_loop
+
     try:
-        with contextlib.redirect_stderr(io.StringIO()):  # its own tqdm bar, which disable_progress_bar misses
+        with (
+            contextlib.redirect_stderr(io.StringIO()),
+            library_loop("transformers.modeling_gguf_pytorch_utils", "dequantize", _NOTHING_KEPT),
+        ):
             tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
             model = AutoModelForCausalLM.from_pretrained(
                 path.parent,

@@ -317,11 +317,19 @@ def resolve_model(
 def _download(repo_id: str, allow_pickle: bool = False, trust_remote_code: bool = False) -> Path:
     from huggingface_hub import snapshot_download
 
+    from .errors import Cancelled
+    from .progress import HubDownload
+
     patterns = ["*.json", "*.safetensors", "*.jinja", "*.txt", "*.model", "tokenizer*"]
     patterns += ["*.bin"] if allow_pickle else []
     patterns += ["*.py"] if trust_remote_code else []
+    download = HubDownload()
     try:
-        return Path(snapshot_download(repo_id, allow_patterns=patterns))
+        path = Path(snapshot_download(repo_id, allow_patterns=patterns, tqdm_class=download.bar))
+        download.finish()
+        return path
+    except Cancelled:
+        raise
     except Exception as exc:  # the hub raises many types: offline, gated, missing, network
         raise ModelError(
             f"could not fetch model {repo_id!r} from the Hugging Face hub: {type(exc).__name__}",

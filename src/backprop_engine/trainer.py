@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from .channel import ControlServer, RunClaim, refuse_if_live
+from .channel import ControlServer, RunClaim, refuse_if_live, release_unstarted
 from .config import TrainConfig
 from .continual import MultiRunPlan, MultiRunResult, run_multi
 from .defaults import Choice, DataSize, TrainingPlan, default_learning_rate, held_out_rows, plan_training
@@ -55,6 +55,9 @@ class Trainer:
         )  # under torchrun / accelerate launch: this process's rank (see train/distributed.py)
         self.run: RunDir | None = None
         self.result: TrainResult | None = None
+        self._held: Path | None = (
+            None  # a run directory claimed before its run was created (_held_from_start)
+        )
 
     @classmethod
     def from_run(cls, run_dir: str | Path, on_event: Callable[[Event], None] | None = None) -> Trainer:
@@ -79,18 +82,48 @@ class Trainer:
         """Train on ``data`` (messages JSONL or a built-in dataset); ``output_dir`` becomes the run directory.
         Settings not given to the constructor are chosen by :meth:`plan`."""
         # Everything the user can get wrong is checked before the run directory is created.
-        self.config, self.user_set = self._with_data(data, steps)
-        model, prepared = self.dist.main_first(
-            lambda: self._prepare(self.config)
-        )  # other ranks reuse its caches
-        plan = self.dist.main_only(
-            lambda: self._plan(self.config, self.user_set, model, prepared)
-        )  # rank 0's plan for all
-        self.config = plan.config
-        if "eval_split" not in self.user_set and not prepared.eval:
-            _hold_out(prepared, int(plan.config.eval_split))
-        self.run = self.dist.main_only(lambda: self._create_run(output_dir, model))
-        return self._execute(model, prepared, planned=plan.event())
+        with self._reporting(_NOT_STARTED), self._held_from_start(output_dir):
+            self.config, self.user_set = self._with_data(data, steps)
+            model, prepared = self.dist.main_first(
+                lambda: self._prepare(self.config)
+            )  # other ranks reuse its caches
+            plan = self.dist.main_only(
+                lambda: self._plan(self.config, self.user_set, model, prepared)
+            )  # rank 0's plan for all
+            self.config = plan.config
+            if "eval_split" not in self.user_set and not prepared.eval:
+                _hold_out(prepared, int(plan.config.eval_split))
+            self.run = self.dist.main_only(lambda: self._create_run(output_dir, model))
+            return self._execute(model, prepared, planned=plan.event())
+
+    def _reporting(self, kept: str):
+        """Progress of the long stages (progress.py) goes to the run's events; a stop ends the running one."""
+        from .progress import reporting
+
+        bus = self.bus if self.dist.is_main else EventBus()
+        return reporting(bus.emit, lambda: self.control.stop_requested, kept)
+
+    @contextlib.contextmanager
+    def _held_from_start(self, output_dir) -> Iterator[None]:
+        """A run directory that exists before training (the app's launch made it) is held, its channel served
+        and its events.jsonl written from the start: the app shows and stops the stages before the first
+        step too. If the run never gets its config.toml, what this wrote is removed again."""
+        path = Path(output_dir).expanduser().resolve() if output_dir else None
+        if path is None or not self.dist.is_main or not path.is_dir() or (path / "config.toml").exists():
+            yield
+            return
+        events = JsonlSink(path / "events.jsonl")
+        self.bus.add(events)
+        try:
+            with RunClaim(path), ControlServer(path, self.control, self.bus):
+                self._held = path
+                yield
+        finally:
+            self._held = None
+            self.bus.remove(events)
+            events.close()
+            if not (path / "config.toml").exists():
+                release_unstarted(path)
 
     def _create_run(self, output_dir, model) -> RunDir:
         run = RunDir.create(Path(output_dir) if output_dir else self._default_run_path())
@@ -147,21 +180,30 @@ class Trainer:
             self.config
         )  # before transformers loads: Unsloth, when chosen, is imported first
         self.dist.check_resume(run.config_path)
-        model = self.dist.main_first(self._resolve_model)
-        return self._execute(
-            model, self.dist.main_first(lambda: prepare_dataset(self.config, model)), resume_from=checkpoint
-        )
+        with self._reporting(_NOT_RESUMED):
+            model = self.dist.main_first(self._resolve_model)
+            return self._execute(
+                model,
+                self.dist.main_first(lambda: prepare_dataset(self.config, model)),
+                resume_from=checkpoint,
+            )
 
     def _execute(
         self, model, data, resume_from: Path | None = None, planned: Event | None = None
     ) -> TrainResult:
         bus = self.bus if self.dist.is_main else EventBus()  # rank 0 alone reports and writes files
+        held = self._held == self.run.path  # events.jsonl and the channel are open already
         sinks = (
-            [JsonlSink(self.run.events_path), *open_trackers(self.config, self.run.path)]
+            [*([] if held else [JsonlSink(self.run.events_path)]), *open_trackers(self.config, self.run.path)]
             if self.dist.is_main
             else []
         )
-        with attached(bus, *sinks), self._controlled(self.run.path, bus):  # trackers: --report-to
+        kept = _NOT_RESUMED if resume_from else _NO_STEP
+        with (
+            attached(bus, *sinks),
+            self._controlled(self.run.path, bus),
+            self._reporting(kept),
+        ):  # trackers: --report-to
             if planned is not None:
                 bus.emit(planned)
             self.result = run_training(
@@ -183,7 +225,7 @@ class Trainer:
     def _controlled(self, path: Path, bus: EventBus) -> Iterator[None]:
         """This process holds the run (lock + owner record) and serves its control channel while it trains;
         under a launcher, rank 0 does, and the ranks agree on its requests."""
-        if not self.dist.is_main:
+        if not self.dist.is_main or self._held == path:
             yield
             return
         with RunClaim(path), ControlServer(path, self.control, bus):
@@ -239,7 +281,7 @@ class Trainer:
             **(self.config.to_dict() | {"data": plan.tasks[0], "steps": plan.steps_per_run})
         )
         output = Path(output_dir) if output_dir else self._default_run_path()
-        with attached(self.bus):
+        with attached(self.bus), self._reporting(""):
             result = run_multi(self.config, plan, output, self.bus, self.control)
         self.run = RunDir(result.path)
         return result
@@ -280,7 +322,8 @@ class Trainer:
             ollama_name=model_name,
             system=system,
         )
-        paths = [result.path for result in export(run_source(self._require_run()), options, self.bus)]
+        with self._reporting(""):
+            paths = [result.path for result in export(run_source(self._require_run()), options, self.bus)]
         return paths[0] if isinstance(quantization, str) else paths
 
     def chat(self, prompt: str, system: str | None = None, max_tokens: int = 64) -> str:
@@ -312,6 +355,12 @@ class Trainer:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         label = Path(self.config.model).name.replace("/", "-")
         return default_runs_dir() / f"{stamp}-{label}"
+
+
+# What a stop before the first step keeps (progress.py finishes "stopped during STAGE at N of M: …").
+_NOT_STARTED = "the run did not start; nothing was kept"
+_NO_STEP = "no step was trained; the run keeps its settings (config.toml): start it again from Runs"
+_NOT_RESUMED = "the run is as it was: continue it again from its newest checkpoint"
 
 
 def _hold_out(prepared, rows: int) -> None:

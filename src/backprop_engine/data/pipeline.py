@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from ..errors import ConfigError, DataError
+from ..progress import tracked
 from .filters import drop_exact_duplicates, drop_near_duplicates, shuffled, split_eval
 from .formats import FORMATS, Example, FormatTracker
 from .sources import TEXT_SPLITS, BadRow, RowProblem, choose_text_split, data_files, read_rows, resolve_source
@@ -35,6 +36,7 @@ from .tokenize import (
 )
 
 MAX_REPORTED_BAD_ROWS = 200
+NOTHING_KEPT = "nothing was kept (the data cache is written only once every row is tokenized)"
 SEQ_LEN_MULTIPLE = 64
 HISTOGRAM_BINS = 10
 
@@ -266,7 +268,11 @@ def check_data(spec: DataSpec) -> DataReport:
 
 def load_examples(spec: DataSpec, report: DataReport) -> list[Example]:
     collector = _RowCollector(spec, report)
-    examples = [row for row in iter_rows(spec, report=report) if collector.accept(row)]
+    examples = [
+        row
+        for row in tracked("read", iter_rows(spec, report=report), kept=NOTHING_KEPT)
+        if collector.accept(row)
+    ]
     _require_rows(examples, report)
     return examples
 
@@ -324,7 +330,7 @@ def _tokenize(examples: list[Example], tokenizer, collector: _RowCollector) -> l
     schemes: Counter[str] = Counter()
     changes: Counter[str] = Counter()
     rows = []
-    for example in examples:
+    for example in tracked("tokenize", examples, kept=NOTHING_KEPT):
         if example.text is not None:
             rows.append((example, [tokenize_text(tokenizer, example.text)]))
             continue
@@ -504,7 +510,7 @@ class DataPreview:
         reservoir: list[Example] = []
         rng = random.Random(spec.seed)
         seen = 0
-        for row in iter_rows(spec, report=base):
+        for row in tracked("read", iter_rows(spec, report=base)):
             if not collector.accept(row):
                 continue
             seen += 1

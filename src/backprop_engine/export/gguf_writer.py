@@ -17,6 +17,7 @@ import numpy as np
 
 from ..errors import ExportError
 from ..fsutil import atomic_path
+from ..progress import track
 
 SUPPORTED_ARCHITECTURES = {
     "LlamaForCausalLM": "llama",
@@ -60,22 +61,26 @@ def convert_hf_to_gguf(
     _add_tokenizer(writer, model_dir, arch, hparams.vocab_size)
     if rope_factors is not None:
         writer.add_tensor_info(ROPE_FREQS, rope_factors.shape, rope_factors.dtype, rope_factors.nbytes)
+    sizes = []
     for source in sources:
         dtype = _out_dtype(source, out_type)
-        writer.add_tensor_info(
-            source.gguf_name, source.shape, dtype, int(np.prod(source.shape)) * dtype.itemsize
-        )
+        sizes.append(int(np.prod(source.shape)) * dtype.itemsize)
+        writer.add_tensor_info(source.gguf_name, source.shape, dtype, sizes[-1])
 
-    with atomic_path(Path(out_path)) as tmp:
+    kept = f"no partial {Path(out_path).name} was left (it is written under a temporary name)"
+    with atomic_path(Path(out_path)) as tmp, track("convert", sum(sizes), kept=kept) as written:
         writer.open_output_file(tmp)
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_ti_data_to_file()
-        if rope_factors is not None:
-            writer.write_tensor_data(rope_factors)
-        for source in sources:
-            writer.write_tensor_data(_load_tensor(source, arch, hparams, out_type))
-        writer.close()
+        try:
+            writer.write_header_to_file()
+            writer.write_kv_data_to_file()
+            writer.write_ti_data_to_file()
+            if rope_factors is not None:
+                writer.write_tensor_data(rope_factors)
+            for source, size in zip(sources, sizes):
+                writer.write_tensor_data(_load_tensor(source, arch, hparams, out_type))
+                written.advance(size)
+        finally:
+            writer.close()  # on a stop too: the temporary file is removed, its descriptor with it
     return Path(out_path)
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..fsutil import atomic_dir
 from ..modeling import load_adapted_model, quiet_transformers
+from ..progress import library_loop
 
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -33,7 +34,8 @@ def merge_adapter(base_path: Path, adapter_path: Path, out_dir: Path) -> Path:
         model = PeftModel.from_pretrained(load_dequantized(base_path), adapter_path)
     else:
         model = load_adapted_model(base_path, adapter_path, "cpu", dtype="auto")
-    merged = model.merge_and_unload()
+    with library_loop("peft.tuners.tuners_utils", "merge", "nothing was written; the adapter is unchanged"):
+        merged = model.merge_and_unload(progressbar=True)  # its loop over the modules reports the merge
     with atomic_dir(out_dir) as tmp:
         merged.save_pretrained(tmp, safe_serialization=True)
         for name in TOKENIZER_FILES:  # copied verbatim: a round trip through transformers may rewrite them

@@ -18,6 +18,8 @@ from ..events import EventBus, ExportProgress, WarningEvent
 from ..fsutil import atomic_write_text
 from ..paths import default_runs_dir, ensure_writable_dir, safe_name
 from ..presets import resolve_model
+from ..progress import current as current_reporter
+from ..progress import reporting
 from ..quantizations import BITS_PER_WEIGHT, DIRECT_TYPES
 from ..rundir import RunDir
 from .gguf_writer import convert_hf_to_gguf, model_parameter_count
@@ -95,6 +97,9 @@ class ExportSource:
 def export(source: ExportSource, options: ExportOptions, bus: EventBus | None = None) -> list[ExportResult]:
     """Write ``RUN/export/<name>.<quant>.gguf`` (+ ``.report.json``, ``.Modelfile``) for each quantization."""
     bus = bus or EventBus()
+    if current_reporter() is None:  # called on its own: the stages' progress goes to the same events
+        with reporting(bus.emit):
+            return export(source, options, bus)
     options = options.checked()
     name = safe_name(options.name or _default_stem(source.label), "export name")
     ollama_names = (

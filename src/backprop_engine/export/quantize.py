@@ -9,6 +9,7 @@ import os
 import re
 import sys
 import tempfile
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from ..errors import ConfigError, ExportError
 from ..fsutil import atomic_path
+from ..progress import MIN_INTERVAL, Tracker, track
 from ..quantizations import QUANTIZATIONS
 
 # llama.cpp's log line for a tensor it cannot give the requested type (k-quants need rows divisible by 256).
@@ -77,8 +79,13 @@ def quantize_gguf(source: Path, target: Path, quantization: str, threads: int = 
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = file_type_id(quantization)
     params.nthread = threads
-    with atomic_path(Path(target)) as tmp, _captured_stderr() as log:
+    with (
+        atomic_path(Path(target)) as tmp,
+        _captured_stderr() as log,
+        _tensor_progress(log, Path(target)) as tensors,
+    ):
         status = llama_cpp.llama_model_quantize(str(source).encode(), str(tmp).encode(), ctypes.byref(params))
+        tensors.check()  # llama.cpp cannot be stopped mid-file: a stop asked for meanwhile drops the file now
         if status != 0:
             raise ExportError(
                 f"llama.cpp failed to quantize {source.name} to {quantization} (status {status})",
@@ -97,6 +104,44 @@ class _Log:
     def read(self) -> str:
         self._file.seek(0)
         return self._file.read().decode("utf-8", errors="replace")
+
+    def peek(self) -> str:
+        """What was logged so far, read without moving the offset llama.cpp writes at."""
+        fd = self._file.fileno()
+        return os.pread(fd, os.fstat(fd).st_size, 0).decode("utf-8", errors="replace")
+
+
+_TENSOR_LINE = re.compile(r"\[\s*(\d+)/\s*(\d+)\]")  # llama.cpp's "[  12/ 211] blk.0.attn_q.weight - ..."
+
+
+@contextlib.contextmanager
+def _tensor_progress(log: _Log, target: Path) -> Iterator[Tracker]:
+    """llama.cpp's quantize has no progress callback; it logs a line per tensor, which a thread counts."""
+    tracker = track(
+        "quantize", kept=f"no partial {target.name} was left (it is written under a temporary name)"
+    )
+    stop = threading.Event()
+
+    def count() -> None:
+        found = _TENSOR_LINE.findall(log.peek()[-4096:])
+        if found:
+            tracker.report(int(found[-1][0]), int(found[-1][1]))
+
+    def watch() -> None:
+        while not stop.wait(MIN_INTERVAL):
+            count()
+
+    watcher = threading.Thread(target=watch, name="backprop-quantize-progress", daemon=True)
+    if tracker.reporter is not None:
+        watcher.start()
+    try:
+        yield tracker
+    finally:
+        stop.set()
+        if watcher.is_alive():
+            watcher.join()
+    count()
+    tracker.finish()
 
 
 @contextlib.contextmanager

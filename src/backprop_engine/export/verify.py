@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..progress import track
+
 PROBES = [
     "Hello world! Arr, matey: 12 + 30 = 42.\n  Yo ho ho!",
     "  leading spaces,\ttabs\nand new lines\n\n",
@@ -91,18 +93,26 @@ def verify_gguf(
     from .chat import chat_reply, open_gguf
 
     started = time.perf_counter()
+    checks = track(
+        "verify", 4, kept=f"{path.name} is kept, unverified (verify it again with `backprop export`)"
+    )
     llm = open_gguf(path, n_ctx=max(256, len(reference.prompt_ids) + 64), logits_all=True, lora=lora)
     try:
+        checks.advance()  # loaded in llama.cpp
         matches = sum(
             llm.tokenize(probe.encode(), add_bos=False, special=True) == expected
             for probe, expected in zip(PROBES, reference.probe_ids)
         )
+        checks.advance()
         llm.reset()
         llm.eval(reference.prompt_ids)
         logits = np.array(llm.scores[llm.n_tokens - 1], dtype=np.float32)
+        checks.advance()
         reply = chat_reply(llm, PROBE_CONVERSATION, max_tokens=8)
+        checks.advance()
     finally:
         llm.close()
+    checks.finish()
     delta = float(np.abs(logits - reference.logits).max())
     scale = max(1.0, float(np.abs(reference.logits).max()))
     bound = None

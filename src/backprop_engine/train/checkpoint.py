@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..fsutil import atomic_dir
+from ..progress import track
 
 STATE_TENSORS = "trainer_state.safetensors"
 STATE_JSON = "trainer_state.json"
@@ -63,12 +64,19 @@ def save_checkpoint(
         # The scale the fp16 run has searched its way to: a resume restarting at 2^16 would overflow again.
         "scaler": scaler.state_dict() if scaler is not None else None,
     }
-    with atomic_dir(path) as tmp:
+    with (
+        atomic_dir(path) as tmp,
+        track("checkpoint", 4) as saved,
+    ):  # it finishes even after a stop: it keeps the work
         model.save_pretrained(tmp, safe_serialization=True)
+        saved.advance()
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
+        saved.advance()
         save_file(tensors, str(tmp / STATE_TENSORS))
+        saved.advance()
         (tmp / STATE_JSON).write_text(json.dumps(document))
+        saved.advance()
     return path
 
 

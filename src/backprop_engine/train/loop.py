@@ -31,6 +31,7 @@ from ..events import (
 from ..fsutil import atomic_dir
 from ..modeling import model_context, pick_device
 from ..presets import ResolvedModel
+from ..progress import track
 from ..rundir import FULL_MODEL_STAMP, RunDir
 from .backend import build_trainable_model
 from .checkpoint import CheckpointClock, LoopState, restore_checkpoint, save_checkpoint
@@ -573,7 +574,7 @@ def evaluate(
     model.eval()
     total, count, start = 0.0, 0, 0
     examples = dist.shard(examples)
-    with torch.no_grad():
+    with torch.no_grad(), track("evaluate", len(examples)) as scored:
         while start < len(examples):
             batch = collate(examples[start : start + batch_size], pad_id, device, packed=False)
             try:
@@ -586,6 +587,7 @@ def evaluate(
                 continue
             count += int((batch.labels[:, 1:] != IGNORE_INDEX).sum())
             start += batch_size
+            scored.report(min(start, len(examples)))
     model.train(was_training)
     return dist.total(total) / max(dist.total(count), 1)
 
@@ -602,18 +604,18 @@ def packing_is_exact(model, device: str) -> bool:
     row = PackedRow(first + second, first + second, list(range(6)) + list(range(9)))
     was_training = model.training
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), track("probe", 3) as probe:
         packed = model(
             input_ids=torch.tensor([row.input_ids], device=device),
             position_ids=torch.tensor([row.position_ids], device=device),
             use_cache=False,
         ).logits[0]
-        alone = torch.cat(
-            [
-                model(input_ids=torch.tensor([ids], device=device), use_cache=False).logits[0]
-                for ids in (first, second)
-            ]
-        )
+        probe.advance()
+        alone = []
+        for ids in (first, second):
+            alone.append(model(input_ids=torch.tensor([ids], device=device), use_cache=False).logits[0])
+            probe.advance()
+        alone = torch.cat(alone)
     model.train(was_training)
     scale = alone.abs().max().clamp(min=1.0)
     tolerance = 1e-3 if packed.dtype == torch.float32 else 5e-2

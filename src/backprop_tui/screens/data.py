@@ -16,6 +16,7 @@ from backprop_engine.errors import BackpropError, render_error
 
 from ..widgets.nav import NavBar
 from ..widgets.path_suggester import PathSuggester
+from ..widgets.progress import StageProgress
 from ..widgets.token_view import MASKED_STYLE, TRAINED_STYLE, render_spans
 
 PREVIEW_SAMPLES = 50
@@ -61,6 +62,7 @@ class DataScreen(Screen):
                     yield Input("0", id=f"filter-{name}", classes="filter", compact=True)
                 yield Checkbox("dedupe", True, id="filter-dedupe", compact=True)
             yield Static("", id="data-error", classes="error")
+            yield StageProgress(id="data-progress")
             yield Static("", id="data-summary")
             yield Static("", id="data-filters", classes="muted")
             with Horizontal(id="histogram-row"):
@@ -131,15 +133,20 @@ class DataScreen(Screen):
     @work(thread=True, exclusive=True, group="data", exit_on_error=False)
     def preview_in_background(self, spec, model: str, reload: bool):
         from backprop_engine.data import DataPreview
+        from backprop_engine.progress import reporting
 
-        preview = self.preview
-        if reload or preview is None:
-            preview = DataPreview.for_model(model, samples=PREVIEW_SAMPLES)
-        return spec, preview, preview.report(spec)
+        bar = self.query_one(StageProgress)
+        with reporting(lambda event: self.app.call_from_thread(bar.show, event)):  # reading, tokenizing
+            preview = self.preview
+            if reload or preview is None:
+                preview = DataPreview.for_model(model, samples=PREVIEW_SAMPLES)
+            return spec, preview, preview.report(spec)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.worker.group != "data":
             return
+        if event.state in (WorkerState.SUCCESS, WorkerState.ERROR):
+            self.query_one(StageProgress).hide()
         if event.state == WorkerState.SUCCESS:
             spec, self.preview, self.report = event.worker.result
             self.app.session.data = spec.sources[0]

@@ -16,7 +16,7 @@ from textual.worker import Worker, WorkerState
 
 from backprop_engine.detach import EXPORT_EVENTS, Launched, LaunchSpec, launch
 from backprop_engine.errors import BackpropError, render_error
-from backprop_engine.events import EXPORT_STAGES, ExportFinished, ExportProgress
+from backprop_engine.events import EXPORT_STAGES, ExportFinished, ExportProgress, ExportStopped, Progress
 from backprop_engine.export.modelfile import check_ollama_name
 from backprop_engine.paths import safe_name
 from backprop_engine.presets import PRESETS, model_facts
@@ -25,6 +25,7 @@ from backprop_engine.runs import EventFollower
 
 from ..widgets.comparison import ComparisonPanel
 from ..widgets.nav import NavBar
+from ..widgets.progress import StageProgress
 
 STAGE_LABELS = {"ollama": "register"}  # the engine's stage names (EXPORT_STAGES) the screen shows otherwise
 
@@ -38,7 +39,7 @@ def expected_size(params_billion: float | None, quantization: str) -> str:
 
 class ExportScreen(Screen):
     AUTO_FOCUS = "#quantization"
-    BINDINGS = [Binding("e", "export", "Export")]
+    BINDINGS = [Binding("e", "export", "Export"), Binding("x", "stop_export", "Stop")]
 
     class Reply(Message):
         """The chat worker's answer, handing back the llama.cpp model it used (opened there if need be)."""
@@ -77,6 +78,7 @@ class ExportScreen(Screen):
                     yield Input(id="ollama-name", placeholder="model name", compact=True)
                 yield Static("", id="export-error", classes="error")
                 yield Static("", id="export-stages")
+                yield StageProgress(id="export-progress")
                 yield ComparisonPanel(id="export-comparison")
             with Vertical(id="chat-panel"):
                 yield Label("Chat with the export (llama.cpp)")
@@ -185,14 +187,30 @@ class ExportScreen(Screen):
             return
         for event in self.follower.poll_events():
             if isinstance(event, ExportFinished):
+                self.query_one(StageProgress).hide()
                 self._show_stages("finished", event.paths[0])
                 self._open_chat(Path(event.paths[0]))
             elif isinstance(event, ExportProgress):
                 self._show_stages(event.stage if event.stage in EXPORT_STAGES else self.stage, event.detail)
+            elif isinstance(event, Progress):
+                self.query_one(StageProgress).show(event)
+            elif isinstance(event, ExportStopped):
+                self.query_one(StageProgress).hide()
+                self.query_one("#export-error", Static).update(event.message)
+                self.exporting = self.follower = None
+                return
         message = self.exporting.error() if self.exporting is not None else None
         if message is not None:
             self.query_one("#export-error", Static).update(message)
             self.exporting = self.follower = None
+
+    def action_stop_export(self) -> None:
+        """The export process stops at its stage's next unit (SIGTERM); what it keeps comes back as an event."""
+        if self.exporting is None or self.exporting.process.poll() is not None:
+            self.notify("no export is running", severity="warning", timeout=3)
+            return
+        self.exporting.process.terminate()
+        self.notify("stopping the export at the next tensor", timeout=3)
 
     def _show_stages(self, current: str | None, detail: str = "") -> None:
         """One line per stage: ✓ done, … running, · to come, – skipped (no Ollama registration)."""

@@ -30,6 +30,7 @@ from backprop_engine.events import (
     Event,
     GpuSafety,
     MultiRunFinished,
+    Progress,
     RunFailed,
     RunFinished,
     RunPaused,
@@ -51,6 +52,7 @@ from ..widgets.gauge import Gauge
 from ..widgets.multirun import EVENTS as MULTI_RUN_EVENTS
 from ..widgets.multirun import MultiRunPanel
 from ..widgets.nav import NavBar
+from ..widgets.progress import StageProgress
 from .modals import ConfirmScreen
 
 FIELDS = [
@@ -103,6 +105,7 @@ class TrainScreen(Screen):
                 yield LineChart({"train": "cyan", "eval": "magenta"}, id="loss-chart")
                 yield MultiRunPanel(id="multirun")
                 yield ComparisonPanel(id="comparison")
+                yield StageProgress(id="stage-progress")
                 yield Static("", id="stats")
                 yield ProgressBar(id="progress", show_eta=False)
                 yield Horizontal(id="gauges")
@@ -270,7 +273,11 @@ class TrainScreen(Screen):
             self.app.launched.pop(self.launched.run_dir, None)
             self.launched = self.run_dir = self.follower = None
             self.query_one("#train-views", ContentSwitcher).current = "setup"
-            self._show_error(message)
+            if message.startswith("stopped during"):  # the user's own stop (progress.py words it)
+                self.query_one("#train-error", Static).update(message)
+                self.notify(message, title="Stopped", timeout=8)
+            else:
+                self._show_error(message)
         elif self.launched.process.poll() is not None:
             self.launched = None  # it ran and ended: its events say how
 
@@ -283,10 +290,13 @@ class TrainScreen(Screen):
 
     def action_stop(self) -> None:
         if self._controllable():
-            self.app.push_screen(
-                ConfirmScreen("Stop training? The adapter is saved at the current step."),
-                self._stop_confirmed,
+            started = self.total_steps > 0  # run_started came: steps are being trained
+            question = (
+                "Stop training? The adapter is saved at the current step."
+                if started
+                else "Stop before the first step? The stage running now stops at its next unit."
             )
+            self.app.push_screen(ConfirmScreen(question), self._stop_confirmed)
 
     def _stop_confirmed(self, confirmed: bool | None) -> None:
         if confirmed:
@@ -329,6 +339,7 @@ class TrainScreen(Screen):
         self.run_dir = Path(run_dir)
         self.read_only = read_only
         self.paused = False
+        self.total_steps = 0
         self.follower = EventFollower(self.run_dir / "events.jsonl")
         self.query_one("#event-log", RichLog).clear()
         self._show_dashboard(
@@ -351,9 +362,17 @@ class TrainScreen(Screen):
         self.query_one("#loss-chart", LineChart).clear()
         self.query_one(MultiRunPanel).reset()
         self.query_one(ComparisonPanel).reset()
+        self.query_one(StageProgress).hide()
 
     def on_train_screen_engine_event(self, message: EngineEvent) -> None:
         event = message.event
+        if isinstance(event, Progress):  # the bar shows the stage; the log keeps one line per finished stage
+            finished = self.query_one(StageProgress).show(event)
+            if finished:
+                self._log(f"[dim]✓ {escape(finished)}[/dim]")
+            return
+        if isinstance(event, StepMetrics):
+            self.query_one(StageProgress).hide()
         if isinstance(event, RunStarted):
             self.total_steps = event.total_steps
             self.query_one("#progress", ProgressBar).update(total=self.total_steps, progress=0)
