@@ -261,7 +261,7 @@ def test_a_detached_export_stopped_by_the_app_says_what_it_kept(trained_run, tmp
     shutil.copytree(trained_run("tiny").run.path, run)
     shutil.rmtree(run / "export", ignore_errors=True)  # other tests' exports of the shared run
     monkeypatch.setenv("BACKPROP_TEST_SLOW_STAGE", "convert=0.2")  # 21 tensors: ~4 s to stop it in
-    export = launch(LaunchSpec("export", str(run), export={"quantization": "q4_0"}))
+    export = launch(LaunchSpec(action="export", run_dir=str(run), export={"quantization": "q4_0"}))
     follower, seen = EventFollower(run / EXPORT_EVENTS), []
     deadline = time.monotonic() + 120
     while not any(e["event"] == "progress" and e["stage"] == "convert" for e in seen):
