@@ -418,9 +418,9 @@ class ConsoleSink:
         """The stream is the caller's (stdout, stderr): left open."""
 
 
-def _isatty(stream) -> bool:
+def _isatty(stream: TextIO | None) -> bool:
     try:
-        return stream.isatty()
+        return bool(stream is not None and stream.isatty())
     except (AttributeError, ValueError, OSError):
         return False
 

@@ -16,7 +16,7 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sized
 from contextvars import ContextVar
 from dataclasses import dataclass
 
@@ -163,7 +163,7 @@ class Tracker:
 
     def _stopped_message(self) -> str:
         count = f"{self.done:,} of {self.total:,}" if self.total else f"{self.done:,}"
-        kept = self.kept or self.reporter.kept
+        kept = self.kept or (self.reporter.kept if self.reporter else "")
         return f"stopped during {self.stage} at {count} {self.unit}" + (f": {kept}" if kept else "")
 
     def __enter__(self) -> Tracker:
@@ -185,7 +185,7 @@ def tracked(
 ) -> Iterator:
     """``items`` one by one, each counted once the caller asks for the next."""
     if total is None:
-        total = len(items) if hasattr(items, "__len__") else 0
+        total = len(items) if isinstance(items, Sized) else 0
     with track(stage, total, unit, kept) as tracker:
         for item in items:
             yield item
@@ -248,12 +248,12 @@ def library_loop(module_name: str, stage: str, kept: str = "") -> Iterator[None]
     import importlib
 
     module = importlib.import_module(module_name)
-    saved = module.tqdm
-    module.tqdm = lambda iterable, *args, **kwargs: _Bar(stage, iterable, kept=kept)
+    saved = getattr(module, "tqdm")  # noqa: B009 (the module's own global, looked up at run time)
+    setattr(module, "tqdm", lambda iterable, *args, **kwargs: _Bar(stage, iterable, kept=kept))  # noqa: B010
     try:
         yield
     finally:
-        module.tqdm = saved
+        setattr(module, "tqdm", saved)  # noqa: B010
 
 
 # huggingface_hub: snapshot_download(tqdm_class=HubDownload().bar) -------------------------------------------
