@@ -4,6 +4,7 @@ ShareGPT, content parts with reasoning and loss weights, preference pairs, one d
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -280,24 +281,22 @@ def test_reasoning_is_dropped_with_a_count_when_the_template_cannot_render_it(to
     assert trained == "Aye, it be Paris.<|im_end|>\n", "the loss_weight 0 reply stays untrained"
 
 
-def test_preference_data_is_refused_for_training_unless_chosen_only(tmp_path, capsys, tokenizer):
+def test_preference_data_is_refused_for_sft_unless_chosen_only(tmp_path, capsys, tokenizer):
     path = FIXTURES / "preference_prompt.jsonl"
-    with pytest.raises(
-        DataError,
-        match="preference pairs \\(chosen/rejected\\): use --chosen-only to train on the chosen replies",
-    ):
+    refusal = "preference pairs (chosen/rejected): use --objective dpo (or orpo) to train on both replies"
+    with pytest.raises(DataError, match=re.escape(refusal)):
         prepare_data(DataSpec([str(path)]), tokenizer, 2048, use_cache=False)
     code = main(["train", "--data", str(path), "--steps", "1", "--output", str(tmp_path / "refused")])
     error = capsys.readouterr().err.splitlines()[0]
-    assert (
-        code == 2
-        and error
-        == f"error: {path}:1: preference pairs (chosen/rejected): use --chosen-only to train on the chosen replies"
-    )
+    assert code == 2 and error == f"error: {path}:1: {refusal}"
     assert not (tmp_path / "refused").exists()
     assert main(["data", "inspect", str(path)]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("3 rows read (preference 3); 0 bad") and "`train` needs --chosen-only" in out
+    assert (
+        out.startswith("3 rows read (preference 3); 0 bad")
+        and "--objective dpo (or orpo)" in out
+        and "--chosen-only" in out
+    )
     assert "⟦The Jolly Roger, matey!<|im_end|>\n⟧" in out or "⟦Rum, says every pirate!<|im_end|>\n⟧" in out
     argv = [
         "train",

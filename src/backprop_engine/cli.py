@@ -13,7 +13,7 @@ from pathlib import Path
 
 from . import __version__
 from .channel import ACTIONS as CONTROL_ACTIONS
-from .config import METHODS, option_of
+from .config import METHODS, OBJECTIVES, option_of
 from .quantizations import DEFAULT_QUANTIZATION, QUANTIZATIONS
 
 DEMO_PROMPT = "What is the capital of France?"
@@ -120,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="prompts (one per line) the base and the fine-tune answer at the end (default: held-out rows)",
     )
     _add_options(train, "max_nonfinite_steps")
+    _add_preference_options(train)
     train.set_defaults(handler=cmd_train)
 
     compare = commands.add_parser(
@@ -268,6 +269,12 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--samples", type=int, default=3, help="rendered samples to show (default: 3)")
     inspect.add_argument("--max-seq-len", type=int, default=0, help="default: from the data")
     inspect.add_argument("--eval-split", type=float, default=0.0)
+    inspect.add_argument(
+        "--objective",
+        choices=("sft", "dpo", "orpo"),
+        default="sft",
+        help="dpo/orpo: render both sides of each pair",
+    )
     _add_data_options(inspect, on_bad_row_default=None)
     inspect.set_defaults(handler=cmd_data_inspect)
 
@@ -326,6 +333,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--save-steps",
         type=int,
         help="checkpoint every N steps of a run, to resume inside it (default: its midpoint)",
+    )
+    multi.add_argument(
+        "--objective",
+        action="append",
+        dest="objectives",
+        choices=("sft", "dpo", "orpo"),
+        help="per --data, in order (repeat): sft, or dpo / orpo for preference pairs (default: sft for all)",
     )
     multi.add_argument("--json", action="store_true", help="print events as JSON lines")
     multi.set_defaults(handler=cmd_multi_run)
@@ -503,7 +517,7 @@ def cmd_train(args) -> int:
         "compare_prompts",
         "max_nonfinite_steps",
     )
-    options += DATA_OPTIONS + GPU_SAFETY_OPTIONS
+    options += DATA_OPTIONS + GPU_SAFETY_OPTIONS + PREFERENCE_OPTIONS
     overrides = {name: getattr(args, name) for name in options if getattr(args, name) is not None}
     _rebuild_if_asked(args.model, args.rebuild)
     trainer = Trainer(args.model, on_event=console, **overrides)
@@ -581,6 +595,7 @@ def cmd_multi_run(args) -> int:
         replay=args.replay,
         eval_split=args.eval_split,
         output_dir=args.output,
+        objectives=args.objectives,
     )
     print(result.path)
     return 0 if not result.stopped_early else 1
@@ -688,6 +703,23 @@ def _add_data_options(parser: argparse.ArgumentParser, on_bad_row_default: str |
     )
 
 
+PREFERENCE_OPTIONS = ("objective", "dpo_beta", "dpo_label_smoothing", "orpo_lambda", "precompute_reference")
+
+
+def _add_preference_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--objective",
+        choices=OBJECTIVES,
+        help="sft (default); dpo or orpo train on chosen/rejected pairs",
+    )
+    _add_options(parser, "dpo_beta", "dpo_label_smoothing", "orpo_lambda")
+    parser.add_argument(
+        "--precompute-reference",
+        choices=("auto", "on", "off"),
+        help="DPO reference log-probs once before training (auto: when the run sees every pair)",
+    )
+
+
 def _add_text_split(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--text-split",
@@ -715,7 +747,13 @@ def cmd_data_inspect(args) -> int:
 
     settings = {name: getattr(args, name) for name in DATA_OPTIONS if getattr(args, name, None) is not None}
     settings["format"] = settings.pop("data_format", "auto")
-    spec = DataSpec(args.sources, max_seq_len=args.max_seq_len, eval_split=args.eval_split, **settings)
+    spec = DataSpec(
+        args.sources,
+        max_seq_len=args.max_seq_len,
+        eval_split=args.eval_split,
+        objective=args.objective,
+        **settings,
+    )
     warnings: list[str] = []
     report = DataPreview.for_model(args.model, samples=args.samples, warn=warnings.append).report(spec)
     report.warnings = warnings + report.warnings

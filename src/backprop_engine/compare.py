@@ -85,7 +85,11 @@ def prompts_from_examples(tokenizer, examples: list[TokenizedExample], count: in
 def choose_prompts(
     config, tokenizer, held_out: list[TokenizedExample], trained: list[TokenizedExample]
 ) -> Answers:
-    """``config.compare_prompts`` (a file), else held-out rows, else (no rows held out) training rows."""
+    """``config.compare_prompts`` (a file), else held-out rows, else (no rows held out) training rows (of
+    preference pairs: the prompt, with the chosen reply as the reference)."""
+    from .data.pairs import chats
+
+    held_out, trained = chats(held_out), chats(trained)
     if not config.compare_count:
         return Answers([], "")
     if config.compare_prompts:

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .data.pairs import OBJECTIVES
 from .errors import ConfigError
 from .presets import ALL_LINEAR
 from .tomlcompat import tomllib
@@ -107,6 +108,25 @@ class TrainConfig:
         "auto"  # .txt/.md documents: auto, blank (blank lines), line (one per line), none (whole file)
     )
     chosen_only: bool = False  # preference rows (chosen/rejected): train prompt + chosen reply as a chat
+    # Preference tuning (train/preference.py): sft, or dpo / orpo on chosen/rejected pairs.
+    objective: str = "sft"  # sft, dpo, orpo (OBJECTIVES)
+    dpo_beta: float = option(
+        0.1,
+        label="DPO β",
+        help="DPO β: higher stays closer to the base model (default: 0.1)",
+        flags=("--beta",),
+    )
+    dpo_label_smoothing: float = option(
+        0.0,
+        help="DPO: the chance a pair's labels are wrong, in [0, 0.5) (default: 0)",
+        flags=("--label-smoothing",),
+    )
+    orpo_lambda: float = option(
+        0.1, label="ORPO λ", help="ORPO λ: weight of the odds-ratio term next to SFT (default: 0.1)"
+    )
+    precompute_reference: str = (
+        "auto"  # DPO reference log-probs: auto (once, when the run sees every pair), on, off
+    )
     packing: bool = True  # used when a probe on the model shows it is exact; else padding
     # Divergence guard (train/guard.py): non-finite steps are skipped; this many in a row stop the run.
     max_nonfinite_steps: int = option(
@@ -170,6 +190,7 @@ class TrainConfig:
                 f"loss_spike_factor must be above 1, got {self.loss_spike_factor!r}",
                 "e.g. 3: warn above 3× the running median",
             )
+        self._check_preference()
         from .data.pipeline import DataSpec  # light module; validates every data setting
 
         DataSpec.from_config(self)
@@ -179,6 +200,31 @@ class TrainConfig:
         self.report_to = parse_report_to(self.report_to)
         if any(getattr(self, name) for name in SETTING_OF):  # unset ones are the user's (validated) settings
             SafetyLimits.for_config(self)
+
+    def _check_preference(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ConfigError(
+                f"unknown objective {self.objective!r}", f"choose one of: {', '.join(OBJECTIVES)}"
+            )
+        if not self.dpo_beta > 0 or not self.orpo_lambda > 0:
+            raise ConfigError(
+                f"dpo_beta and orpo_lambda must be positive, got {self.dpo_beta!r} and {self.orpo_lambda!r}",
+                "e.g. 0.1 (the papers' value)",
+            )
+        if not 0 <= self.dpo_label_smoothing < 0.5:
+            raise ConfigError(
+                f"dpo_label_smoothing must be in [0, 0.5), got {self.dpo_label_smoothing!r}",
+                "0 is plain DPO; 0.1 trusts each label 90 %",
+            )
+        if self.precompute_reference not in ("auto", "on", "off"):
+            raise ConfigError(
+                f"unknown precompute_reference {self.precompute_reference!r}", "choose one of: auto, on, off"
+            )
+        if self.objective != "sft" and self.chosen_only:
+            raise ConfigError(
+                f"--chosen-only trains SFT on the chosen replies; --objective {self.objective} trains on both",
+                "use one of them",
+            )
 
     @classmethod
     def field_names(cls) -> set[str]:

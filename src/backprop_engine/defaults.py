@@ -104,7 +104,10 @@ def plan_training(
     if method != "full":
         rank = planner.choose("lora_rank", *_rank(data.trained_tokens, builtin))
         alpha = planner.choose("lora_alpha", *_alpha(method, rank))
-    planner.choose("learning_rate", *_learning_rate(method, rank, alpha, builtin))
+    planner.choose(
+        "learning_rate", *_preference_rate(config.objective, *_learning_rate(method, rank, alpha, builtin))
+    )
+    pairs = _choose_objective(planner, config)
     planner.choose("eval_split", float(data.held_out), _held_out_reason(data.held_out))
     examples = data.examples or data.rows
     wanted, wanted_reason = _target_examples(examples)
@@ -114,17 +117,18 @@ def plan_training(
     batch = plan_batch(
         facts,
         budget,
-        target_batch=target,
+        target_batch=target * (2 if pairs else 1),
         seq_len=data.seq_len,
         method=_memory_method(method),
         rank=rank,
         targets=config.lora_targets,
         on_gpu=device == "cuda",
     )
-    micro = planner.choose(
-        "batch_size",
-        batch.micro_batch,
-        f"the largest micro-batch up to {target} rows that fits {budget / 1024:.1f} GB",
+    fits = f"the largest micro-batch up to {target} rows that fits {budget / 1024:.1f} GB"
+    micro = (
+        planner.choose("batch_size", max(1, batch.micro_batch // 2), f"{fits}, two sequences a pair")
+        if pairs
+        else planner.choose("batch_size", batch.micro_batch, fits)
     )
     ranks = f" over {processes} processes" if processes > 1 else ""
     accum = planner.choose(
@@ -159,11 +163,18 @@ def plan_training(
         else f"{config.lr_scheduler} decay to 10 % of the peak"
     )
     planner.choose("warmup_steps", max(1, round(0.05 * steps)), f"5 % of the steps, linear, then {after}")
-    planner.choose(
-        "packing",
-        config.packing,
-        "several examples per row, no attention across them (checked on the model before use)",
-    )
+    if pairs:
+        planner.choose(
+            "packing",
+            False,
+            "preference pairs are not packed: each side is one padded row, scored as a whole",
+        )
+    else:
+        planner.choose(
+            "packing",
+            config.packing,
+            "several examples per row, no attention across them (checked on the model before use)",
+        )
     return TrainingPlan(planner.config(), planner.choices, device, batch.estimate.describe())
 
 
@@ -221,8 +232,48 @@ def _learning_rate(method: str, rank: int, alpha: int, builtin: bool) -> tuple[f
 
 
 def default_learning_rate(config: TrainConfig) -> float:
-    """The rate :func:`plan_training` would pick for ``config``'s model, method and adapter scale."""
-    return _learning_rate(config.method, config.lora_rank, config.lora_alpha, config.model in TINY_SPECS)[0]
+    """The rate :func:`plan_training` would pick for ``config``'s model, method, adapter scale and objective."""
+    return _preference_rate(
+        config.objective,
+        *_learning_rate(config.method, config.lora_rank, config.lora_alpha, config.model in TINY_SPECS),
+    )[0]
+
+
+PREFERENCE_RATE_FACTOR = (
+    0.1  # DPO/ORPO recipes train about 10x below the SFT rate of the same model and method
+)
+OBJECTIVE_REASONS = {
+    "sft": "supervised fine-tuning: the model learns to write the replies",
+    "dpo": "DPO: the chosen reply gains on the rejected one relative to the base (adapter off), no reward model",
+    "orpo": "ORPO: SFT on the chosen reply plus an odds-ratio push away from the rejected one; no reference pass",
+}
+
+
+def _preference_rate(objective: str, rate: float, reason: str) -> tuple[float, str]:
+    if objective == "sft":
+        return rate, reason
+    return (
+        float(f"{rate * PREFERENCE_RATE_FACTOR:.2g}"),
+        f"{reason}, × {PREFERENCE_RATE_FACTOR:g} for {objective.upper()}: preference losses steer a model that already answers",
+    )
+
+
+def _choose_objective(planner: _Planner, config: TrainConfig) -> bool:
+    """The objective and, for DPO/ORPO, its strength; True when the run trains on pairs."""
+    objective = planner.choose("objective", config.objective, OBJECTIVE_REASONS[config.objective])
+    if objective == "dpo":
+        planner.choose(
+            "dpo_beta",
+            config.dpo_beta,
+            "β = 0.1, the DPO paper's value: higher stays closer to the base, lower follows the pairs further",
+        )
+    elif objective == "orpo":
+        planner.choose(
+            "orpo_lambda",
+            config.orpo_lambda,
+            "λ = 0.1, the ORPO paper's value: the odds-ratio term's weight next to SFT on the chosen reply",
+        )
+    return objective != "sft"
 
 
 def _memory_method(method: str) -> str:

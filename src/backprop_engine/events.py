@@ -82,6 +82,23 @@ class StepMetrics(Event):
 
 
 @dataclass(kw_only=True)
+class RewardMetrics(Event):
+    """Preference tuning (DPO/ORPO) on ``split`` "train" (the step's pairs) or "eval" (the held-out pairs):
+    the mean pair loss, the mean rewards of the chosen and rejected replies, their margin, and the share of
+    pairs whose chosen reply is ahead (accuracy)."""
+
+    kind: ClassVar[str] = "rewards"
+    step: int
+    split: str
+    loss: float
+    chosen: float
+    rejected: float
+    margin: float
+    accuracy: float
+    pairs: int
+
+
+@dataclass(kw_only=True)
 class CheckpointSaved(Event):
     kind: ClassVar[str] = "checkpoint"
     step: int
@@ -504,6 +521,11 @@ def format_event(event: Event) -> str:
         )
     if isinstance(event, RowsSkipped):
         return f"warning: skipped {event.count} bad rows, first: {event.first[0] if event.first else '?'}"
+    if isinstance(event, RewardMetrics):
+        return (
+            f"{'eval ' if event.split == 'eval' else ''}rewards at step {event.step}: chosen {event.chosen:+.4f}  "
+            f"rejected {event.rejected:+.4f}  margin {event.margin:+.4f}  accuracy {event.accuracy:.0%} of {event.pairs} pairs"
+        )
     if isinstance(event, EvalMetrics):
         return f"eval at step {event.step}: loss {event.loss:.4f} on {event.examples} examples"
     if isinstance(event, MultiRunProgress):

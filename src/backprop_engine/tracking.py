@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from .errors import ConfigError
-from .events import EvalMetrics, Event, StepMetrics
+from .events import EvalMetrics, Event, RewardMetrics, StepMetrics
 
 TRACKERS = ("tensorboard", "wandb")
 INSTALL_HINTS = {
@@ -60,6 +60,14 @@ def step_scalars(event: StepMetrics) -> dict[str, float]:
     return scalars
 
 
+def reward_scalars(event: RewardMetrics) -> dict[str, float]:
+    """DPO/ORPO: the rewards of a train step or an eval, under ``train/rewards/…`` or ``eval/rewards/…``."""
+    return {
+        f"{event.split}/rewards/{name}": getattr(event, name)
+        for name in ("chosen", "rejected", "margin", "accuracy")
+    }
+
+
 def hyperparameters(config) -> dict[str, int | float | str | bool]:
     """The run config flattened to scalar values (lists become comma-separated text)."""
     return {
@@ -86,6 +94,9 @@ class TensorBoardSink:
                 self.writer.add_scalar(tag, value, event.step)
         elif isinstance(event, EvalMetrics):
             self.writer.add_scalar("eval/loss", event.loss, event.step)
+        elif isinstance(event, RewardMetrics):
+            for tag, value in reward_scalars(event).items():
+                self.writer.add_scalar(tag, value, event.step)
 
     def close(self) -> None:
         self.writer.close()
@@ -110,6 +121,8 @@ class WandbSink:
             self.run.log(step_scalars(event), step=event.step)
         elif isinstance(event, EvalMetrics):
             self.run.log({"eval/loss": event.loss}, step=event.step)
+        elif isinstance(event, RewardMetrics):
+            self.run.log(reward_scalars(event), step=event.step)
 
     def close(self) -> None:
         self.run.finish()

@@ -159,7 +159,11 @@ class Trainer:
         held_out = 0 if "eval_split" in user_set or prepared.eval else held_out_rows(len(prepared.train))
         train = prepared.train[: len(prepared.train) - held_out]  # split_eval's rows: the eval rows come last
         lengths = [len(e) for e in train]
-        rows = len(packed_groups(lengths, seq_len)) if config.packing else len(lengths)
+        rows = (
+            len(packed_groups(lengths, seq_len))
+            if config.packing and config.objective == "sft"
+            else len(lengths)
+        )
         trained = sum(e.trained_tokens for e in train)
         facts = ModelFacts.from_config(json.loads((model.path / "config.json").read_text()))
         size = DataSize(rows, trained, seq_len, examples=len(train), held_out=held_out)
@@ -245,12 +249,14 @@ class Trainer:
         replay: float = 0.0,
         eval_split: float = 0.1,
         output_dir: str | Path | None = None,
+        objectives: list[str] | None = None,
     ) -> MultiRunResult:
         """Several LoRA runs in a row, merged after each (``merge_mode``: slao, sequential or average).
 
         ``dataset`` with ``num_runs``: successive chunks of ``samples_per_run`` examples of one dataset;
         ``datasets=[task1, task2, ...]``: one run per task. Every task is evaluated on held-out rows after
-        every run. The output directory's ``adapter/`` is the merged adapter, which ``export`` uses; calling
+        every run (preference pairs: the chosen replies' loss); ``objectives`` (one per task: sft, dpo, orpo) mixes
+        SFT and preference runs in the sequence. The output directory's ``adapter/`` is the merged adapter, which ``export`` uses; calling
         again with the same ``output_dir`` and settings resumes an interrupted multi-run (its interrupted run
         from that run's newest checkpoint).
         """
@@ -276,6 +282,7 @@ class Trainer:
             lr_decay=lr_decay,
             replay=replay,
             eval_split=eval_split,
+            objectives=list(objectives or []),
         )
         self.config = TrainConfig.with_overrides(
             **(self.config.to_dict() | {"data": plan.tasks[0], "steps": plan.steps_per_run})

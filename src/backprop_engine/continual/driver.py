@@ -10,6 +10,7 @@ from pathlib import Path
 from ..channel import ControlServer, RunClaim
 from ..config import TrainConfig
 from ..data import DataSpec, load_chat_tokenizer, prepare_data
+from ..data.pairs import OBJECTIVES, PreferenceExample
 from ..data.tokenize import TokenizedExample
 from ..errors import ConfigError, DataError
 from ..events import ContinualEval, EventBus, JsonlSink, MultiRunFinished, MultiRunProgress, attached
@@ -39,6 +40,9 @@ class MultiRunPlan:
     lr_decay: float = 1.0  # run i trains at peak learning_rate · lr_decay^(i−1) (warmup in every run)
     replay: float = 0.0  # extra examples from earlier runs, as a fraction of this run's
     eval_split: float = 0.1  # held-out rows per task, evaluated after every run
+    objectives: list[str] = field(
+        default_factory=list
+    )  # one per task (sft, dpo, orpo); empty: the config's for all
 
     def __post_init__(self) -> None:
         self.tasks = [str(t) for t in self.tasks]
@@ -80,6 +84,17 @@ class MultiRunPlan:
                 f"eval_split must be a fraction in (0, 1) or a number of rows, got {self.eval_split!r}",
                 "multi-run evaluates every task on held-out rows after every run",
             )
+        if self.objectives and (
+            len(self.objectives) != len(self.tasks) or set(self.objectives) - set(OBJECTIVES)
+        ):
+            raise ConfigError(
+                f"objectives {self.objectives} do not match the {len(self.tasks)} task(s)",
+                f"give one per task, each one of: {', '.join(OBJECTIVES)}",
+            )
+
+    def objective(self, config: TrainConfig, task: int) -> str:
+        """The objective task ``task`` (0-based) trains with."""
+        return self.objectives[task] if self.objectives else config.objective
 
 
 @dataclass
@@ -136,8 +151,9 @@ def prepare_tasks(
     tokenizer = load_chat_tokenizer(model.path)
     context = model_context(model.path, tokenizer)
     tasks = []
-    for source in plan.tasks:
-        spec = replace(DataSpec.from_config(replace(config, data=source)), eval_split=plan.eval_split)
+    for index, source in enumerate(plan.tasks):
+        task_config = replace(config, data=source, objective=plan.objective(config, index))
+        spec = replace(DataSpec.from_config(task_config), eval_split=plan.eval_split)
         data = prepare_data(spec, tokenizer, context)
         if not data.train or not data.eval:
             raise DataError(
@@ -211,8 +227,8 @@ def _train_runs(config, plan, model, tasks, runs, state, progress, bus, control)
         built = []
 
         def adapter_init(
-            peft_model, start=None if checkpoint else previous_ft, built=built
-        ):  # a checkpoint holds the weights
+            peft_model, start=previous_ft, built=built
+        ):  # a checkpoint's weights replace these, after DPO's reference is taken
             built.append(peft_model)
             if start is not None:
                 _load_state(peft_model, initial_state(start, plan.merge_mode))
@@ -272,13 +288,15 @@ def _train_runs(config, plan, model, tasks, runs, state, progress, bus, control)
 
 def _run_config(config: TrainConfig, plan: MultiRunPlan, index: int) -> TrainConfig:
     peak = config.learning_rate * plan.lr_decay ** (index - 1)
+    task = 0 if plan.chunked else index - 1
     return replace(
         config,
-        data=plan.tasks[0 if plan.chunked else index - 1],
+        data=plan.tasks[task],
         steps=plan.steps_per_run,
         learning_rate=peak,
         seed=config.seed + index - 1,
         eval_split=plan.eval_split,
+        objective=plan.objective(config, task),
     )
 
 
@@ -308,7 +326,10 @@ def _newest_checkpoint(run: RunDir) -> Path | None:
 def _with_replay(runs: list[Task], index: int, plan: MultiRunPlan, seed: int) -> list[TokenizedExample]:
     """Run ``index``'s examples plus ``replay`` × as many drawn (seeded) from the runs before it."""
     examples = runs[index - 1].train
-    earlier = [e for task in runs[: index - 1] for e in task.train]
+    pairs = isinstance(examples[0], PreferenceExample)  # SFT and DPO/ORPO runs replay only their own kind
+    earlier = [
+        e for task in runs[: index - 1] for e in task.train if isinstance(e, PreferenceExample) == pairs
+    ]
     count = min(len(earlier), round(plan.replay * len(examples)))
     return examples + random.Random(seed + index).sample(earlier, count) if count else examples
 

@@ -11,13 +11,15 @@ import hashlib
 import json
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from ..fsutil import atomic_path
+from .pairs import PreferenceExample
 from .pipeline import DataReport, DataSpec, PreparedData
 from .sources import HubId, data_files, resolve_source
 from .tokenize import TokenizedExample
 
-PIPELINE_VERSION = 2  # bump when rendering, masking or filtering changes what a fingerprint stands for
+PIPELINE_VERSION = 3  # bump when rendering, masking or filtering changes what a fingerprint stands for
 
 
 def cache_folder() -> Path:
@@ -57,18 +59,24 @@ def _source_identity(source: Path | HubId) -> str:
 def store(key: str, prepared: PreparedData) -> None:
     import numpy as np
 
-    examples = prepared.train + prepared.eval
+    pairs = bool(prepared.train) and isinstance(prepared.train[0], PreferenceExample)
+    examples = [side for e in prepared.train + prepared.eval for side in _sides(e)]
     lengths = np.array([len(e.input_ids) for e in examples], dtype=np.int64)
     arrays = {
         "input_ids": np.array([t for e in examples for t in e.input_ids], dtype=np.int64),
         "labels": np.array([t for e in examples for t in e.labels], dtype=np.int64),
         "lengths": lengths,
         "train_count": np.array(len(prepared.train)),
+        "pairs": np.array(pairs),
         "report": np.array(json.dumps(prepared.report.to_dict())),
     }
     path = cache_folder() / f"{key}.npz"
     with atomic_path(path) as tmp, tmp.open("wb") as handle:
         np.savez(handle, **arrays)
+
+
+def _sides(example: Any) -> tuple:
+    return (example.chosen, example.rejected) if isinstance(example, PreferenceExample) else (example,)
 
 
 def load(key: str) -> PreparedData | None:
@@ -84,12 +92,17 @@ def load(key: str) -> PreparedData | None:
                 data["labels"].tolist(),
                 data["lengths"].tolist(),
             )
-            train_count = int(data["train_count"])
+            train_count, pairs = int(data["train_count"]), bool(data["pairs"])
             report = DataReport.from_dict(json.loads(str(data["report"])))
     except (OSError, ValueError, KeyError):
         return None  # a damaged cache file is rebuilt, never trusted
-    examples, start = [], 0
+    examples: list[Any] = []
+    start = 0
     for length in lengths:
         examples.append(TokenizedExample(ids[start : start + length], labels[start : start + length]))
         start += length
+    if pairs:
+        examples = [
+            PreferenceExample(chosen, rejected) for chosen, rejected in zip(examples[::2], examples[1::2])
+        ]
     return PreparedData(examples[:train_count], examples[train_count:], report)

@@ -18,7 +18,14 @@ SHINGLE_WORDS = 3
 def example_key(example: Example) -> str:
     if example.text is not None:
         return example.text
-    return json.dumps([example.messages, example.tools], sort_keys=True, ensure_ascii=False)
+    rejected = (
+        example.pair.rejected if example.pair is not None else None
+    )  # pairs differing only there are two rows
+    return json.dumps(
+        [example.messages, example.tools, *([rejected] if rejected else [])],
+        sort_keys=True,
+        ensure_ascii=False,
+    )
 
 
 def drop_exact_duplicates(examples: list[Example]) -> list[Example]:

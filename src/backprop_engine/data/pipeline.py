@@ -22,6 +22,7 @@ from ..errors import ConfigError, DataError
 from ..progress import tracked
 from .filters import drop_exact_duplicates, drop_near_duplicates, shuffled, split_eval
 from .formats import FORMATS, Example, FormatTracker
+from .pairs import OBJECTIVES, PreferenceExample, tokenize_pair
 from .sources import TEXT_SPLITS, BadRow, RowProblem, choose_text_split, data_files, read_rows, resolve_source
 from .tokenize import (
     PER_TURN,
@@ -62,6 +63,7 @@ class DataSpec:
         "auto"  # .txt/.md documents: auto | blank (lines) | line (one per line) | none (the whole file)
     )
     chosen_only: bool = False  # preference pairs: train prompt + chosen as a chat
+    objective: str = "sft"  # dpo | orpo: preference rows become tokenized pairs (data/pairs.py)
 
     def __post_init__(self) -> None:
         self.sources = [str(s) for s in ([self.sources] if isinstance(self.sources, str) else self.sources)]
@@ -72,6 +74,7 @@ class DataSpec:
             "on_bad_row": ("error", "skip"),
             "overlong": ("truncate", "drop"),
             "text_split": ("auto", *TEXT_SPLITS),
+            "objective": OBJECTIVES,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -302,7 +305,7 @@ def prepare_data(spec: DataSpec, tokenizer, model_context: int, use_cache: bool 
     report = DataReport(sources=spec.sources)
     examples = load_examples(spec, report)
     _refuse_pairs(examples, spec)
-    tokenized = _tokenize(examples, tokenizer, _RowCollector(spec, report))
+    tokenized = _tokenize(examples, tokenizer, _RowCollector(spec, report), pairs=spec.objective != "sft")
     train, evaluation = shape(tokenized, spec, model_context, report, tokenizer)
     prepared = PreparedData(
         [t for _, ts in train for t in ts], [t for _, ts in evaluation for t in ts], report
@@ -314,23 +317,30 @@ def prepare_data(spec: DataSpec, tokenizer, model_context: int, use_cache: bool 
 
 def _refuse_pairs(examples: list[Example], spec: DataSpec) -> None:
     pairs = [e for e in examples if e.pair is not None]
-    if pairs and not spec.chosen_only:
+    if pairs and not spec.chosen_only and spec.objective == "sft":
         raise DataError(
-            f"{pairs[0].origin}: preference pairs (chosen/rejected): use --chosen-only to train on the chosen replies",
-            f"{len(pairs)} of {len(examples)} rows are pairs; training on both sides (DPO/ORPO) is not available yet",
+            f"{pairs[0].origin}: preference pairs (chosen/rejected): use --objective dpo (or orpo) to train on both replies",
+            f"{len(pairs)} of {len(examples)} rows are pairs; --chosen-only trains SFT on the chosen replies",
         )
 
 
-Row = tuple[Example, list[TokenizedExample]]  # a row and its examples: one, or one per trained turn
+Row = tuple[Example, list[TokenizedExample]]  # a row and its examples: one, one per trained turn, or one pair
 
 
-def _tokenize(examples: list[Example], tokenizer, collector: _RowCollector) -> list[Row]:
-    """Render and mask every row; counts the mask schemes and what had to change for the template."""
+def _tokenize(examples: list[Example], tokenizer, collector: _RowCollector, pairs: bool = False) -> list[Row]:
+    """Render and mask every row (with ``pairs``, both sides of each preference row); counts the mask
+    schemes and what had to change for the template."""
     support = TemplateSupport(tokenizer)
     schemes: Counter[str] = Counter()
     changes: Counter[str] = Counter()
     rows = []
     for example in tracked("tokenize", examples, kept=NOTHING_KEPT):
+        if pairs:
+            try:
+                rows.append((example, [tokenize_pair(tokenizer, example, support)]))
+            except RowProblem as problem:
+                collector.bad(BadRow(example.origin, problem.reason, problem.hint))
+            continue
         if example.text is not None:
             rows.append((example, [tokenize_text(tokenizer, example.text)]))
             continue
@@ -422,13 +432,20 @@ def shape(
         sum(len(ts) for _, ts in evaluation),
     )
     examples = [(e, t) for e, ts in current for t in ts]
-    tokens = sum(len(t) for _, t in examples)
+    tokens = sum(getattr(t, "total_tokens", len(t)) for _, t in examples)
     report.trained_fraction = sum(t.trained_tokens for _, t in examples) / tokens if tokens else 0.0
     if tokenizer is not None:
-        report.samples = [
-            Sample(e.origin, e.format, marked_spans(tokenizer, t)) for e, t in examples[:samples]
-        ]
+        report.samples = [sample for e, t in examples[:samples] for sample in _samples(tokenizer, e, t)]
     return train, evaluation
+
+
+def _samples(tokenizer, example: Example, tokens) -> list[Sample]:
+    if not isinstance(tokens, PreferenceExample):
+        return [Sample(example.origin, example.format, marked_spans(tokenizer, tokens))]
+    return [
+        Sample(example.origin, f"preference {side}", marked_spans(tokenizer, getattr(tokens, side)))
+        for side in ("chosen", "rejected")
+    ]
 
 
 def _longest(row: Row) -> int:
@@ -439,6 +456,8 @@ def _fit(row: Row, limit: int) -> list[Row]:
     """A conversation's examples are truncated to ``limit`` tokens; a raw-text document is cut into
     ``limit``-token pieces, each a row of its own."""
     example, [tokens, *_] = row
+    if isinstance(tokens, PreferenceExample):
+        return [(example, [tokens.truncated(limit)])]
     if example.text is None:
         return [(example, [TokenizedExample(t.input_ids[:limit], t.labels[:limit]) for t in row[1]])]
     starts = range(0, len(tokens), limit)
@@ -488,15 +507,15 @@ class DataPreview:
         return cls(tokenizer, model_context(path, tokenizer), samples=samples)
 
     def report(self, spec: DataSpec) -> DataReport:
-        key = (tuple(spec.sources), spec.format, spec.text_split, spec.seed)
+        key = (tuple(spec.sources), spec.format, spec.text_split, spec.seed, spec.objective == "sft")
         if key != self._key:
             self._load(spec)
             self._key = key
         report = replace(self._base, bad_rows=list(self._base.bad_rows), warnings=list(self._base.warnings))
-        if report.formats.get("preference") and not spec.chosen_only:
+        if report.formats.get("preference") and not spec.chosen_only and spec.objective == "sft":
             report.warnings.append(
                 f"{report.formats['preference']} rows are preference pairs (chosen/rejected), shown with their chosen replies: "
-                "`train` needs --chosen-only to train on the chosen replies"
+                "`train` needs --objective dpo (or orpo) to train on both replies, or --chosen-only for SFT on the chosen ones"
             )
         try:
             shape(self._rows, spec, self.model_context, report, self.tokenizer, self.samples)
@@ -519,7 +538,7 @@ class DataPreview:
             elif (slot := rng.randrange(seen)) < self.sample_rows:
                 reservoir[slot] = row
         base.sampled_rows = len(reservoir) if seen > len(reservoir) else 0
-        self._rows = _tokenize(reservoir, self.tokenizer, collector)
+        self._rows = _tokenize(reservoir, self.tokenizer, collector, pairs=spec.objective != "sft")
         self._base = base
 
 

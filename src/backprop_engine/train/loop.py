@@ -13,6 +13,7 @@ from pathlib import Path
 from ..config import TrainConfig
 from ..data import DataReport, DataSpec, PreparedData, load_chat_tokenizer, prepare_data
 from ..data.packing import pack, packed_groups
+from ..data.pairs import chats
 from ..data.tokenize import IGNORE_INDEX, TokenizedExample
 from ..errors import TrainingError
 from ..events import (
@@ -20,6 +21,7 @@ from ..events import (
     DataPrepared,
     EvalMetrics,
     EventBus,
+    RewardMetrics,
     RowsSkipped,
     RunFinished,
     RunPaused,
@@ -97,10 +99,13 @@ def run_training(
     peft_model = built.model
     if adapter_init is not None:
         adapter_init(peft_model)
-    packing = config.packing and packing_is_exact(peft_model, device)
+    objective = _objective(config, tokenizer.pad_token_id, device)
+    packing = config.packing and not objective.pairs and packing_is_exact(peft_model, device)
     longest = max(len(e) for e in examples)
     pack_len = max(report.max_seq_len if report else config.max_seq_len, longest) if packing else 0
-    batches = _batch_stream(examples, config, tokenizer.pad_token_id, device, pack_len, dist)
+    batches = _batch_stream(
+        examples, config, tokenizer.pad_token_id, device, pack_len, dist, objective.collate
+    )
     trainable, total = _count_parameters(peft_model)
     bus.emit(
         RunStarted(
@@ -114,7 +119,7 @@ def run_training(
             backend_reason=built.reason,
         )
     )
-    if config.packing and not packing:
+    if config.packing and not packing and not objective.pairs:
         bus.emit(
             WarningEvent(
                 message="packing is off: this model's attention does not honour per-example position ids"
@@ -124,6 +129,9 @@ def run_training(
         _emit_data_events(
             bus, report, packing, batch_efficiency(examples, config.batch_size, config.seed, pack_len)
         )
+    objective.prepare(
+        config, built, examples, eval_examples, dist, adapted=adapter_init is not None
+    )  # before a checkpoint is restored
 
     optimizer = torch.optim.AdamW(
         [p for p in peft_model.parameters() if p.requires_grad],
@@ -182,8 +190,9 @@ def run_training(
         step += 1
         learning_rate = optimizer.param_groups[0]["lr"]
         loss, grad_norm, step_tokens, applied = _train_step(
-            stepping, optimizer, batches, config, micro, bus, dist, StepUpdate(step, guard, scaler)
+            stepping, optimizer, batches, config, micro, bus, dist, StepUpdate(step, guard, scaler), objective
         )
+        rewards = objective.take(dist)
         scheduler.step()
         tokens += step_tokens
         if guard.diverged:
@@ -207,10 +216,12 @@ def run_training(
                     thermal.last_c,
                 )
             )
+            if rewards is not None:
+                bus.emit(RewardMetrics(step=step, split="train", **rewards))
         check.sample(step)
         if eval_examples and config.eval_steps and step % config.eval_steps == 0 and step != config.steps:
             eval_loss = _emit_eval(
-                peft_model, eval_examples, config, tokenizer.pad_token_id, device, step, bus, dist
+                peft_model, eval_examples, config, tokenizer.pad_token_id, device, step, bus, dist, objective
             )
             if early_stopping.should_stop(eval_loss, step, bus):
                 break
@@ -221,9 +232,16 @@ def run_training(
     seconds = time.perf_counter() - started - paused_seconds
     if eval_examples:
         eval_loss = _emit_eval(
-            peft_model, eval_examples, config, tokenizer.pad_token_id, device, step, bus, dist
+            peft_model, eval_examples, config, tokenizer.pad_token_id, device, step, bus, dist, objective
         )
-    check.finish(step, eval_loss)
+    if (
+        compare and objective.pairs and eval_examples
+    ):  # the comparison's held-out loss is the chosen replies' (as the base's)
+        check.finish(
+            step, evaluate(peft_model, eval_examples, config.batch_size, tokenizer.pad_token_id, device, dist)
+        )
+    else:
+        check.finish(step, eval_loss)
     adapter = dist.main_only(lambda: _save_trained(built, run, tokenizer))
     dist.report(bus)
     stopped = step < config.steps
@@ -343,9 +361,16 @@ def _learning_check(config, model, tokenizer, held_out, trained, bus, dist: Dist
     )
 
 
-def _emit_eval(model, examples, config, pad_id, device, step, bus, dist: Distributed) -> float:
-    loss = evaluate(model, examples, config.batch_size, pad_id, device, dist)
+def _emit_eval(
+    model, examples, config, pad_id, device, step, bus, dist: Distributed, objective=None
+) -> float:
+    if objective is not None and objective.pairs:
+        loss, rewards = objective.evaluate(model, examples, config.batch_size, dist)
+    else:
+        loss, rewards = evaluate(model, examples, config.batch_size, pad_id, device, dist), None
     bus.emit(EvalMetrics(step=step, loss=loss, examples=len(examples)))
+    if rewards is not None:
+        bus.emit(RewardMetrics(step=step, split="eval", **rewards))
     return loss
 
 
@@ -415,19 +440,21 @@ def _batch_stream(
     device: str,
     pack_len: int = 0,
     dist: Distributed = ONE_PROCESS,
+    collate_rows: Callable | None = None,
 ):
     """Endless micro-batches of ``batch_size`` rows, a seeded shuffle per epoch. With ``pack_len`` each row
     packs several examples up to that many tokens; without, a row is one example. Across ranks, each takes
-    its share of ``batch_size × world_size`` rows."""
+    its share of ``batch_size × world_size`` rows. ``collate_rows``: how rows become a batch (preference pairs)."""
     rows = pack(examples, pack_len) if pack_len else examples
     rng = random.Random(config.seed)
     size = config.batch_size * dist.world_size
+    collate_rows = collate_rows or (lambda part: collate(part, pad_id, device, packed=bool(pack_len)))
     while True:
         order = list(range(len(rows)))
         rng.shuffle(order)
         for start in range(0, len(order), size):
             chunk = [rows[i] for i in order[start : start + size]]
-            yield dist.local_batch(chunk, lambda part: collate(part, pad_id, device, packed=bool(pack_len)))
+            yield dist.local_batch(chunk, collate_rows)
 
 
 def collate(rows: list, pad_id: int, device: str, packed: bool) -> Batch:
@@ -446,6 +473,42 @@ def collate(rows: list, pad_id: int, device: str, packed: bool) -> Batch:
         mask = torch.tensor([[1] * len(r.input_ids) + [0] * n for r, n in zip(rows, pads)], device=device)
     tensor = lambda x: torch.tensor(x, device=device)  # noqa: E731
     return Batch(tensor(ids), tensor(labels), mask, tensor(positions), sum(len(r.input_ids) for r in rows))
+
+
+class TokenLoss:
+    """The SFT objective: the loss is summed over trained tokens and averaged over them."""
+
+    pairs = False
+    collate = None  # the stream's own padding or packing
+
+    @staticmethod
+    def units(batch: Batch) -> int:
+        return int((batch.labels[:, 1:] != IGNORE_INDEX).sum())
+
+    @staticmethod
+    def summed(model, piece: Batch):
+        return summed_loss(model, piece)
+
+    def prepare(self, config, built, examples, eval_examples, dist, adapted: bool = False) -> None:
+        pass
+
+    def begin(self) -> None:
+        pass
+
+    def take(self, dist: Distributed = ONE_PROCESS) -> None:
+        return None
+
+
+TOKENS = TokenLoss()
+
+
+def _objective(config: TrainConfig, pad_id: int, device: str):
+    """SFT's token loss, or DPO/ORPO's pair loss (train/preference.py)."""
+    if config.objective == "sft":
+        return TOKENS
+    from .preference import PreferenceLoss
+
+    return PreferenceLoss(config, pad_id, device)
 
 
 @dataclass
@@ -479,6 +542,7 @@ def _train_step(
     bus: EventBus,
     dist: Distributed = ONE_PROCESS,
     update: StepUpdate | None = None,
+    objective=TOKENS,
 ) -> tuple[float, float, int, bool]:
     """One optimizer step over ``grad_accum`` micro-batches; the loss is averaged over trained tokens.
     Returns the loss, the gradient norm, the tokens and whether the update was applied (``update`` decides).
@@ -492,7 +556,7 @@ def _train_step(
     while True:
         try:
             return _accumulate(
-                model, optimizer, micro_batches, config, micro.parts, dist, update or StepUpdate(0)
+                model, optimizer, micro_batches, config, micro.parts, dist, update or StepUpdate(0), objective
             )
         except torch.OutOfMemoryError:
             optimizer.zero_grad(set_to_none=True)
@@ -519,16 +583,18 @@ def _accumulate(
     parts: int,
     dist: Distributed,
     update: StepUpdate,
+    objective=TOKENS,
 ) -> tuple[float, float, int, bool]:
     import torch
 
-    # Across ranks: every rank's trained tokens; DDP averages the gradients, so each rank scales by their count.
-    trained = dist.total(sum(int((b.labels[:, 1:] != IGNORE_INDEX).sum()) for b in micro_batches))
+    # Across ranks: every rank's trained tokens (pairs); DDP averages the gradients, so each rank scales by their count.
+    trained = dist.total(sum(objective.units(b) for b in micro_batches))
     pieces = [piece for batch in micro_batches for piece in (batch.pieces(parts) if parts > 1 else [batch])]
     total_loss = 0.0
+    objective.begin()
     for index, piece in enumerate(pieces):
         with dist.accumulating(model, last=index == len(pieces) - 1):
-            loss_sum = summed_loss(model, piece)
+            loss_sum = objective.summed(model, piece)
             update.backward(loss_sum * dist.world_size / max(trained, 1))
         total_loss += loss_sum.item()
     if update.scaler is not None:
@@ -566,14 +632,15 @@ def evaluate(
     device: str,
     dist: Distributed = ONE_PROCESS,
 ) -> float:
-    """Mean loss per trained token over ``examples`` (padded batches, no gradients); across ranks, each
-    scores its share and the sums are added up. Out of memory halves the batch (the sums stay the same)."""
+    """Mean loss per trained token over ``examples`` (padded batches, no gradients; of preference pairs, the
+    chosen replies); across ranks, each scores its share and the sums are added up. Out of memory halves the
+    batch (the sums stay the same)."""
     import torch
 
     was_training = model.training
     model.eval()
     total, count, start = 0.0, 0, 0
-    examples = dist.shard(examples)
+    examples = dist.shard(chats(examples))
     with torch.no_grad(), track("evaluate", len(examples)) as scored:
         while start < len(examples):
             batch = collate(examples[start : start + batch_size], pad_id, device, packed=False)

@@ -46,6 +46,36 @@ def plain_summed_loss(model, batch):
     )
 
 
+def row_summed_losses(model, batch):
+    """Per row: the sum of its token losses and how many tokens it trains (preference objectives score each
+    sequence on its own), with the same memory saving as :func:`summed_loss`."""
+    import torch
+
+    targets = batch.labels[:, 1:]
+    trained = targets != IGNORE_INDEX
+    source = _hidden_source(model)
+    if source is None:
+        logits = model(
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            position_ids=batch.position_ids,
+            use_cache=False,
+        ).logits[:, :-1]
+        token_losses = torch.nn.functional.cross_entropy(
+            logits.float().reshape(-1, logits.size(-1)),
+            targets.reshape(-1),
+            ignore_index=IGNORE_INDEX,
+            reduction="none",
+        )
+        return token_losses.view(targets.shape).sum(-1), trained.sum(-1)
+    decoder, head, softcap = source
+    hidden = _last_hidden(model, decoder, batch)[:, :-1]
+    sums = [
+        linear_cross_entropy(h[mask], head, t[mask], softcap) for h, t, mask in zip(hidden, targets, trained)
+    ]
+    return torch.stack(sums), trained.sum(-1)
+
+
 def linear_cross_entropy(hidden, head, targets, softcap: float | None = None):
     """Summed cross-entropy of ``head(hidden)`` against ``targets`` ([N, H] hidden states, N targets)."""
     import torch

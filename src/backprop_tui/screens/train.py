@@ -17,11 +17,22 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Button, ContentSwitcher, Footer, Input, Label, ProgressBar, RichLog, Static
+from textual.widgets import (
+    Button,
+    ContentSwitcher,
+    Footer,
+    Input,
+    Label,
+    ProgressBar,
+    RichLog,
+    Select,
+    Static,
+)
 from textual.worker import Worker, WorkerState
 
 from backprop_engine.channel import live_owner, send_control
 from backprop_engine.config import option_of
+from backprop_engine.defaults import OBJECTIVE_REASONS
 from backprop_engine.detach import Launched, LaunchSpec, launch
 from backprop_engine.errors import BackpropError, render_error
 from backprop_engine.events import (
@@ -31,6 +42,7 @@ from backprop_engine.events import (
     GpuSafety,
     MultiRunFinished,
     Progress,
+    RewardMetrics,
     RunFailed,
     RunFinished,
     RunPaused,
@@ -53,12 +65,18 @@ from ..widgets.multirun import EVENTS as MULTI_RUN_EVENTS
 from ..widgets.multirun import MultiRunPanel
 from ..widgets.nav import NavBar
 from ..widgets.progress import StageProgress
+from ..widgets.rewards import RewardPanel
 from .modals import ConfirmScreen
 
 FIELDS = [
     (option.name, option.label, option.kind)
     for option in map(option_of, ("steps", "learning_rate", "batch_size", "max_seq_len"))
 ]
+OBJECTIVES = [("SFT", "sft"), ("DPO (pairs)", "dpo"), ("ORPO (pairs)", "orpo")]
+STRENGTH = {
+    objective: (name, option_of(name).label)
+    for objective, name in (("dpo", "dpo_beta"), ("orpo", "orpo_lambda"))
+}
 
 
 class TrainScreen(Screen):
@@ -87,6 +105,7 @@ class TrainScreen(Screen):
         self.paused = False
         self.total_steps = 0
         self.plan: dict | None = None  # name → Choice of the plan the form shows (what --dry-run prints)
+        self.objective = "sft"
 
     def compose(self) -> ComposeResult:
         yield NavBar("train")
@@ -98,11 +117,22 @@ class TrainScreen(Screen):
                         yield Label(title, classes="field-label")
                         yield Input(id=f"field-{name}", classes="short", compact=True)
                         yield Static("", id=f"reason-{name}", classes="reason")
+                with Horizontal(classes="form-row"):
+                    yield Label("Objective", classes="field-label")
+                    yield Select(
+                        OBJECTIVES, value="sft", allow_blank=False, id="field-objective", compact=True
+                    )
+                    yield Static("", id="reason-objective", classes="reason")
+                with Horizontal(classes="form-row", id="strength-row"):
+                    yield Label("", id="strength-label", classes="field-label")
+                    yield Input(id="field-strength", classes="short", compact=True)
+                    yield Static("", id="reason-strength", classes="reason")
                 yield Static("", id="train-error", classes="error")
                 yield Button("Start training (s)", id="start", variant="primary", compact=True)
             with Vertical(id="dashboard", classes="body"):
                 yield Static("", id="run-title", classes="choice")
                 yield LineChart({"train": "cyan", "eval": "magenta"}, id="loss-chart")
+                yield RewardPanel(id="rewards")
                 yield MultiRunPanel(id="multirun")
                 yield ComparisonPanel(id="comparison")
                 yield StageProgress(id="stage-progress")
@@ -144,8 +174,21 @@ class TrainScreen(Screen):
         for name, _title, _kind in FIELDS:
             self.query_one(f"#field-{name}", Input).value = ""
             self.query_one(f"#reason-{name}", Static).update("planning from the model and the data…")
-        options = {"lora_rank": session.lora_rank, "method": session.method} | session.data_options
+        self.query_one("#field-strength", Input).value = ""
+        self.query_one("#strength-row").display = self.objective in STRENGTH
+        self.query_one("#reason-objective", Static).update(OBJECTIVE_REASONS[self.objective])
+        options = (
+            {"lora_rank": session.lora_rank, "method": session.method}
+            | self._objective_option()
+            | session.data_options
+        )
         self.plan_in_background(session.model, session.data, options)
+
+    def on_select_changed(self, event: Select.Changed) -> None:
+        if event.select.id == "field-objective" and event.value != self.objective:
+            self.objective = str(event.value)  # the plan changes with it (learning rate, pairs per batch)
+            self.query_one("#train-error", Static).update("")
+            self._fill_form()
 
     @work(thread=True, exclusive=True, group="plan", exit_on_error=False)
     def plan_in_background(self, model: str, data: str, options: dict) -> None:
@@ -163,6 +206,14 @@ class TrainScreen(Screen):
             if not field.value and not field.has_focus:  # never under the cursor of someone typing
                 field.value = field.placeholder
             self.query_one(f"#reason-{name}", Static).update(choices[name].reason)
+        if self.objective in STRENGTH:
+            name, title = STRENGTH[self.objective]
+            self.query_one("#strength-label", Label).update(title)
+            field = self.query_one("#field-strength", Input)
+            field.placeholder = str(choices[name].value)
+            if not field.value and not field.has_focus:
+                field.value = field.placeholder
+            self.query_one("#reason-strength", Static).update(choices[name].reason)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.worker.group == "plan" and event.state == WorkerState.ERROR:
@@ -216,9 +267,28 @@ class TrainScreen(Screen):
                 ) from None
             if values[name] <= 0:
                 raise ValueError(f"{title} must be positive")
+        values |= self._read_objective()
         values["lora_rank"] = self.app.session.lora_rank
         values["method"] = self.app.session.method
         return values | self.app.session.data_options  # the filters chosen on the Data screen
+
+    def _objective_option(self) -> dict:
+        return {"objective": self.objective} if self.objective != "sft" else {}
+
+    def _read_objective(self) -> dict:
+        if self.objective not in STRENGTH:
+            return self._objective_option()
+        name, title = STRENGTH[self.objective]
+        raw = self.query_one("#field-strength", Input).value.strip()
+        if not raw or (self.plan and raw == str(self.plan[name].value)):
+            return self._objective_option()
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError(f"{title}: {raw!r} is not a number") from None
+        if value <= 0:
+            raise ValueError(f"{title} must be positive")
+        return {"objective": self.objective, name: value}
 
     def continue_run(self, run: Path) -> None:
         """Resume ``run`` from its newest checkpoint; a live run is attached instead, and a run without a
@@ -360,6 +430,7 @@ class TrainScreen(Screen):
         self.query_one("#train-views", ContentSwitcher).current = "dashboard"
         self.query_one("#run-title", Static).update(title)
         self.query_one("#loss-chart", LineChart).clear()
+        self.query_one(RewardPanel).reset()
         self.query_one(MultiRunPanel).reset()
         self.query_one(ComparisonPanel).reset()
         self.query_one(StageProgress).hide()
@@ -384,6 +455,8 @@ class TrainScreen(Screen):
             self.paused = isinstance(event, RunPaused)
         elif isinstance(event, RunFinished):
             self.query_one("#progress", ProgressBar).update(progress=event.steps)
+        elif isinstance(event, RewardMetrics):
+            self.query_one(RewardPanel).show(event, self._chart_x(event.step))
         elif isinstance(event, MULTI_RUN_EVENTS):
             self.query_one(MultiRunPanel).show(event)
         elif isinstance(event, COMPARISON_EVENTS):

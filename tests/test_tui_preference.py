@@ -1,0 +1,81 @@
+"""The app offers DPO/ORPO with the plan's reasons, and charts the reward margin and accuracy of a DPO run."""
+
+from __future__ import annotations
+
+import json
+
+from textual.widgets import Input, Select
+
+from backprop_tui.screens.train import TrainScreen
+from backprop_tui.widgets.chart import LineChart
+from backprop_tui.widgets.rewards import RewardPanel
+
+from .preference_data import write_pairs
+from .tui_helpers import make_app, text_of, wait_for, write_fixed_run, write_settings
+
+
+async def test_train_form_offers_dpo_with_its_reasons_for_preference_data(tmp_path):
+    app = make_app(write_settings(tmp_path / "home"))
+    async with app.run_test(size=(100, 36)) as pilot:
+        app.session.data = str(write_pairs(tmp_path / "pairs.jsonl", 16))
+        await pilot.press("3")
+        train = app.screen
+        assert isinstance(train, TrainScreen)
+        error = train.query_one("#train-error")
+        await wait_for(
+            pilot, lambda: "--objective dpo (or orpo)" in text_of(error), what="the SFT plan refusing pairs"
+        )
+        assert not train.query_one("#strength-row").display
+        train.query_one("#field-objective", Select).value = "dpo"
+        await wait_for(
+            pilot, lambda: train.plan is not None and "dpo_beta" in train.plan, what="the DPO plan"
+        )
+        assert text_of(error) == "" and train.query_one("#strength-row").display
+        assert "DPO β" in text_of(train.query_one("#strength-label"))
+        assert train.query_one("#field-strength", Input).value == "0.1"
+        assert text_of(train.query_one("#reason-strength")).startswith("β = 0.1, the DPO paper's value")
+        assert "relative to the base" in text_of(train.query_one("#reason-objective"))
+        assert "× 0.1 for DPO" in text_of(train.query_one("#reason-learning_rate"))
+        assert train._read_form()["objective"] == "dpo" and "dpo_beta" not in train._read_form()
+        train.query_one("#field-strength", Input).value = "0.5"
+        assert train._read_form()["dpo_beta"] == 0.5
+        train.query_one("#field-objective", Select).value = "orpo"
+        await wait_for(
+            pilot, lambda: train.plan is not None and "orpo_lambda" in train.plan, what="the ORPO plan"
+        )
+        assert "ORPO λ" in text_of(train.query_one("#strength-label"))
+
+
+async def test_dashboard_charts_reward_margin_and_accuracy(tmp_path):
+    run = write_fixed_run(tmp_path / "runs", "dpo", steps=10)
+    lines = (run / "events.jsonl").read_text().splitlines()
+    rewards = [
+        {
+            "event": "rewards",
+            "time": float(step),
+            "step": step,
+            "split": split,
+            "loss": 0.69 - 0.02 * step,
+            "chosen": 0.01 * step,
+            "rejected": -0.01 * step,
+            "margin": 0.02 * step,
+            "accuracy": min(1.0, 0.5 + 0.05 * step),
+            "pairs": 8,
+        }
+        for step in range(1, 11)
+        for split in (["train", "eval"] if step % 5 == 0 else ["train"])
+    ]
+    (run / "events.jsonl").write_text(
+        "\n".join(lines[:-1] + [json.dumps(r) for r in rewards] + lines[-1:]) + "\n"
+    )
+    app = make_app(write_settings(tmp_path / "home"), watch_run=run)
+    async with app.run_test(size=(80, 24)) as pilot:
+        panel = app.screen.query_one(RewardPanel)
+        margin = app.screen.query_one("#margin-chart", LineChart)
+        await wait_for(pilot, lambda: len(margin.series["train"]) == 10, what="reward events")
+        assert panel.display and len(margin.series["eval"]) == 2
+        accuracy = app.screen.query_one("#accuracy-chart", LineChart)
+        assert accuracy.series["train"][-1] == (10, 1.0) and margin.series["eval"][-1] == (10, 0.2)
+        assert "rewards at step 10: chosen +0.1000" in "\n".join(
+            line.text for line in app.screen.query_one("#event-log").lines
+        )
