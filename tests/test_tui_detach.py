@@ -53,8 +53,9 @@ def test_a_run_started_in_the_app_survives_the_terminal_going_away(tmp_path):
         wait_until(lambda: "Model" in screen_text(session), timeout=60, what="the app in tmux")
         tmux("send-keys", "-t", session, "3")
         wait_until(lambda: "Start training" in screen_text(session), timeout=30, what="the Train screen")
-        # From the Start button, shift+tab four times reaches the steps field; replace its value, key by key.
-        for key in ["BTab"] * 4 + ["C-u", "1", "5", "0", "Escape"]:
+        # From the Start button, shift+tab five times (past the objective) reaches the steps field; replace its
+        # value, key by key.
+        for key in ["BTab"] * 5 + ["C-u", "1", "5", "0", "Escape"]:
             tmux("send-keys", "-t", session, key)
             time.sleep(0.2)
         wait_until(lambda: " 150 " in screen_text(session), timeout=30, what="the steps typed")
