@@ -97,6 +97,9 @@ def _hidden_source(model):
     forward = getattr(type(base), "forward", None)
     if (
         forward is None
+        or not getattr(forward, "__module__", "").startswith(
+            "transformers."
+        )  # e.g. Unsloth's patched forwards
         or "logits_to_keep" not in inspect.signature(forward).parameters
         or not hasattr(base, "get_decoder")
     ):
@@ -122,6 +125,10 @@ def _last_hidden(model, decoder, batch):
         )
     finally:
         hook.remove()
+    if not captured:  # a forward that bypasses its decoder module: say so rather than train on nothing
+        raise RuntimeError(
+            "the model's forward did not run its decoder module; the chunked loss cannot be used"
+        )
     return captured[-1]
 
 
