@@ -30,20 +30,7 @@ def summed_loss(model, batch):
 
 
 def plain_summed_loss(model, batch):
-    import torch
-
-    logits = model(
-        input_ids=batch.input_ids,
-        attention_mask=batch.attention_mask,
-        position_ids=batch.position_ids,
-        use_cache=False,
-    ).logits[:, :-1]
-    return torch.nn.functional.cross_entropy(
-        logits.float().reshape(-1, logits.size(-1)),
-        batch.labels[:, 1:].reshape(-1),
-        ignore_index=IGNORE_INDEX,
-        reduction="sum",
-    )
+    return _plain_token_losses(model, batch, "sum")
 
 
 def row_summed_losses(model, batch):
@@ -55,25 +42,36 @@ def row_summed_losses(model, batch):
     trained = targets != IGNORE_INDEX
     source = _hidden_source(model)
     if source is None:
-        logits = model(
-            input_ids=batch.input_ids,
-            attention_mask=batch.attention_mask,
-            position_ids=batch.position_ids,
-            use_cache=False,
-        ).logits[:, :-1]
-        token_losses = torch.nn.functional.cross_entropy(
-            logits.float().reshape(-1, logits.size(-1)),
-            targets.reshape(-1),
-            ignore_index=IGNORE_INDEX,
-            reduction="none",
-        )
-        return token_losses.view(targets.shape).sum(-1), trained.sum(-1)
+        return _plain_token_losses(model, batch, "none").view(targets.shape).sum(-1), trained.sum(-1)
     decoder, head, softcap = source
     hidden = _last_hidden(model, decoder, batch)[:, :-1]
     sums = [
         linear_cross_entropy(h[mask], head, t[mask], softcap) for h, t, mask in zip(hidden, targets, trained)
     ]
     return torch.stack(sums), trained.sum(-1)
+
+
+def _forward(model, batch, **extra):
+    return model(
+        input_ids=batch.input_ids,
+        attention_mask=batch.attention_mask,
+        position_ids=batch.position_ids,
+        use_cache=False,
+        **extra,
+    )
+
+
+def _plain_token_losses(model, batch, reduction: str):
+    """Every position's logits from the model, then the cross-entropy on the trained ones."""
+    import torch
+
+    logits = _forward(model, batch).logits[:, :-1]
+    return torch.nn.functional.cross_entropy(
+        logits.float().reshape(-1, logits.size(-1)),
+        batch.labels[:, 1:].reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction=reduction,
+    )
 
 
 def linear_cross_entropy(hidden, head, targets, softcap: float | None = None):
@@ -116,13 +114,7 @@ def _last_hidden(model, decoder, batch):
     captured = []
     hook = decoder.register_forward_hook(lambda module, args, output: captured.append(output[0]))
     try:
-        model(
-            input_ids=batch.input_ids,
-            attention_mask=batch.attention_mask,
-            position_ids=batch.position_ids,
-            use_cache=False,
-            logits_to_keep=1,
-        )
+        _forward(model, batch, logits_to_keep=1)
     finally:
         hook.remove()
     if not captured:  # a forward that bypasses its decoder module: say so rather than train on nothing
