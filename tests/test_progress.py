@@ -68,6 +68,20 @@ def test_without_a_reporter_tracking_emits_nothing_and_never_cancels():
     assert tracker.done == 10
 
 
+def test_reporting_leaves_the_import_of_transformers_to_the_engine():
+    # Unsloth must be imported before transformers; a run reports from its first line (tests/unsloth checks
+    # the order with Unsloth installed).
+    import subprocess
+    import sys
+
+    script = (
+        "import sys; from backprop_engine.progress import reporting\n"
+        "with reporting(print): pass\n"
+        "sys.exit('transformers' in sys.modules)"
+    )
+    assert subprocess.run([sys.executable, "-c", script], timeout=120).returncode == 0
+
+
 def test_a_stop_ends_the_stage_at_its_next_unit_and_says_what_was_kept():
     seen = []
     with reporting(lambda event: None, cancelled=lambda: len(seen) >= 3), pytest.raises(Cancelled) as stopped:

@@ -25,6 +25,9 @@ def quiet_transformers() -> None:
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+    from .progress import hook_transformers
+
+    hook_transformers()
 
 
 def pick_device() -> str:

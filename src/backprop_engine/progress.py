@@ -68,7 +68,6 @@ def reporting(
 ) -> Iterator[None]:
     """Progress of the long stages run inside goes to ``emit``; once ``cancelled()`` is true, the stage that
     is running raises :class:`~.errors.Cancelled` at its next unit."""
-    _install_transformers_hook()
     token = _reporter.set(Reporter(emit, cancelled, kept))
     try:
         yield
@@ -198,14 +197,14 @@ TRANSFORMERS_BARS = {"Loading weights": "load", "Writing model shards": "save"} 
 _hook_installed = False
 
 
-def _install_transformers_hook() -> None:
+def hook_transformers() -> None:
+    """Hand transformers' bars to the running stage. Called where transformers is set up
+    (modeling.quiet_transformers), never at ``reporting``: Unsloth must be imported before transformers."""
     global _hook_installed
     if _hook_installed:
         return
-    try:  # every stage that reports through it needs transformers anyway
-        from transformers.utils import logging
-    except ImportError:
-        return
+    from transformers.utils import logging
+
     if not hasattr(logging, "set_tqdm_hook"):
         return
     previous = logging.set_tqdm_hook(None)
