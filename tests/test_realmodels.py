@@ -20,8 +20,8 @@ from .test_progress import assert_well_formed, progress_of
 
 pytestmark = pytest.mark.realweights
 SHORT = dict(
-    batch_size=2, max_seq_len=128, lora_rank=8, compare_count=0
-)  # base vs tuned: test_learning_realweights.py
+    batch_size=2, max_seq_len=128, lora_rank=8, eval_split=0, compare_count=0
+)  # held-out loss and base vs tuned: test_learning_realweights.py
 
 
 def _field(path, key: str):
