@@ -138,9 +138,14 @@ def test_planner_refuses_clearly_when_nothing_fits():
 
 def test_fit_verdicts():
     facts = PRESETS["qwen2.5-7b"].facts
-    assert fit_verdict(facts, 80 * 1024, on_gpu=True)[1] == "yes"
-    assert fit_verdict(facts, 24 * 1024, on_gpu=True, method="qlora")[1] == "tight"
-    assert fit_verdict(facts, 8 * 1024, on_gpu=True)[1] == "no"
+    roomy = fit_verdict(facts, 80 * 1024, on_gpu=True)
+    assert (roomy.verdict, roomy.micro_batch, roomy.checkpointing) == ("yes", 8, False)
+    tight = fit_verdict(facts, 24 * 1024, on_gpu=True, method="qlora")
+    assert tight.verdict == "tight" and tight.estimate.total_mb <= 0.9 * 24 * 1024  # the batch it will train
+    assert tight.cell() == f"{tight.estimate.total_mb / 1024:.1f} GB b{tight.micro_batch}" + (
+        "+gc" if tight.checkpointing else ""
+    )
+    assert fit_verdict(facts, 8 * 1024, on_gpu=True).verdict == "no"
 
 
 def test_presets_command_lists_every_preset_with_verdicts(capsys):
@@ -148,7 +153,7 @@ def test_presets_command_lists_every_preset_with_verdicts(capsys):
 
     assert main(["presets"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("machine: ")
-    rows = {line.split()[0]: line for line in out[2:]}
+    assert out[0].startswith("machine: ") and "bN: N rows × 512 tokens" in out[1]
+    rows = {line.split()[0]: line for line in out[3:]}
     assert set(rows) == set(PRESETS)
-    assert rows["tiny"].count("yes") == 2 and "meta-llama/Llama-3.2-1B-Instruct" in rows["llama-3.2-1b"]
+    assert rows["tiny"].count("yes") == 2 and rows["tiny"].count("GB b8") == 2 and "meta-llama/Llama-3.2-1B-Instruct" in rows["llama-3.2-1b"]

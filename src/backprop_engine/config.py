@@ -80,6 +80,10 @@ class TrainConfig:
     )
     early_stopping_min_delta: float = 0.0  # the eval loss must fall by more than this to count as improvement
     seed: int = option(42)
+    threads: int = option(
+        0,
+        help="CPU threads to train with (default: the cores other processes leave free, re-checked while training)",
+    )
     gradient_checkpointing: bool = (
         False  # recompute activations in the backward pass: less memory, ~30 % slower
     )

@@ -178,6 +178,27 @@ def plan_batch(
     )
 
 
+@dataclass(frozen=True)
+class FitVerdict:
+    """Whether a model trains on this machine: "yes", "tight" (a smaller micro-batch or gradient
+    checkpointing than the target) or "no" (not even one sequence fits), with the peak predicted at the
+    micro-batch the plan would pick here (one sequence, checkpointed, when nothing fits)."""
+
+    verdict: str
+    estimate: MemoryEstimate
+    micro_batch: int
+    checkpointing: bool
+
+    def cell(self) -> str:
+        """The peak and the batch it is for, e.g. ``6.0 GB b2+gc`` (b: rows per micro-batch)."""
+        return (
+            f"{self.estimate.total_mb / 1024:.1f} GB b{self.micro_batch}{'+gc' if self.checkpointing else ''}"
+        )
+
+
+FIT_LEGEND = "peak at the batch planned here (bN: N rows × {seq_len} tokens, +gc: checkpointing)"
+
+
 def fit_verdict(
     facts: ModelFacts,
     available_mb: float,
@@ -185,10 +206,8 @@ def fit_verdict(
     method: str = "lora",
     seq_len: int = 512,
     target_batch: int = 8,
-) -> tuple[MemoryEstimate, str]:
-    """The estimate at the target batch and a verdict: "yes", "tight" (needs a smaller micro-batch or
-    gradient checkpointing) or "no" (not even one sequence fits)."""
-    estimate = estimate_memory(facts, method=method, seq_len=seq_len, micro_batch=target_batch, on_gpu=on_gpu)
+) -> FitVerdict:
+    """The verdict for training ``facts`` within 90 % of ``available_mb`` (the planner's budget)."""
     try:
         plan = plan_batch(
             facts,
@@ -199,6 +218,11 @@ def fit_verdict(
             on_gpu=on_gpu,
         )
     except ConfigError:
-        return estimate, "no"
+        smallest = estimate_memory(
+            facts, method=method, seq_len=seq_len, micro_batch=1, gradient_checkpointing=True, on_gpu=on_gpu
+        )
+        return FitVerdict("no", smallest, 1, True)
     tight = plan.gradient_checkpointing or plan.micro_batch < target_batch
-    return estimate, "tight" if tight else "yes"
+    return FitVerdict(
+        "tight" if tight else "yes", plan.estimate, plan.micro_batch, plan.gradient_checkpointing
+    )

@@ -172,6 +172,8 @@ class Trainer:
         )
         backend = check_backend(config)
         plan.choices.append(Choice("backend", backend.name, backend.reason, by_user="backend" in user_set))
+        if plan.device == "cpu":
+            plan.choices.append(_threads_choice(config, self.dist.world_size))
         return plan
 
     def resume(self) -> TrainResult:
@@ -379,3 +381,11 @@ def _hold_out(prepared, rows: int) -> None:
             len(prepared.train),
             len(prepared.eval),
         )
+
+
+def _threads_choice(config: TrainConfig, processes: int) -> Choice:
+    from .threads import CHECK_SECONDS, plan_threads
+
+    threads = plan_threads(config.threads, processes)
+    again = f"; re-checked every {CHECK_SECONDS:.0f} s while training" if threads.adaptive else ""
+    return Choice("threads", threads.threads, threads.reason + again, by_user=config.threads > 0)

@@ -35,6 +35,7 @@ from ..modeling import model_context, pick_device
 from ..presets import ResolvedModel
 from ..progress import track
 from ..rundir import FULL_MODEL_STAMP, RunDir
+from ..threads import ThreadGuard
 from .backend import build_trainable_model
 from .checkpoint import CheckpointClock, LoopState, restore_checkpoint, save_checkpoint
 from .control import TrainingControl
@@ -94,6 +95,7 @@ def run_training(
     bus = bus if dist.is_main else EventBus()  # one process per device: rank 0 alone reports
     torch.manual_seed(config.seed)
     device = pick_device()
+    threads = ThreadGuard.for_run(config.threads, dist.world_size, device)
     tokenizer = load_chat_tokenizer(model.path)
     built = build_trainable_model(config, model.path, device)
     peft_model = built.model
@@ -178,6 +180,8 @@ def run_training(
         bus.emit(RunResumed(step=step))
     while step < config.steps and not control.stop_requested:
         paused_seconds += _wait_while_paused(control, step, bus) + thermal.check(step, bus, control)
+        if threads is not None and (change := threads.check()):
+            bus.emit(WarningEvent(message=change))
         if (
             dist.is_main
             and step + 1 < config.steps

@@ -12,7 +12,7 @@ from textual.widgets import DataTable, Footer, Input, Label, Select, Static
 from backprop_engine.config import METHODS as TRAINING_METHODS
 from backprop_engine.errors import ModelError, render_error
 from backprop_engine.hardware import HardwareReading
-from backprop_engine.planner import fit_verdict
+from backprop_engine.planner import FIT_LEGEND, fit_verdict
 from backprop_engine.presets import PRESETS, check_model_name
 
 from ..widgets.nav import NavBar
@@ -38,6 +38,7 @@ class ModelScreen(Screen):
         with Vertical(classes="body"):
             yield Static("probing hardware…", id="machine", classes="muted")
             yield DataTable(id="presets", cursor_type="row", zebra_stripes=True)
+            yield Static(FIT_LEGEND.format(seq_len=512), id="fit-legend", classes="muted")
             with Horizontal(classes="form-row"):
                 yield Label("Other model", classes="field-label")
                 yield Input(placeholder="hub id (org/name) or local folder", id="custom-model", compact=True)
@@ -52,7 +53,7 @@ class ModelScreen(Screen):
 
     def on_mount(self) -> None:
         table = self.query_one("#presets", DataTable)
-        table.add_columns("preset", "params", "arch", "est. memory", "fits?")
+        table.add_columns("preset", "params", "arch", "peak at batch", "fits?")
         self._show_choice()
         self.probe_hardware()
 
@@ -71,22 +72,21 @@ class ModelScreen(Screen):
         table.clear()
         for preset in PRESETS.values():
             method = self.app.session.method if self.app.session.method in ("qlora", "full") else "lora"
-            estimate, verdict = fit_verdict(
+            fit = fit_verdict(
                 preset.facts, hardware.accelerator_memory_mb, on_gpu=bool(hardware.gpus), method=method
             )
-            needed = estimate.total_mb
             params = (
                 f"{preset.params_billion * 1000:.1f}M"
                 if preset.params_billion < 0.1
                 else f"{preset.params_billion:.2f}B"
             )
-            style = {"yes": "green", "tight": "yellow", "no": "red"}[verdict]
+            style = {"yes": "green", "tight": "yellow", "no": "red"}[fit.verdict]
             table.add_row(
                 preset.name,
                 params,
                 preset.architecture,
-                f"{needed / 1024:.1f} GB",
-                f"[{style}]{verdict}[/]",
+                fit.cell(),
+                f"[{style}]{fit.verdict}[/]",
                 key=preset.name,
             )
 
