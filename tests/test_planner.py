@@ -156,4 +156,8 @@ def test_presets_command_lists_every_preset_with_verdicts(capsys):
     assert out[0].startswith("machine: ") and "bN: N rows × 512 tokens" in out[1]
     rows = {line.split()[0]: line for line in out[3:]}
     assert set(rows) == set(PRESETS)
-    assert rows["tiny"].count("yes") == 2 and rows["tiny"].count("GB b8") == 2 and "meta-llama/Llama-3.2-1B-Instruct" in rows["llama-3.2-1b"]
+    assert (
+        rows["tiny"].count("yes") == 2
+        and rows["tiny"].count("GB b8") == 2
+        and "meta-llama/Llama-3.2-1B-Instruct" in rows["llama-3.2-1b"]
+    )
