@@ -38,6 +38,7 @@ from pathlib import Path
 from random_llama import build_random_llama
 
 BIG_NAME = "llama-100m"
+REAL = ("smollm2", "gemma3")  # real weights (tests/realweights.py), measured with --real
 
 
 @dataclass
@@ -79,6 +80,12 @@ CASES = [
     Case(BIG_NAME, "dora", 4, 256),
     Case(BIG_NAME, "lora", seq_len=256, budget_mb=1536),
     Case(BIG_NAME, "lora", seq_len=256, budget_mb=1280),
+]
+REAL_CASES = [
+    Case(model, method, 2, seq_len)
+    for model in REAL
+    for method in ("lora", "qlora", "full")
+    for seq_len in (128, 512)
 ]
 
 
@@ -204,6 +211,8 @@ def child(case: Case, model_path: Path, data: Path, steps: int, workdir: Path) -
         gradient_checkpointing=case.checkpointing,
         packing=True,
         logging_steps=1,
+        eval_split=0,
+        compare_count=0,
     )
     result = trainer.train(str(data), steps=steps, output_dir=workdir / "run")
     events = [json.loads(line) for line in (result.run_dir / "events.jsonl").read_text().splitlines()]
@@ -257,7 +266,10 @@ def main() -> None:
         help="optimizer steps per case (the peak is in step 2: "
         "activations of the forward pass on top of Adam's moments, created in step 1)",
     )
-    parser.add_argument("--only", choices=["tiny", BIG_NAME])
+    parser.add_argument("--only", choices=["tiny", BIG_NAME, *REAL])
+    parser.add_argument(
+        "--real", action="store_true", help="SmolLM2-135M and Gemma-3-270M (real weights) only"
+    )
     parser.add_argument(
         "--return-frees", action="store_true", help="MALLOC_MMAP_THRESHOLD_=131072 in every subprocess"
     )
@@ -278,13 +290,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = write_long_chats(Path(tmp) / "long_chats.jsonl")
         paths = {"tiny": resolve_model("tiny").path}
-        if args.only != "tiny":
+        if args.real:
+            sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+            from tests.realweights import gemma3_dir, smollm2_dir
+
+            paths = {"smollm2": smollm2_dir(), "gemma3": gemma3_dir()}
+        elif args.only != "tiny":
             paths[BIG_NAME] = build_big_model(Path(tmp) / BIG_NAME)
         print(
             f"{'model':<11}{'case':<24}{'tok/step':>9}{'predicted':>10}{'peak':>7}{'ratio':>7}"
             f"{'pred-ovh':>9}{'peak-base':>10}{'ratio':>7}  planner parts (MB)"
         )
-        for case in CASES:
+        for case in REAL_CASES if args.real else CASES:
             if (args.only and case.model != args.only) or (args.loads_only and not case.is_load):
                 continue
             facts = facts_of(paths[case.model])
