@@ -331,7 +331,7 @@ def main() -> None:
             estimate = predict(case, facts, row["rank"], row["targets"])
             parts = (
                 f"w {estimate.weights_mb:,.0f} + t {estimate.trainable_mb:,.0f} + a {estimate.activations_mb:,.0f}"
-                f" + l {estimate.logits_mb:,.0f} + o {estimate.overhead_mb:,.0f}"
+                f" + l {estimate.logits_mb:,.0f} + o {estimate.overhead_mb:,.0f} + s {estimate.allocator_mb:,.0f}"
             )
             verdict = ""
             if case.budget_mb:

@@ -98,7 +98,18 @@ def test_estimate_parts_move_the_right_way():
     lora = estimate_memory(facts, method="lora")
     qlora = estimate_memory(facts, method="qlora")
     full = estimate_memory(facts, method="full")
-    assert qlora.weights_mb < lora.weights_mb / 2.5 and full.trainable_mb > 50 * lora.trainable_mb
+    # nf4 linears; k-bit preparation casts the embeddings to fp32; full keeps fp32 master weights
+    linear = facts.num_layers * facts.layer_linear_params
+    assert qlora.weights_mb * MB == pytest.approx(linear * 4.5 / 8 + facts.embedding_params * 4)
+    assert full.weights_mb * MB == pytest.approx(facts.parameter_count * 4)
+    assert full.trainable_mb * MB == pytest.approx(facts.parameter_count * 12)
+    # on a GPU each adapted module keeps an fp32 copy of its 16-bit input for its fp32 factors
+    cpu_lora = estimate_memory(facts, method="lora", on_gpu=False)
+    copies = 8 * 512 * facts.num_layers * sum(facts.linear_shapes[t][0] for t in ALL_LINEAR) * 4
+    assert (lora.activations_mb - cpu_lora.activations_mb / 2) * MB == pytest.approx(copies)
+    # the CPU allocator's slack: adapters only
+    assert cpu_lora.allocator_mb == pytest.approx(0.9 * (cpu_lora.activations_mb + cpu_lora.logits_mb))
+    assert estimate_memory(facts, method="full", on_gpu=False).allocator_mb == 0 == lora.allocator_mb
     assert estimate_memory(facts, micro_batch=2).activations_mb == pytest.approx(lora.activations_mb / 4)
     checkpointed = estimate_memory(facts, gradient_checkpointing=True)
     assert checkpointed.activations_mb < lora.activations_mb / 5
@@ -106,27 +117,27 @@ def test_estimate_parts_move_the_right_way():
     dora = estimate_memory(
         facts, method="dora"
     )  # W + s·BA and its gradient per module: 2 × the linear weights
-    linear_mb = facts.num_layers * facts.layer_linear_params * 2 / 2**20
+    linear_mb = linear * 2 / 2**20
     assert dora.activations_mb - lora.activations_mb == pytest.approx(2 * linear_mb)
     chunk = chunk_tokens(
         facts.vocab_size
-    )  # three fp32 copies of one chunk's logits, and the hidden states' gradient
+    )  # three fp32 copies of one chunk's logits and the bf16 logits, and the hidden states and their gradient
     assert chunk < 8 * 512 and lora.logits_mb == pytest.approx(
-        (chunk * facts.vocab_size * 12 + 8 * 512 * facts.hidden_size * 4) / 2**20
+        (chunk * facts.vocab_size * 14 + 8 * 512 * facts.hidden_size * 2 * 2) / 2**20
     )
     doubled = estimate_memory(
         facts, micro_batch=16
     ).logits_mb  # no longer batch × seq × vocab: only the hidden term grows
-    assert doubled - lora.logits_mb == pytest.approx(8 * 512 * facts.hidden_size * 4 / 2**20)
+    assert doubled - lora.logits_mb == pytest.approx(8 * 512 * facts.hidden_size * 2 * 2 / 2**20)
 
 
 def test_planner_halves_the_micro_batch_keeps_the_effective_batch_then_checkpoints():
     facts = PRESETS["qwen2.5-7b"].facts
-    roomy = plan_batch(facts, 80 * 1024, target_batch=16, method="qlora")
+    roomy = plan_batch(facts, 140 * 1024, target_batch=16, method="qlora")  # an H200
     assert (roomy.micro_batch, roomy.grad_accum, roomy.gradient_checkpointing) == (16, 1, False)
     tight = plan_batch(facts, 16 * 1024, target_batch=16, method="qlora")
     assert tight.micro_batch < 16 and tight.effective_batch == 16 and tight.estimate.total_mb <= 16 * 1024
-    very_tight = plan_batch(facts, 8 * 1024, target_batch=16, method="qlora")
+    very_tight = plan_batch(facts, 10 * 1024, target_batch=16, method="qlora")
     assert very_tight.gradient_checkpointing and "checkpointing" in very_tight.reason
 
 
@@ -161,3 +172,18 @@ def test_presets_command_lists_every_preset_with_verdicts(capsys):
         and rows["tiny"].count("GB b8") == 2
         and "meta-llama/Llama-3.2-1B-Instruct" in rows["llama-3.2-1b"]
     )
+
+
+def test_presets_piped_into_head_ends_quietly():
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    backprop = Path(sys.executable).with_name("backprop")
+    if not backprop.exists() or not shutil.which("head"):
+        pytest.skip("needs the backprop console script and head")
+    done = subprocess.run(
+        f"'{backprop}' presets | head -1", shell=True, capture_output=True, text=True, timeout=120
+    )
+    assert done.stdout.startswith("machine: ") and done.stderr == ""

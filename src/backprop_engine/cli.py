@@ -382,6 +382,9 @@ def main(argv: list[str] | None = None, open_app: Callable[[argparse.Namespace],
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `backprop presets | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        return 0
 
 
 def cmd_presets(args) -> int:

@@ -2,16 +2,18 @@
 
 The estimate is a sum of named parts so a user can see where the memory goes:
 - weights: frozen base weights (16-bit on GPU, fp32 on CPU; ~4.5 bits per linear weight for QLoRA nf4
-  with double quantization, embeddings stay in the compute dtype),
-- trainable: LoRA factors (or every weight for full fine-tuning) in fp32 with their gradient and two
-  Adam moments (16 bytes per trainable parameter),
+  with double quantization, its embeddings and norms in fp32; fp32 master weights for full fine-tuning),
+- trainable: LoRA factors in fp32 with their gradient and two Adam moments (16 bytes per parameter), or for
+  full fine-tuning the gradient and moments of every weight (12 bytes),
 - activations: what a decoder layer keeps per token for the backward pass (:func:`layer_activation_values`,
-  in 16-bit on GPU, fp32 on CPU) without gradient checkpointing; with it, one hidden state per layer plus
-  one layer's worth,
-- logits: fp32 logits over the vocabulary, their softmax and its gradient, for one chunk of positions at a time
-  (train/loss.py), plus the gradient of the trained positions' hidden states it holds for the backward pass
-  (DoRA adds W + s·BA per module),
-- overhead: the framework itself (CUDA context, allocator slack).
+  in 16-bit on GPU, fp32 on CPU, plus on a GPU the fp32 copies of the adapted modules' inputs) without
+  gradient checkpointing; with it, one hidden state per layer plus one layer's worth (DoRA adds W + s·BA
+  per module),
+- logits: fp32 logits over the vocabulary, their softmax and its gradient (and on a GPU the 16-bit logits)
+  for one chunk of positions at a time (train/loss.py), plus the trained positions' hidden states and their
+  gradient,
+- overhead: the framework itself (CUDA context; on the CPU the imported libraries),
+- allocator: on the CPU, freed memory glibc keeps in its heap (:data:`CPU_HEAP_SLACK`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,11 @@ from .train.loss import chunk_tokens
 MB = 2**20
 NF4_BYTES_PER_WEIGHT = 4.5 / 8  # 4-bit values + double-quantized absmax per 64-weight block
 GPU_OVERHEAD_MB = 600.0
-CPU_OVERHEAD_MB = 350.0
+CPU_OVERHEAD_MB = 430.0  # RSS after importing torch, transformers, peft and the engine (bench/memory.py)
+# glibc keeps freed activation memory in its heap: with an adapter the CPU process peaked at 1.6-2.3x what the
+# activations and logits need (SmolLM2, Gemma-3-270M; bench/memory.py --real). Full fine-tuning reuses that
+# memory for the weights' gradients, so it shows none.
+CPU_HEAP_SLACK = 1.9
 
 
 @dataclass(frozen=True)
@@ -36,10 +42,18 @@ class MemoryEstimate:
     activations_mb: float
     logits_mb: float
     overhead_mb: float
+    allocator_mb: float = 0.0  # freed memory the CPU allocator keeps (CPU_HEAP_SLACK)
 
     @property
     def total_mb(self) -> float:
-        return self.weights_mb + self.trainable_mb + self.activations_mb + self.logits_mb + self.overhead_mb
+        return (
+            self.weights_mb
+            + self.trainable_mb
+            + self.activations_mb
+            + self.logits_mb
+            + self.overhead_mb
+            + self.allocator_mb
+        )
 
     def describe(self) -> str:
         parts = [
@@ -48,7 +62,7 @@ class MemoryEstimate:
             ("activations", self.activations_mb),
             ("logits", self.logits_mb),
             ("overhead", self.overhead_mb),
-        ]
+        ] + ([("allocator", self.allocator_mb)] if self.allocator_mb else [])
         if self.total_mb < 1024:
             return f"{self.total_mb:.0f} MB = " + " + ".join(f"{name} {mb:.0f}" for name, mb in parts)
         return f"{self.total_mb / 1024:.1f} GB = " + " + ".join(
@@ -59,6 +73,12 @@ class MemoryEstimate:
 def lora_parameter_count(facts: ModelFacts, rank: int, targets=ALL_LINEAR) -> int:
     shapes = facts.linear_shapes
     return facts.num_layers * sum(rank * (shapes[t][0] + shapes[t][1]) for t in targets if t in shapes)
+
+
+def adapter_input_values(facts: ModelFacts, targets=ALL_LINEAR) -> int:
+    """Values per token and layer of the adapted modules' inputs (each module keeps its own fp32 copy)."""
+    shapes = facts.linear_shapes
+    return sum(shapes[t][0] for t in targets if t in shapes)
 
 
 def layer_activation_values(facts: ModelFacts) -> int:
@@ -86,31 +106,40 @@ def estimate_memory(
         raise ConfigError(f"unknown method {method!r}", "use lora, qlora, dora or full")
     act_bytes = 2.0 if on_gpu else 4.0
     linear = facts.num_layers * facts.layer_linear_params
-    if method == "qlora":
-        weights = linear * NF4_BYTES_PER_WEIGHT + facts.embedding_params * act_bytes
+    if method == "qlora":  # k-bit preparation casts the embeddings (and norms) to fp32
+        weights = linear * NF4_BYTES_PER_WEIGHT + facts.embedding_params * 4
+    elif method == "full":  # fp32 master weights on every device (train/backend.py)
+        weights = facts.parameter_count * 4
     else:
         weights = facts.parameter_count * act_bytes
-    trainable = facts.parameter_count if method == "full" else lora_parameter_count(facts, rank, targets)
+    # fp32 gradient and two Adam moments per trainable weight, and the fp32 LoRA factors themselves
+    trainable = (
+        facts.parameter_count * 12 if method == "full" else lora_parameter_count(facts, rank, targets) * 16
+    )
     tokens = micro_batch * seq_len
     per_layer = layer_activation_values(facts) * act_bytes
+    if on_gpu and method != "full":  # peft casts each adapted module's 16-bit input to its fp32 factors
+        per_layer += adapter_input_values(facts, targets) * 4
     if gradient_checkpointing:
         activations = tokens * (facts.num_layers * facts.hidden_size * act_bytes + per_layer)
     else:
         activations = tokens * facts.num_layers * per_layer
     if method == "dora":  # each module materialises W + s·BA (and its gradient) for the weight norm
         activations += 2 * linear * act_bytes
-    # Three fp32 copies of one chunk's logits (measured 3.1 when all positions were one chunk), and per token the
-    # trained positions' hidden states and their gradient.
+    # Three fp32 copies of one chunk's logits (measured 3.1 when all positions were one chunk) and, on a GPU,
+    # the 16-bit logits the head computes; per token the trained positions' hidden states and their gradient.
     logits = (
-        min(tokens, chunk_tokens(facts.vocab_size)) * facts.vocab_size * 4 * 3
+        min(tokens, chunk_tokens(facts.vocab_size)) * facts.vocab_size * (14 if on_gpu else 12)
         + tokens * facts.hidden_size * act_bytes * 2
     )
+    slack = 0.0 if on_gpu or method == "full" else (CPU_HEAP_SLACK - 1) * (activations + logits)
     return MemoryEstimate(
         weights_mb=weights / MB,
-        trainable_mb=trainable * 16 / MB,
+        trainable_mb=trainable / MB,
         activations_mb=activations / MB,
         logits_mb=logits / MB,
         overhead_mb=GPU_OVERHEAD_MB if on_gpu else CPU_OVERHEAD_MB,
+        allocator_mb=slack / MB,
     )
 
 
