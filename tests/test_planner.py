@@ -103,6 +103,10 @@ def test_estimate_parts_move_the_right_way():
     assert qlora.weights_mb * MB == pytest.approx(linear * 4.5 / 8 + facts.embedding_params * 4)
     assert full.weights_mb * MB == pytest.approx(facts.parameter_count * 4)
     assert full.trainable_mb * MB == pytest.approx(facts.parameter_count * 12)
+    head = (
+        facts.vocab_size * facts.hidden_size * 4
+    )  # a trained head: the chunked loss's accumulator + a chunk's
+    assert (full.logits_mb - lora.logits_mb) * MB == pytest.approx(2 * head)
     # on a GPU each adapted module keeps an fp32 copy of its 16-bit input for its fp32 factors
     cpu_lora = estimate_memory(facts, method="lora", on_gpu=False)
     copies = 8 * 512 * facts.num_layers * sum(facts.linear_shapes[t][0] for t in ALL_LINEAR) * 4

@@ -132,6 +132,8 @@ def estimate_memory(
         min(tokens, chunk_tokens(facts.vocab_size)) * facts.vocab_size * (14 if on_gpu else 12)
         + tokens * facts.hidden_size * act_bytes * 2
     )
+    if method == "full":  # a trained head: the loss's fp32 gradient accumulator and one chunk's product
+        logits += 2 * facts.vocab_size * facts.hidden_size * 4
     slack = 0.0 if on_gpu or method == "full" else (CPU_HEAP_SLACK - 1) * (activations + logits)
     return MemoryEstimate(
         weights_mb=weights / MB,
