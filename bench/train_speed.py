@@ -30,7 +30,7 @@ engine batches after training, computed the same plain way for every contender (
 average different tokens). peak = the subprocess's VmHWM (reset after the warm-up run on tiny).
 
     HF_HUB_OFFLINE=1 .venv/bin/python bench/train_speed.py [--model tiny|smollm2|gemma3] [--max-seq-len 256]
-        [--steps 60] [--repeats 5] [--threads 1] [--only engine,bare] [--ablations] [--profile]
+        [--steps 60] [--repeats 5] [--threads 1] [--only engine,bare] [--once trl] [--ablations] [--profile]
 
 Needs TRL: ``.venv/bin/pip install -c constraints.txt -e ".[bench]"``; real weights: the dev extra
 (tests/realweights.py).
@@ -416,11 +416,14 @@ def measure(name: str, args) -> Measurement:
 
 
 def measure_all(contenders: list[str], args) -> dict[str, list[Measurement]]:
-    """Every contender ``repeats`` times, each in a subprocess of its own, the order rotated each round."""
+    """Every contender ``repeats`` times (``--once``: one time), each in a subprocess of its own, the order rotated
+    each round."""
     results: dict[str, list[Measurement]] = {name: [] for name in contenders}
     for round_ in range(args.repeats):
         order = contenders[round_ % len(contenders) :] + contenders[: round_ % len(contenders)]
         for name in order:
+            if round_ and name in args.once.split(","):
+                continue
             results[name].append(measure(name, args))
             m = results[name][-1]
             print(
@@ -582,6 +585,12 @@ def main() -> None:
         type=int,
         default=None,
         help="untimed steps in each subprocess first (default: 3 on tiny, 0)",
+    )
+    parser.add_argument(
+        "--once",
+        default="",
+        help="comma-separated contenders timed in the first round only (TRL's bf16 defaults take ~15x longer on "
+        "real weights: one run places them)",
     )
     parser.add_argument("--only", default="", help="comma-separated contenders (default: all available)")
     parser.add_argument(
