@@ -428,7 +428,7 @@ def measure_all(contenders: list[str], args) -> dict[str, list[Measurement]]:
             m = results[name][-1]
             print(
                 f"  round {round_ + 1} {name}: {m.rate:,.0f} tokens/s, {m.cpu_rate:,.0f} tok/CPU-s, "
-                f"{m.tokens:,} tokens in {m.seconds:.1f} s",
+                f"{m.tokens:,} tokens in {m.seconds:.1f} s, peak {m.peak_mb:,.0f} MB, loss {m.loss:.3f}",
                 flush=True,
             )
     return results
