@@ -17,7 +17,7 @@ peak RSS), the rounds alternate the order so a busy machine slows them alike:
   collated before the clock starts: the floor for this model on this CPU.
 - unsloth: its documented path (``FastLanguageModel.from_pretrained`` + ``get_peft_model`` with
   ``use_gradient_checkpointing="unsloth"``, then TRL's ``SFTTrainer`` as in its notebooks: padding, no packing),
-  fp32 and ``adamw_torch`` like the others, in ``/work/main/.venv-unsloth`` (``make unsloth-venv``): on a
+  fp32 and ``adamw_torch`` like the others, in ``.venv-unsloth`` (``make unsloth-venv``, or ``--unsloth-python``): on a
   machine without a GPU that is its CPU fallback (stock transformers + peft under its loader).
 
 tokens = non-pad input tokens of the batches trained; seconds = the training loop only (model loading and data
@@ -58,7 +58,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # tests/realweights.py
-UNSLOTH_PYTHON = Path("/work/main/.venv-unsloth/bin/python")
 LOSS_BATCHES = 2  # engine batches the common after-training loss is computed on
 
 
@@ -402,7 +401,7 @@ def child(args) -> None:
 
 
 def measure(name: str, args) -> Measurement:
-    python = str(UNSLOTH_PYTHON) if name == "unsloth" else sys.executable
+    python = args.unsloth_python if name == "unsloth" else sys.executable
     command = [python, __file__, "--child", name] + [
         arg for arg in sys.argv[1:] if arg not in ("--ablations", "--profile")
     ]
@@ -554,16 +553,16 @@ def quiet(args) -> None:
     datasets.disable_progress_bars()  # TRL tokenizes with datasets.map before training (outside the timed loop)
 
 
-def versions() -> str:
+def versions(unsloth_python: Path) -> str:
     import torch
     import transformers
     import trl
 
     unsloth = "not installed"
-    if UNSLOTH_PYTHON.exists():
+    if unsloth_python.exists():
         script = "import importlib.metadata as m; print(m.version('unsloth'), m.version('trl'), m.version('transformers'))"
         found = subprocess.run(
-            [str(UNSLOTH_PYTHON), "-c", script], capture_output=True, text=True
+            [str(unsloth_python), "-c", script], capture_output=True, text=True
         ).stdout.split()
         unsloth = f"unsloth {found[0]} (trl {found[1]}, transformers {found[2]})" if found else "broken"
     return (
@@ -608,6 +607,11 @@ def main() -> None:
         help="torch intra-op threads for every contender (0: "
         "torch's default); 1 on a shared, busy machine, where two threads spin on each other",
     )
+    parser.add_argument(
+        "--unsloth-python",
+        default=str(ROOT / ".venv-unsloth" / "bin" / "python"),
+        help="the Unsloth venv's python (make unsloth-venv); the unsloth contender is skipped without it",
+    )
     parser.add_argument("--child", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.warmup is None:
@@ -621,13 +625,13 @@ def main() -> None:
     peak = matmul_peak()
     c = setup.config
     print(
-        f"{versions()}\n{args.model}: {len(setup.examples)} conversations, {sum(map(len, setup.examples)):,} tokens, "
+        f"{versions(Path(args.unsloth_python))}\n{args.model}: {len(setup.examples)} conversations, {sum(map(len, setup.examples)):,} tokens, "
         f"max length {setup.max_len}; LoRA r={c.lora_rank} alpha={c.lora_alpha} on {len(c.lora_targets)} modules, "
         f"lr {c.learning_rate}, batch {c.batch_size}×{c.grad_accum}, {args.steps} steps, {args.repeats} rounds, "
         f"warm-up {args.warmup}\nlinear weights N = {n / 1e6:.1f}M → 4·N = {4 * n / 1e6:.0f} MFLOP per token; "
         f"fp32 matmul peak {peak / 1e9:.1f} GFLOP per CPU-second"
     )
-    available = [n for n in CONTENDERS if n != "unsloth" or UNSLOTH_PYTHON.exists()]
+    available = [n for n in CONTENDERS if n != "unsloth" or Path(args.unsloth_python).exists()]
     contenders = (
         args.only.split(",") if args.only else available + (list(ABLATIONS) if args.ablations else [])
     )
