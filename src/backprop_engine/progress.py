@@ -26,6 +26,7 @@ from .events import Event, Progress
 # Every stage a run or an export can wait in, in the order they come, with the unit each counts.
 STAGES = {
     "download": "B",
+    "metadata": "entries",  # a GGUF's header: its vocabulary, scores, merges
     "dequantize": "tensors",
     "read": "rows",
     "tokenize": "rows",

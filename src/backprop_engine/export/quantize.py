@@ -59,9 +59,9 @@ def fallback_summary(quantization: str, fallbacks: list[Fallback], target: Path)
     of 256; quality is close to q5_0`` (each tensor is in the report)."""
     if not fallbacks:
         return None
-    from gguf import GGUFReader
+    from ..gguf_source import read_gguf
 
-    matrices = sum(len(t.shape) > 1 for t in GGUFReader(target).tensors)
+    matrices = sum(len(t.shape) > 1 for t in read_gguf(target).tensors)
     used = Counter(f.used for f in fallbacks)
     widths = ", ".join(str(c) for c in sorted({f.columns for f in fallbacks}))
     blocks = "/".join(str(b) for b in sorted({f.block for f in fallbacks}))
