@@ -287,3 +287,27 @@ def test_a_detached_export_stopped_by_the_app_says_what_it_kept(trained_run, tmp
     stopped = [e for e in seen + follower.poll() if e["event"] == "export_stopped"]
     assert stopped and stopped[0]["message"].startswith("stopped during convert at ")
     assert sorted(p.name for p in (run / "export").iterdir()) == []  # no GGUF, no temporary file
+
+
+def test_a_stop_ends_llama_cpps_quantize_mid_file_and_leaves_no_partial_gguf(
+    tiny_models, tmp_path, monkeypatch
+):
+    """llama.cpp cannot be stopped: a file worth stopping is quantized in a child process, which a stop kills."""
+    from backprop_engine.export import quantize
+    from backprop_engine.export.gguf_writer import convert_hf_to_gguf
+
+    f16 = convert_hf_to_gguf(tiny_models["tiny"], tmp_path / "tiny.f16.gguf", "f16")
+    out = tmp_path / "out"
+    out.mkdir()
+    monkeypatch.setattr(quantize, "IN_PROCESS_BELOW", 0)  # the tiny file as if it were large
+    monkeypatch.setattr(quantize, "slow_seconds", lambda stage: 0.3)  # the child: 0.3 s more per tensor
+    seen: list[Progress] = []
+    stop = lambda: any(e.done >= 2 for e in seen)  # noqa: E731
+    with reporting(seen.append, cancelled=stop), pytest.raises(Cancelled) as stopped:
+        quantize.quantize_gguf(f16, out / "tiny.q4_0.gguf", "q4_0")
+    done, total = (int(n) for n in stopped.value.message.split(" at ")[1].split(" tensors")[0].split(" of "))
+    assert 2 <= done < total == 21, stopped.value.message  # at the next tensor, not after the file
+    assert stopped.value.message.endswith(
+        ": no partial tiny.q4_0.gguf was left (it is written under a temporary name)"
+    )
+    assert list(out.iterdir()) == []

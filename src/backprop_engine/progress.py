@@ -53,6 +53,11 @@ MIN_INTERVAL = 0.1  # seconds between two events of one stage (the last one alwa
 _SLOW_STAGE, _, _SLOW_SECONDS = os.environ.get("BACKPROP_TEST_SLOW_STAGE", "").partition("=")
 
 
+def slow_seconds(stage: str) -> float:
+    """The test hook's delay for one unit of ``stage`` (0 unless BACKPROP_TEST_SLOW_STAGE names it)."""
+    return float(_SLOW_SECONDS) if stage == _SLOW_STAGE else 0.0
+
+
 @dataclass(frozen=True)
 class Reporter:
     emit: Callable[[Event], None]
@@ -117,8 +122,8 @@ class Tracker:
 
     def advance(self, units: int = 1) -> None:
         """``units`` more are done; raises Cancelled when a stop was asked for."""
-        if self.stage == _SLOW_STAGE:
-            time.sleep(float(_SLOW_SECONDS))
+        if slow_seconds(self.stage):
+            time.sleep(slow_seconds(self.stage))
         self.report(self.done + units)
         self.check()
 
