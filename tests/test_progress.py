@@ -311,3 +311,61 @@ def test_a_stop_ends_llama_cpps_quantize_mid_file_and_leaves_no_partial_gguf(
         ": no partial tiny.q4_0.gguf was left (it is written under a temporary name)"
     )
     assert list(out.iterdir()) == []
+
+
+def _run_stopped_when(condition, tmp_path: Path, **settings) -> tuple[list[Event], Path]:
+    """A tiny run whose control gets a stop once ``condition(events so far)`` holds."""
+    from backprop_engine import Trainer
+
+    events: list[Event] = []
+    trainer = Trainer("tiny", batch_size=4, max_seq_len=64, **settings)
+
+    def watch(event: Event) -> None:
+        events.append(event)
+        if not trainer.control.stop_requested and condition(events):
+            trainer.control.stop()
+
+    trainer.bus.add(watch)
+    run = trainer.train("sample", steps=4, output_dir=tmp_path / "run").run_dir
+    return events, run
+
+
+def test_a_stop_during_the_closing_answers_ends_them_at_the_next_reply_and_keeps_the_adapter(tmp_path):
+    from backprop_engine.events import Comparison, EvalMetrics, RunFinished
+
+    def closing_answers(events) -> bool:
+        final_eval = any(isinstance(e, EvalMetrics) and e.step == 4 for e in events)
+        return final_eval and isinstance(events[-1], Progress) and events[-1].stage == "answer"
+
+    events, run = _run_stopped_when(closing_answers, tmp_path)
+    after_eval = events[next(i for i, e in enumerate(events) if isinstance(e, EvalMetrics) and e.step == 4) :]
+    answered = [e for e in after_eval if isinstance(e, Progress) and e.stage == "answer"]
+    assert [(e.done, e.total) for e in answered] == [(1, 3)]  # stopped before the second reply
+    assert not any(isinstance(e, Comparison) for e in events)
+    finished = [e for e in events if isinstance(e, RunFinished)]
+    assert finished and finished[0].steps == 4 and (run / "adapter" / "adapter_config.json").is_file()
+
+
+def test_a_stop_during_an_evaluation_ends_it_at_the_next_batch_the_checkpoint_is_still_saved(tmp_path):
+    """Stopped in the held-out loss at step 2: no eval result, the step's checkpoint is written whole (it is
+    never cancelled), then the run ends: no third step, no closing evaluation or answers."""
+    from backprop_engine.events import CheckpointSaved, Comparison, EvalMetrics, RunFinished, StepMetrics
+
+    def evaluating_at_step_2(events) -> bool:
+        stepped = any(isinstance(e, StepMetrics) and e.step == 2 for e in events)
+        return stepped and isinstance(events[-1], Progress) and events[-1].stage == "evaluate"
+
+    events, run = _run_stopped_when(
+        evaluating_at_step_2, tmp_path, eval_steps=2, save_steps=2, logging_steps=1
+    )
+    since = events[next(i for i, e in enumerate(events) if isinstance(e, StepMetrics) and e.step == 2) :]
+    scored = [e for e in since if isinstance(e, Progress) and e.stage == "evaluate"]
+    assert len(scored) == 1 and 0 < scored[0].done < scored[0].total  # one batch of several
+    assert not any(isinstance(e, (EvalMetrics, Comparison)) for e in since)
+    assert [e.step for e in since if isinstance(e, CheckpointSaved)] == [2]
+    assert not any(isinstance(e, StepMetrics) and e.step > 2 for e in events)
+    finished = [e for e in events if isinstance(e, RunFinished)]
+    assert finished and finished[0].steps == 2 and finished[0].stopped_early
+    assert (run / "checkpoints" / "step-000002").is_dir() and (
+        run / "adapter" / "adapter_config.json"
+    ).is_file()

@@ -41,12 +41,7 @@ STAGES = {
     "quantize": "tensors",
     "verify": "checks",
 }
-UNSTOPPABLE = (
-    "checkpoint",
-    "save",
-    "evaluate",
-    "answer",
-)  # they run on after a stop, to keep and report the work
+UNSTOPPABLE = ("checkpoint", "save")  # they run on after a stop: they keep the work
 MIN_INTERVAL = 0.1  # seconds between two events of one stage (the last one always goes out)
 # A test hook: "load=0.2" makes every unit of the load stage take 0.2 s more (the app's pilot test watches the
 # bar of a model that loads slowly; its training runs in a process of its own, which inherits the variable).
@@ -110,9 +105,11 @@ class Tracker:
     """One stage's counter: :meth:`advance` per unit, :meth:`finish` at the end (``done == total``).
     ``kept`` finishes the sentence "stopped during STAGE at N of M: …" (what a cancel leaves behind)."""
 
-    def __init__(self, stage: str, total: int = 0, unit: str | None = None, kept: str = "") -> None:
+    def __init__(
+        self, stage: str, total: int = 0, unit: str | None = None, kept: str = "", stoppable: bool = True
+    ) -> None:
         self.stage, self.total, self.unit, self.kept = stage, int(total), unit or STAGES[stage], kept
-        self.cancellable = stage not in UNSTOPPABLE
+        self.cancellable = stoppable and stage not in UNSTOPPABLE
         self.reporter = current()  # the thread that starts the stage says where it reports
         self.done = 0
         self.started = time.monotonic()
@@ -180,9 +177,12 @@ class Tracker:
             self.finish()
 
 
-def track(stage: str, total: int = 0, unit: str | None = None, kept: str = "") -> Tracker:
-    """``with track("tokenize", len(rows), kept="nothing was written") as t: ... t.advance()``"""
-    return Tracker(stage, total, unit, kept)
+def track(
+    stage: str, total: int = 0, unit: str | None = None, kept: str = "", stoppable: bool = True
+) -> Tracker:
+    """``with track("tokenize", len(rows), kept="nothing was written") as t: ... t.advance()``;
+    ``stoppable=False``: a stop never ends this one (e.g. a step all ranks of a process group must finish)."""
+    return Tracker(stage, total, unit, kept, stoppable)
 
 
 def tracked(
