@@ -43,14 +43,15 @@ STAGES = {
 }
 UNSTOPPABLE = ("checkpoint", "save")  # they run on after a stop: they keep the work
 MIN_INTERVAL = 0.1  # seconds between two events of one stage (the last one always goes out)
-# A test hook: "load=0.2" makes every unit of the load stage take 0.2 s more (the app's pilot test watches the
-# bar of a model that loads slowly; its training runs in a process of its own, which inherits the variable).
-_SLOW_STAGE, _, _SLOW_SECONDS = os.environ.get("BACKPROP_TEST_SLOW_STAGE", "").partition("=")
+# A test hook: "load:/tmp/gate" holds the load stage after its first unit until the file /tmp/gate exists
+# (or a stop ends the stage), so that a test sees the stage running without racing it. A run or an export
+# the app starts runs in a process of its own, which inherits the variable.
+_HELD_STAGE, _, _GATE = os.environ.get("BACKPROP_TEST_HOLD", "").partition(":")
 
 
-def slow_seconds(stage: str) -> float:
-    """The test hook's delay for one unit of ``stage`` (0 unless BACKPROP_TEST_SLOW_STAGE names it)."""
-    return float(_SLOW_SECONDS) if stage == _SLOW_STAGE else 0.0
+def held_at(stage: str) -> str:
+    """The gate file the test hook holds ``stage`` on ("" unless BACKPROP_TEST_HOLD names the stage)."""
+    return _GATE if stage == _HELD_STAGE else ""
 
 
 @dataclass(frozen=True)
@@ -119,10 +120,11 @@ class Tracker:
 
     def advance(self, units: int = 1) -> None:
         """``units`` more are done; raises Cancelled when a stop was asked for."""
-        if slow_seconds(self.stage):
-            time.sleep(slow_seconds(self.stage))
         self.report(self.done + units)
         self.check()
+        while held_at(self.stage) and not os.path.exists(_GATE):
+            time.sleep(0.02)
+            self.check()
 
     def report(self, done: int, total: int | None = None) -> None:
         """Set the count (and the total, when it grows as a download discovers files), without a cancel check."""

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..errors import ConfigError, ExportError
 from ..fsutil import atomic_path
-from ..progress import MIN_INTERVAL, Tracker, slow_seconds, track
+from ..progress import MIN_INTERVAL, Tracker, held_at, track
 from ..quantizations import QUANTIZATIONS
 from .quantize_child import quantize as _quantize
 
@@ -105,7 +105,7 @@ IN_PROCESS_BELOW = 128 * 2**20  # bytes of the source GGUF
 
 def _quantize_in_child(source: Path, target: Path, ftype: int, threads: int, log, tensors: Tracker) -> int:
     """llama.cpp's exit status (negative: the signal that ended it), its log in ``log``; a stop kills it."""
-    arguments = [str(source), str(target), str(ftype), str(threads), str(slow_seconds("quantize"))]
+    arguments = [str(source), str(target), str(ftype), str(threads), held_at("quantize")]
     child = subprocess.Popen(
         [sys.executable, str(Path(__file__).with_name("quantize_child.py")), *arguments],
         stdin=subprocess.DEVNULL,

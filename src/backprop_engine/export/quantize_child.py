@@ -1,8 +1,8 @@
 """One llama.cpp quantization in a process of its own, which a stop can end mid-file (llama.cpp's quantize has
 no callback to stop it). quantize.py runs this file by its path, ``python quantize_child.py SOURCE TARGET FTYPE
-THREADS SLOW``, so that it starts in a fraction of a second: it imports llama-cpp-python and nothing of
+THREADS GATE``, so that it starts in a fraction of a second: it imports llama-cpp-python and nothing of
 backprop. llama.cpp's log goes to stderr (a line per tensor, which the parent counts); the exit status is
-llama.cpp's.
+llama.cpp's. GATE: the test hook (progress.py), or "".
 """
 
 from __future__ import annotations
@@ -26,24 +26,22 @@ def quantize(source: Path, target: Path, ftype: int, threads: int) -> int:
     return llama_cpp.llama_model_quantize(str(source).encode(), str(target).encode(), ctypes.byref(params))
 
 
-def main(source: str, target: str, ftype: str, threads: str, slow: str) -> int:
+def main(source: str, target: str, ftype: str, threads: str, gate: str) -> int:
     import llama_cpp
 
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl+C ends llama.cpp at once, not after the file
-    delay = float(slow)  # the test hook: seconds more per tensor
 
     @llama_cpp.llama_log_callback
     def log(level: int, text: bytes, user_data) -> None:
         os.write(2, text)
-        if delay and _TENSOR_LINE.match(text):
-            time.sleep(delay)
+        while gate and _TENSOR_LINE.match(text) and not os.path.exists(gate):  # held after its first tensor
+            time.sleep(0.02)
 
     llama_cpp.llama_log_set(log, ctypes.c_void_p(0))
     return quantize(Path(source), Path(target), int(ftype), int(threads))
 
 
 if __name__ == "__main__":
-    sys.path.remove(
-        str(Path(__file__).resolve().parent)
-    )  # its neighbours (chat.py, ...) are no top-level modules
+    # Python put this file's folder first on the path: its neighbours (chat.py, ...) are not top-level modules.
+    del sys.path[0]
     sys.exit(main(*sys.argv[1:]))
