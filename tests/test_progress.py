@@ -61,6 +61,7 @@ def test_a_tracker_is_throttled_and_always_ends_at_its_total():
     assert_well_formed(stream)
     assert len(stream) <= seconds / MIN_INTERVAL + 2
     assert stream[-1]["done"] == 50_000 and stream[-1]["rate"] > 0
+    assert stream[0]["done"] == 0  # the stage shows as it begins, before its first unit is done
 
 
 def test_without_a_reporter_tracking_emits_nothing_and_never_cancels():

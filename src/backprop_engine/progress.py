@@ -172,6 +172,10 @@ class Tracker:
 
     def __enter__(self) -> Tracker:
         self.check()  # a stop asked for before the stage began
+        # The stage shows at once, before its first unit is done (a reply of a large model can take a minute).
+        if self.reporter is not None:
+            self._last = time.monotonic()
+            self.reporter.emit(self._event(self._last))
         return self
 
     def __exit__(self, kind, *exc) -> None:
