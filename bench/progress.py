@@ -211,6 +211,7 @@ def main() -> None:
     parser.add_argument(
         "--quantize", action="store_true", help="SmolLM2's q4_k_m in this process vs the stoppable child"
     )
+    parser.add_argument("--no-gemma", action="store_true", help="--real without Gemma-3-270M's stage times")
     args = parser.parse_args()
     from backprop_engine.presets import resolve_model
 
@@ -234,7 +235,8 @@ def main() -> None:
                     lora_rank=8,
                 )
             stages("SmolLM2-135M", smollm2_dir(), workdir)
-            stages("Gemma-3-270M", gemma3_dir(), workdir)
+            if not args.no_gemma:
+                stages("Gemma-3-270M", gemma3_dir(), workdir)
         if args.dequantize:
             dequantize("SmolLM2-135M", smollm2_gguf(), workdir)
             dequantize("Gemma-3-270M", gemma3_gguf(), workdir)
