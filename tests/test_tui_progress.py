@@ -26,7 +26,7 @@ async def test_the_train_screen_shows_the_model_loading_then_the_dashboard(tmp_p
         await pilot.press("s")
         bar = train.query_one(StageProgress)
         await wait_for(
-            pilot, lambda: bar.display and bar.text.startswith("load "), timeout=120, what="the load bar"
+            pilot, lambda: bar.display and bar.text.startswith("load 1/21"), timeout=120, what="the load bar"
         )
         assert bar.text.startswith("load 1/21 tensors  5%") and "tensors/s" in bar.text
         assert "step" not in text_of(train.query_one("#stats"))
