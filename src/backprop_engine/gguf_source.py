@@ -57,7 +57,6 @@ def locate(name: str) -> GgufFile:
 
 
 def inspect_gguf(path: Path, label: str | None = None, sha256: str | None = None) -> GgufFile:
-
     label = label or str(path)
     with open(path, "rb") as handle:
         if handle.read(4) != b"GGUF":
