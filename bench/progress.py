@@ -7,9 +7,12 @@
    (``prepare_data(..., use_cache=False)``: every row advances a tracker). Ratios are on/off.
 2. Stages. One short run (a few steps, seq 64) and one q4_k_m export of SmolLM2-135M-Instruct and
    Gemma-3-270M (tests/realweights.py), with the seconds of every stage from its final progress event, and
-   the dequantization of each GGUF into a fresh folder (``--dequantize``: ~25 s and ~75 s).
+   the dequantization of each GGUF into a fresh folder (``--dequantize``: now against before the header was
+   parsed once, and the share of the wait inside a reported stage).
+3. Quantize (``--quantize``): SmolLM2's q4_k_m in this process against the child process a stop can kill.
 
-    HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 PYTHONPATH=src .venv/bin/python bench/progress.py [--repeats 3] [--real] [--no-overhead] [--dequantize]
+    HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 PYTHONPATH=src .venv/bin/python bench/progress.py [--repeats 3] [--real]
+        [--no-overhead] [--dequantize] [--quantize]
 """
 
 from __future__ import annotations
@@ -129,19 +132,63 @@ def stages(label: str, model: Path, workdir: Path, steps: int = 2) -> None:
 
 
 def dequantize(label: str, gguf: Path, workdir: Path) -> None:
+    """Now (one header parse from a plain view, reported as the metadata stage) against before (transformers'
+    three parses through gguf's memmap reader, gguf_source._read_once switched off), in this one process
+    after the imports; the share of the wall time inside a reported stage, from each stage's final event."""
+    from contextlib import nullcontext
+
+    from backprop_engine import gguf_source
     from backprop_engine.events import Progress
-    from backprop_engine.gguf_source import dequantized_folder, inspect_gguf
+    from backprop_engine.modeling import quiet_transformers
     from backprop_engine.progress import reporting
 
-    events = []
-    started = time.perf_counter()
-    with reporting(events.append):
-        dequantized_folder(inspect_gguf(gguf), cache_root=workdir / f"{label}-dequantized")
-    seconds = time.perf_counter() - started
-    done = [e for e in events if isinstance(e, Progress) and e.finished]
+    quiet_transformers()
+    import transformers  # noqa: F401 - imported before the clock starts, as a run has it by then
+
+    source = gguf_source.inspect_gguf(gguf)
+    results = {}
+    for how in ("now", "before"):
+        events: list = []
+        saved = gguf_source._read_once
+        if how == "before":
+            gguf_source._read_once = lambda path: nullcontext()
+        started, cpu = time.perf_counter(), time.process_time()
+        try:
+            with reporting(events.append):
+                gguf_source.dequantized_folder(source, cache_root=workdir / f"{label}-{how}")
+        finally:
+            gguf_source._read_once = saved
+        wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+        done = [e for e in events if isinstance(e, Progress) and e.finished]
+        covered = sum(e.seconds for e in done)
+        results[how] = wall
+        print(
+            f"{label} dequantize, {how}: {wall:.1f} s wall, {cpu:.1f} s CPU, {covered / wall:.0%} inside a stage; "
+            + ", ".join(f"{e.stage} {e.seconds:.1f} s ({e.total:,} {e.unit})" for e in done),
+            flush=True,
+        )
+    print(f"{label} dequantize now / before: {results['now'] / results['before']:.3f} (wall)", flush=True)
+
+
+def quantize_child(label: str, model: Path, workdir: Path, repeats: int) -> None:
+    """q4_k_m from the same f16 GGUF in this process and in the stoppable child process, alternating."""
+    from backprop_engine.export import quantize
+    from backprop_engine.export.gguf_writer import convert_hf_to_gguf
+
+    f16 = convert_hf_to_gguf(model, workdir / f"{label}.f16.gguf", "f16")
+    times: dict[str, list[float]] = {"in process": [], "child": []}
+    saved = quantize.IN_PROCESS_BELOW
+    for _ in range(repeats):
+        for how in times:
+            quantize.IN_PROCESS_BELOW = 2**62 if how == "in process" else 0
+            started = time.perf_counter()
+            quantize.quantize_gguf(f16, workdir / f"{label}.{len(times[how])}.q4_k_m.gguf", "q4_k_m")
+            times[how].append(time.perf_counter() - started)
+    quantize.IN_PROCESS_BELOW = saved
+    inside, child = statistics.median(times["in process"]), statistics.median(times["child"])
     print(
-        f"{label} dequantize: {seconds:.0f} s in all; "
-        + ", ".join(f"{e.stage} {e.seconds:.1f} s ({e.total:,} {e.unit})" for e in done),
+        f"{label} quantize q4_k_m ({f16.stat().st_size / 2**20:.0f} MB f16): in process {inside:.2f} s / "
+        f"child process {child:.2f} s = {child / inside:.3f} (median of {repeats})",
         flush=True,
     )
 
@@ -161,6 +208,10 @@ def main() -> None:
     parser.add_argument(
         "--dequantize", action="store_true", help="time each GGUF's dequantization into a fresh folder"
     )
+    parser.add_argument(
+        "--quantize", action="store_true", help="SmolLM2's q4_k_m in this process vs the stoppable child"
+    )
+    parser.add_argument("--no-gemma", action="store_true", help="--real without Gemma-3-270M's stage times")
     args = parser.parse_args()
     from backprop_engine.presets import resolve_model
 
@@ -169,7 +220,7 @@ def main() -> None:
         if not args.no_overhead:
             tokenize_overhead(resolve_model("tiny").path, args.repeats, workdir)
             overhead("tiny", "tiny", args.steps, args.repeats, workdir)
-        if args.real or args.dequantize:
+        if args.real or args.dequantize or args.quantize:
             from tests.realweights import gemma3_dir, gemma3_gguf, smollm2_dir, smollm2_gguf
         if args.real:
             if not args.no_overhead:
@@ -184,10 +235,13 @@ def main() -> None:
                     lora_rank=8,
                 )
             stages("SmolLM2-135M", smollm2_dir(), workdir)
-            stages("Gemma-3-270M", gemma3_dir(), workdir)
+            if not args.no_gemma:
+                stages("Gemma-3-270M", gemma3_dir(), workdir)
         if args.dequantize:
             dequantize("SmolLM2-135M", smollm2_gguf(), workdir)
             dequantize("Gemma-3-270M", gemma3_gguf(), workdir)
+        if args.quantize:
+            quantize_child("SmolLM2-135M", smollm2_dir(), workdir, args.repeats)
     print(json.dumps({"machine": "2 shared cores, no GPU (other agents at work: noisy)"}))
 
 

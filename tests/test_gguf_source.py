@@ -54,20 +54,26 @@ def ollama_store(root: Path, gguf_file: Path, name: str = "tinyllm", tag: str = 
 
 
 def test_a_gguf_is_dequantized_once_into_a_folder_that_tokenizes_like_the_original(
-    tiny_models, tiny_gguf, tmp_path
+    tiny_models, tiny_gguf, tmp_path, monkeypatch
 ):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source = locate(str(tiny_gguf))
     assert (source.architecture, source.file_type) == ("llama", "Q8_0")
-    events = []
-    with reporting(events.append):  # the loader's own per-tensor loop reports the stage
+    events, parses = [], []
+    parse = gguf.GGUFReader.__init__
+    monkeypatch.setattr(gguf.GGUFReader, "__init__", lambda *a, **k: (parses.append(a[1]), parse(*a, **k)))
+    with reporting(events.append):  # the header parse and the loader's own per-tensor loop report stages
         folder, reused = dequantized_folder(source, tmp_path)
+    monkeypatch.undo()
     assert not reused and folder.name == file_sha256(tiny_gguf)[:24]
+    assert len(parses) == 1, "transformers' three reads of the header (config, tokenizer, weights) share one"
+    reader = gguf.GGUFReader(tiny_gguf)
     dequantized = [e for e in events if getattr(e, "stage", "") == "dequantize"]
-    assert dequantized and dequantized[-1].done == dequantized[-1].total == len(
-        gguf.GGUFReader(tiny_gguf).tensors
-    )
+    assert dequantized and dequantized[-1].done == dequantized[-1].total == len(reader.tensors)
+    header = [e for e in events if getattr(e, "stage", "") == "metadata"]
+    entries = sum(len(f.data) for f in reader.fields.values() if f.types[0] == gguf.GGUFValueType.ARRAY)
+    assert header[-1].done == header[-1].total == entries  # every entry of the vocabulary, scores, merges
     assert dequantized_folder(source, tmp_path) == (folder, True)
     original, restored = (
         AutoTokenizer.from_pretrained(tiny_models["tiny"]),

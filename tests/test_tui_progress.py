@@ -15,9 +15,8 @@ from .tui_helpers import make_app, text_of, wait_for, write_settings
 
 
 async def test_the_train_screen_shows_the_model_loading_then_the_dashboard(tmp_path, monkeypatch):
-    monkeypatch.setenv(
-        "BACKPROP_TEST_SLOW_STAGE", "load=0.15"
-    )  # the detached run inherits it: ~3 s of loading
+    gate = tmp_path / "loaded"
+    monkeypatch.setenv("BACKPROP_TEST_HOLD", f"load:{gate}")  # the detached run holds after its first tensor
     app = make_app(write_settings(tmp_path / "home"))
     async with app.run_test(size=(100, 32)) as pilot:
         await pilot.press("3")
@@ -27,14 +26,14 @@ async def test_the_train_screen_shows_the_model_loading_then_the_dashboard(tmp_p
         await pilot.press("s")
         bar = train.query_one(StageProgress)
         await wait_for(
-            pilot, lambda: bar.display and bar.text.startswith("load "), timeout=120, what="the load bar"
+            pilot, lambda: bar.display and bar.text.startswith("load 1/21"), timeout=120, what="the load bar"
         )
-        assert "/21 tensors" in bar.text and "tensors/s" in bar.text
+        assert bar.text.startswith("load 1/21 tensors  5%") and "tensors/s" in bar.text
         assert "step" not in text_of(train.query_one("#stats"))
+        gate.touch()
         await wait_for(
             pilot, lambda: "step" in text_of(train.query_one("#stats")), timeout=120, what="the first step"
         )
-        assert not bar.display
         assert "✓ load 21/21 tensors done in" in log_text(train, "#event-log")
         assert "✓ probe 3/3 passes done in" in log_text(train, "#event-log")
         await wait_for(
@@ -43,16 +42,17 @@ async def test_the_train_screen_shows_the_model_loading_then_the_dashboard(tmp_p
             timeout=120,
             what="the end of the run",
         )
+        assert not bar.display
 
 
 async def test_stop_while_tokenizing_goes_through_the_channel_and_keeps_nothing(tmp_path, monkeypatch):
-    monkeypatch.setenv("BACKPROP_TEST_SLOW_STAGE", "tokenize=0.05")
+    monkeypatch.setenv("BACKPROP_TEST_HOLD", f"tokenize:{tmp_path / 'never'}")  # held after its first row
     rows = tmp_path / "rows.jsonl"
     message = {"role": "assistant", "content": "Orange, matey."}
     rows.write_text(
         "".join(
             json.dumps({"messages": [{"role": "user", "content": f"Row {i}?"}, message]}) + "\n"
-            for i in range(400)
+            for i in range(40)
         )
     )
     settings = write_settings(tmp_path / "home")
@@ -79,5 +79,5 @@ async def test_stop_while_tokenizing_goes_through_the_channel_and_keeps_nothing(
         await wait_for(
             pilot, lambda: "stopped during tokenize" in text_of(error), timeout=60, what="the stop"
         )
-        assert "of 400 rows: nothing was kept" in text_of(error)
+        assert "stopped during tokenize at 1 of 40 rows: nothing was kept" in text_of(error)
         assert not run.exists()

@@ -563,7 +563,9 @@ def train_headless(trainer, start) -> int:
     _say(str(result.run_dir))
     if interrupted:
         _say(
-            f"interrupted: checkpoint saved; continue with `backprop train --resume {result.run_dir}`",
+            f"interrupted: checkpoint saved; continue with `backprop train --resume {result.run_dir}`"
+            if result.steps
+            else "interrupted before the first step: nothing was trained (no checkpoint to resume from)",
             sys.stderr,
         )
         return 130

@@ -121,13 +121,15 @@ def greedy_replies(
     model.eval()
     replies = []
     with torch.no_grad(), model.disable_adapter() if base else nullcontext():
-        for prompt in tracked("answer", prompts):
-            ids = torch.tensor([prompt.ids], device=device)
-            out = model.generate(
-                input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=settings
-            )
-            replies.append(tokenizer.decode(out[0, len(prompt.ids) :], skip_special_tokens=True).strip())
-    model.train(was_training)
+        try:
+            for prompt in tracked("answer", prompts):  # a stop ends it before the next reply
+                ids = torch.tensor([prompt.ids], device=device)
+                out = model.generate(
+                    input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=settings
+                )
+                replies.append(tokenizer.decode(out[0, len(prompt.ids) :], skip_special_tokens=True).strip())
+        finally:
+            model.train(was_training)
     return replies
 
 

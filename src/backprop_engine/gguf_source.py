@@ -8,6 +8,7 @@ like any other model folder.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import os
@@ -56,14 +57,12 @@ def locate(name: str) -> GgufFile:
 
 
 def inspect_gguf(path: Path, label: str | None = None, sha256: str | None = None) -> GgufFile:
-    import gguf
-
     label = label or str(path)
     with open(path, "rb") as handle:
         if handle.read(4) != b"GGUF":
             raise ModelError(f"{label}: not a GGUF file (no GGUF magic number)", "pass a .gguf model file")
     try:
-        reader = gguf.GGUFReader(path)
+        reader = read_gguf(path)
         arch = _field(reader, "general.architecture")
         file_type = _field(reader, "general.file_type")
         end = max((t.data_offset + t.n_bytes for t in reader.tensors), default=0)
@@ -82,6 +81,78 @@ def inspect_gguf(path: Path, label: str | None = None, sha256: str | None = None
             f"supported: {', '.join(SUPPORTED_ARCHITECTURES)}",
         )
     return GgufFile(Path(path), arch, _file_type_name(file_type), sha256)
+
+
+def read_gguf(path: Path):
+    """The gguf package's reader of ``path``, parsing its header ~4x faster (see :func:`_fast_reader`)."""
+    return _fast_reader()(path)
+
+
+@functools.cache
+def _fast_reader():
+    import gguf
+    import numpy as np
+
+    from .progress import track
+
+    array = int(gguf.GGUFValueType.ARRAY)
+
+    class FastReader(gguf.GGUFReader):
+        """Slices a plain view of the mapped file: np.memmap's bookkeeping on each of the millions of slices
+        the header parse takes (a 262k-token vocabulary, its scores and types) is most of its time. Reports
+        the ``metadata`` stage: the entries of the header's arrays, their total growing as each array is met."""
+
+        def __init__(self, path, mode="r") -> None:
+            self._depth, self._step = 0, 0
+            with track("metadata", kept="nothing was written") as self._tracker:
+                super().__init__(path, mode)
+
+        @property
+        def data(self):
+            return self._plain
+
+        @data.setter
+        def data(self, mapped) -> None:
+            self._plain = mapped.view(np.ndarray)
+
+        def _get_field_parts(self, orig_offs: int, raw_type: int):
+            if self._depth:  # one entry of an array
+                self._step += 1
+                if self._step == 4096:  # the tracker's own throttle costs more than a header entry
+                    self._step = 0
+                    self._tracker.advance(4096)
+            if raw_type != array:
+                return super()._get_field_parts(orig_offs, raw_type)
+            length = int(self._get(orig_offs + 4, np.uint64)[0])
+            self._tracker.report(self._tracker.done, self._tracker.total + length)
+            self._depth += 1
+            try:
+                return super()._get_field_parts(orig_offs, raw_type)
+            finally:
+                self._depth -= 1
+
+    return FastReader
+
+
+@contextlib.contextmanager
+def _read_once(path: Path):
+    """transformers' GGUF loader parses the file's header three times (config, tokenizer, weights) and builds
+    gguf's tensor-name map once per module: meanwhile, one reader of ``path`` and one map per layout serve all."""
+    import gguf
+
+    shared, where = read_gguf(path), path.resolve()
+    original = gguf.GGUFReader, gguf.get_tensor_name_map
+
+    def reader(file, *args, **kwargs):
+        if Path(file).resolve() == where and not args and not kwargs:
+            return shared
+        return original[0](file, *args, **kwargs)
+
+    gguf.GGUFReader, gguf.get_tensor_name_map = reader, functools.cache(original[1])
+    try:
+        yield
+    finally:
+        gguf.GGUFReader, gguf.get_tensor_name_map = original
 
 
 def _file_type_name(file_type: int | None) -> str:
@@ -195,6 +266,7 @@ def _dequantize(path: Path, out_dir: Path) -> None:
 
     try:
         with (
+            _read_once(path),
             contextlib.redirect_stderr(io.StringIO()),
             library_loop("transformers.modeling_gguf_pytorch_utils", "dequantize", _NOTHING_KEPT),
         ):

@@ -26,6 +26,7 @@ from .events import Event, Progress
 # Every stage a run or an export can wait in, in the order they come, with the unit each counts.
 STAGES = {
     "download": "B",
+    "metadata": "entries",  # a GGUF's header: its vocabulary, scores, merges
     "dequantize": "tensors",
     "read": "rows",
     "tokenize": "rows",
@@ -40,16 +41,17 @@ STAGES = {
     "quantize": "tensors",
     "verify": "checks",
 }
-UNSTOPPABLE = (
-    "checkpoint",
-    "save",
-    "evaluate",
-    "answer",
-)  # they run on after a stop, to keep and report the work
+UNSTOPPABLE = ("checkpoint", "save")  # they run on after a stop: they keep the work
 MIN_INTERVAL = 0.1  # seconds between two events of one stage (the last one always goes out)
-# A test hook: "load=0.2" makes every unit of the load stage take 0.2 s more (the app's pilot test watches the
-# bar of a model that loads slowly; its training runs in a process of its own, which inherits the variable).
-_SLOW_STAGE, _, _SLOW_SECONDS = os.environ.get("BACKPROP_TEST_SLOW_STAGE", "").partition("=")
+# A test hook: "load:/tmp/gate" holds the load stage after its first unit until the file /tmp/gate exists
+# (or a stop ends the stage), so that a test sees the stage running without racing it. A run or an export
+# the app starts runs in a process of its own, which inherits the variable.
+_HELD_STAGE, _, _GATE = os.environ.get("BACKPROP_TEST_HOLD", "").partition(":")
+
+
+def held_at(stage: str) -> str:
+    """The gate file the test hook holds ``stage`` on ("" unless BACKPROP_TEST_HOLD names the stage)."""
+    return _GATE if stage == _HELD_STAGE else ""
 
 
 @dataclass(frozen=True)
@@ -104,9 +106,11 @@ class Tracker:
     """One stage's counter: :meth:`advance` per unit, :meth:`finish` at the end (``done == total``).
     ``kept`` finishes the sentence "stopped during STAGE at N of M: …" (what a cancel leaves behind)."""
 
-    def __init__(self, stage: str, total: int = 0, unit: str | None = None, kept: str = "") -> None:
+    def __init__(
+        self, stage: str, total: int = 0, unit: str | None = None, kept: str = "", stoppable: bool = True
+    ) -> None:
         self.stage, self.total, self.unit, self.kept = stage, int(total), unit or STAGES[stage], kept
-        self.cancellable = stage not in UNSTOPPABLE
+        self.cancellable = stoppable and stage not in UNSTOPPABLE
         self.reporter = current()  # the thread that starts the stage says where it reports
         self.done = 0
         self.started = time.monotonic()
@@ -116,10 +120,18 @@ class Tracker:
 
     def advance(self, units: int = 1) -> None:
         """``units`` more are done; raises Cancelled when a stop was asked for."""
-        if self.stage == _SLOW_STAGE:
-            time.sleep(float(_SLOW_SECONDS))
         self.report(self.done + units)
         self.check()
+        if held_at(self.stage) and not os.path.exists(_GATE):
+            self._hold()
+
+    def _hold(self) -> None:
+        """The test hook: the count so far goes out (past the throttle), then the stage waits for the gate."""
+        if self.reporter is not None:
+            self.reporter.emit(self._event(time.monotonic()))
+        while not os.path.exists(_GATE):
+            time.sleep(0.02)
+            self.check()
 
     def report(self, done: int, total: int | None = None) -> None:
         """Set the count (and the total, when it grows as a download discovers files), without a cancel check."""
@@ -167,6 +179,10 @@ class Tracker:
 
     def __enter__(self) -> Tracker:
         self.check()  # a stop asked for before the stage began
+        # The stage shows at once, before its first unit is done (a reply of a large model can take a minute).
+        if self.reporter is not None:
+            self._last = time.monotonic()
+            self.reporter.emit(self._event(self._last))
         return self
 
     def __exit__(self, kind, *exc) -> None:
@@ -174,9 +190,12 @@ class Tracker:
             self.finish()
 
 
-def track(stage: str, total: int = 0, unit: str | None = None, kept: str = "") -> Tracker:
-    """``with track("tokenize", len(rows), kept="nothing was written") as t: ... t.advance()``"""
-    return Tracker(stage, total, unit, kept)
+def track(
+    stage: str, total: int = 0, unit: str | None = None, kept: str = "", stoppable: bool = True
+) -> Tracker:
+    """``with track("tokenize", len(rows), kept="nothing was written") as t: ... t.advance()``;
+    ``stoppable=False``: a stop never ends this one (e.g. a step all ranks of a process group must finish)."""
+    return Tracker(stage, total, unit, kept, stoppable)
 
 
 def tracked(

@@ -96,12 +96,19 @@ class Trainer:
             self.run = self.dist.main_only(lambda: self._create_run(output_dir, model))
             return self._execute(model, prepared, planned=plan.event())
 
-    def _reporting(self, kept: str):
-        """Progress of the long stages (progress.py) goes to the run's events; a stop ends the running one."""
+    @contextlib.contextmanager
+    def _reporting(self, kept: str) -> Iterator[None]:
+        """Progress of the long stages (progress.py) goes to the run's events; a stop ends the running one,
+        and only that one: the next run or export of this trainer starts unstopped."""
         from .progress import reporting
 
         bus = self.bus if self.dist.is_main else EventBus()
-        return reporting(bus.emit, lambda: self.control.stop_requested, kept)
+        try:
+            with reporting(bus.emit, lambda: self.control.stop_requested, kept):
+                yield
+        finally:
+            if self.control.stop_requested:
+                self.control = TrainingControl()
 
     @contextlib.contextmanager
     def _held_from_start(self, output_dir) -> Iterator[None]:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import re
+import subprocess
 import sys
 import tempfile
 import threading
@@ -17,8 +17,9 @@ from pathlib import Path
 
 from ..errors import ConfigError, ExportError
 from ..fsutil import atomic_path
-from ..progress import MIN_INTERVAL, Tracker, track
+from ..progress import MIN_INTERVAL, Tracker, held_at, track
 from ..quantizations import QUANTIZATIONS
+from .quantize_child import quantize as _quantize
 
 # llama.cpp's log line for a tensor it cannot give the requested type (k-quants need rows divisible by 256).
 _FALLBACK = re.compile(
@@ -59,9 +60,9 @@ def fallback_summary(quantization: str, fallbacks: list[Fallback], target: Path)
     of 256; quality is close to q5_0`` (each tensor is in the report)."""
     if not fallbacks:
         return None
-    from gguf import GGUFReader
+    from ..gguf_source import read_gguf
 
-    matrices = sum(len(t.shape) > 1 for t in GGUFReader(target).tensors)
+    matrices = sum(len(t.shape) > 1 for t in read_gguf(target).tensors)
     used = Counter(f.used for f in fallbacks)
     widths = ", ".join(str(c) for c in sorted({f.columns for f in fallbacks}))
     blocks = "/".join(str(b) for b in sorted({f.block for f in fallbacks}))
@@ -74,27 +75,57 @@ def fallback_summary(quantization: str, fallbacks: list[Fallback], target: Path)
 def quantize_gguf(source: Path, target: Path, quantization: str, threads: int = 0) -> list[Fallback]:
     """Quantize an f16/f32 GGUF into ``target`` (written atomically); returns the tensors that llama.cpp had to
     quantize to another type than asked for."""
-    import llama_cpp
-
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = file_type_id(quantization)
-    params.nthread = threads
-    with (
-        atomic_path(Path(target)) as tmp,
-        _captured_stderr() as log,
-        _tensor_progress(log, Path(target)) as tensors,
-    ):
-        status = llama_cpp.llama_model_quantize(str(source).encode(), str(tmp).encode(), ctypes.byref(params))
-        tensors.check()  # llama.cpp cannot be stopped mid-file: a stop asked for meanwhile drops the file now
+    ftype = file_type_id(quantization)
+    source, target = Path(source), Path(target)
+    with atomic_path(target) as tmp, tempfile.TemporaryFile() as file:
+        log = _Log(file)
+        with _tensor_progress(log, target) as tensors:
+            if source.stat().st_size < IN_PROCESS_BELOW:
+                with _captured_stderr(file):
+                    status = _quantize(source, tmp, ftype, threads)
+                tensors.check()  # llama.cpp cannot be stopped mid-file: a stop asked for meanwhile drops it now
+            else:
+                status = _quantize_in_child(source, tmp, ftype, threads, file, tensors)
         if status != 0:
+            how = f"status {status}" if status > 0 else f"killed by signal {-status}"
             raise ExportError(
-                f"llama.cpp failed to quantize {source.name} to {quantization} (status {status})",
+                f"llama.cpp failed to quantize {source.name} to {quantization} ({how})",
                 "; ".join(log.read().splitlines()[-3:]) or None,
             )
         return [
             Fallback(m["tensor"], m["wanted"], m["used"], int(m["cols"]), int(m["block"]))
             for m in _FALLBACK.finditer(log.read())
         ]
+
+
+# llama.cpp's quantize has no progress callback and no way to stop it: a larger file is quantized in a child
+# process that a stop ends at once. A smaller one takes about a second, less than starting that process.
+IN_PROCESS_BELOW = 128 * 2**20  # bytes of the source GGUF
+
+
+def _quantize_in_child(source: Path, target: Path, ftype: int, threads: int, log, tensors: Tracker) -> int:
+    """llama.cpp's exit status (negative: the signal that ended it), its log in ``log``; a stop kills it."""
+    arguments = [str(source), str(target), str(ftype), str(threads), held_at("quantize")]
+    child = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("quantize_child.py")), *arguments],
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=log,
+        close_fds=True,
+    )
+    try:
+        while True:
+            try:
+                status = child.wait(MIN_INTERVAL)
+            except subprocess.TimeoutExpired:
+                tensors.check()
+                continue
+            tensors.check()  # a Ctrl+C ends the child too: the stop is the parent's to report
+            return status
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
 
 
 class _Log:
@@ -145,22 +176,21 @@ def _tensor_progress(log: _Log, target: Path) -> Iterator[Tracker]:
 
 
 @contextlib.contextmanager
-def _captured_stderr() -> Iterator[_Log]:
+def _captured_stderr(file) -> Iterator[None]:
     """llama.cpp logs to file descriptor 2 from C, or through llama-cpp-python's log callback to ``sys.stderr``
-    (filtered by its logger's level); keep all of it out of our output and hand it to the caller."""
+    (filtered by its logger's level); all of it goes to ``file``, none to our output."""
     callback_logger = logging.getLogger("llama-cpp-python")
     saved_level, saved_stream = callback_logger.level, sys.stderr
-    with tempfile.TemporaryFile() as file:
+    sys.stderr.flush()
+    saved = os.dup(2)
+    os.dup2(file.fileno(), 2)
+    sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115 - restored below
+    callback_logger.setLevel(logging.DEBUG)
+    try:
+        yield
+    finally:
         sys.stderr.flush()
-        saved = os.dup(2)
-        os.dup2(file.fileno(), 2)
-        sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115 - restored below
-        callback_logger.setLevel(logging.DEBUG)
-        try:
-            yield _Log(file)
-        finally:
-            sys.stderr.flush()
-            sys.stderr = saved_stream
-            callback_logger.setLevel(saved_level)
-            os.dup2(saved, 2)
-            os.close(saved)
+        sys.stderr = saved_stream
+        callback_logger.setLevel(saved_level)
+        os.dup2(saved, 2)
+        os.close(saved)

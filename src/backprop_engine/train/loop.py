@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import shutil
@@ -15,7 +16,7 @@ from ..data import DataReport, DataSpec, PreparedData, load_chat_tokenizer, prep
 from ..data.packing import pack, packed_groups
 from ..data.pairs import chats
 from ..data.tokenize import IGNORE_INDEX, TokenizedExample
-from ..errors import TrainingError
+from ..errors import Cancelled, TrainingError
 from ..events import (
     CheckpointSaved,
     DataPrepared,
@@ -154,12 +155,15 @@ def run_training(
     early_stopping = EarlyStopping(config.early_stopping_patience, config.early_stopping_min_delta)
     guard = DivergenceGuard(config.max_nonfinite_steps, config.loss_spike_factor, config.learning_rate, bus)
     check = _learning_check(config, peft_model, tokenizer, eval_examples, examples, bus, dist, compare)
+    # A stop during an evaluation or the answers ends them at their next batch or reply (Cancelled, left
+    # out here): the run then stops as between two steps, keeping its checkpoint and adapter.
     if compare:
-        check.start(
-            evaluate(peft_model, eval_examples, config.batch_size, tokenizer.pad_token_id, device, dist)
-            if eval_examples
-            else None
-        )
+        with contextlib.suppress(Cancelled):
+            check.start(
+                evaluate(peft_model, eval_examples, config.batch_size, tokenizer.pad_token_id, device, dist)
+                if eval_examples
+                else None
+            )
 
     peft_model.train()
     stepping = dist.wrap(peft_model, device)  # DDP across ranks, else the model itself
@@ -222,30 +226,43 @@ def run_training(
             )
             if rewards is not None:
                 bus.emit(RewardMetrics(step=step, split="train", **rewards))
-        check.sample(step)
+        with contextlib.suppress(Cancelled):
+            check.sample(step)
         if eval_examples and config.eval_steps and step % config.eval_steps == 0 and step != config.steps:
-            eval_loss = _emit_eval(
-                peft_model, eval_examples, config, tokenizer.pad_token_id, device, step, bus, dist, objective
-            )
-            if early_stopping.should_stop(eval_loss, step, bus):
-                break
+            with contextlib.suppress(Cancelled):
+                eval_loss = _emit_eval(
+                    peft_model,
+                    eval_examples,
+                    config,
+                    tokenizer.pad_token_id,
+                    device,
+                    step,
+                    bus,
+                    dist,
+                    objective,
+                )
+                if early_stopping.should_stop(eval_loss, step, bus):
+                    break
         if step in checkpoint_steps or control.take_checkpoint_request():
             checkpoints.save(step, LoopState(step, tokens, first_loss, micro.parts))
     if 0 < step < config.steps:  # stopped early: whatever stopped it, the run can continue from here
         checkpoints.save(step, LoopState(step, tokens, first_loss, micro.parts))
     seconds = time.perf_counter() - started - paused_seconds
     if eval_examples:
-        eval_loss = _emit_eval(
-            peft_model, eval_examples, config, tokenizer.pad_token_id, device, step, bus, dist, objective
-        )
-    if (
-        compare and objective.pairs and eval_examples
-    ):  # the comparison's held-out loss is the chosen replies' (as the base's)
-        check.finish(
-            step, evaluate(peft_model, eval_examples, config.batch_size, tokenizer.pad_token_id, device, dist)
-        )
-    else:
-        check.finish(step, eval_loss)
+        with contextlib.suppress(Cancelled):  # after a stop: not begun
+            eval_loss = _emit_eval(
+                peft_model, eval_examples, config, tokenizer.pad_token_id, device, step, bus, dist, objective
+            )
+    with contextlib.suppress(Cancelled):
+        if (
+            compare and objective.pairs and eval_examples
+        ):  # the comparison's held-out loss is the chosen replies' (as the base's)
+            check.finish(
+                step,
+                evaluate(peft_model, eval_examples, config.batch_size, tokenizer.pad_token_id, device, dist),
+            )
+        else:
+            check.finish(step, eval_loss)
     adapter = dist.main_only(lambda: _save_trained(built, run, tokenizer))
     dist.report(bus)
     stopped = step < config.steps
@@ -642,24 +659,28 @@ def evaluate(
     import torch
 
     was_training = model.training
-    model.eval()
     total, count, start = 0.0, 0, 0
     examples = dist.shard(chats(examples))
-    with torch.no_grad(), track("evaluate", len(examples)) as scored:
-        while start < len(examples):
-            batch = collate(examples[start : start + batch_size], pad_id, device, packed=False)
-            try:
-                total += summed_loss(model, batch).item()
-            except torch.OutOfMemoryError:
-                if batch_size == 1:
-                    raise _out_of_memory_at_one_row() from None
-                _free_memory()
-                batch_size //= 2
-                continue
-            count += int((batch.labels[:, 1:] != IGNORE_INDEX).sum())
-            start += batch_size
-            scored.report(min(start, len(examples)))
-    model.train(was_training)
+    # A stop ends it at its next batch, but not across ranks: each must reach the sums' all-reduce.
+    with torch.no_grad(), track("evaluate", len(examples), stoppable=not dist.enabled) as scored:
+        model.eval()
+        try:
+            while start < len(examples):
+                batch = collate(examples[start : start + batch_size], pad_id, device, packed=False)
+                try:
+                    total += summed_loss(model, batch).item()
+                except torch.OutOfMemoryError:
+                    if batch_size == 1:
+                        raise _out_of_memory_at_one_row() from None
+                    _free_memory()
+                    batch_size //= 2
+                    continue
+                count += int((batch.labels[:, 1:] != IGNORE_INDEX).sum())
+                start += batch_size
+                scored.report(min(start, len(examples)))
+                scored.check()
+        finally:
+            model.train(was_training)
     return dist.total(total) / max(dist.total(count), 1)
 
 

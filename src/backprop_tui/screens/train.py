@@ -442,7 +442,7 @@ class TrainScreen(Screen):
             if finished:
                 self._log(f"[dim]✓ {escape(finished)}[/dim]")
             return
-        if isinstance(event, StepMetrics):
+        if isinstance(event, (StepMetrics, RunFinished, RunFailed)):  # or a stage a stop ended midway
             self.query_one(StageProgress).hide()
         if isinstance(event, RunStarted):
             self.total_steps = event.total_steps
