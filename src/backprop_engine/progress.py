@@ -126,10 +126,12 @@ class Tracker:
             self._hold()
 
     def _hold(self) -> None:
-        """The test hook: the count so far goes out (past the throttle), then the stage waits for the gate."""
+        """The test hook: the count so far goes out (past the throttle), then the stage waits for the gate (at
+        most ten minutes: the process of a test that died without opening it ends by itself)."""
         if self.reporter is not None:
             self.reporter.emit(self._event(time.monotonic()))
-        while not os.path.exists(_GATE):
+        deadline = time.monotonic() + 600
+        while not os.path.exists(_GATE) and time.monotonic() < deadline:
             time.sleep(0.02)
             self.check()
 
