@@ -105,7 +105,7 @@ def test_the_reference_is_the_base_with_the_adapter_off_for_every_method(tiny_mo
     torch.manual_seed(0)
     model = lora_model(load_base_model(tiny_models["tiny"], four_bit=four_bit), TrainConfig(method=method))
     with torch.no_grad():
-        for name, param in model.named_parameters():
+        for param in model.parameters():
             if param.requires_grad:  # lora_A, lora_B and DoRA's lora_magnitude_vector
                 param.add_(torch.randn_like(param) * 0.05)
     model.eval()
@@ -256,6 +256,9 @@ def test_dpo_resume_is_exact(tmp_path):
 
 def test_full_fine_tuning_dpo_precomputes_its_reference_from_the_starting_weights(tmp_path):
     data = write_pairs(tmp_path / "pairs.jsonl", 8)
+    planned = {c.name: c for c in Trainer("tiny", objective="dpo", method="full").plan(data).choices}
+    assert planned["dpo_reference"].value == "starting weights, precomputed"
+    assert "so no second copy of the model is held" in planned["dpo_reference"].reason
     result = Trainer("tiny", objective="dpo", method="full", batch_size=4, compare_count=0).train(
         data, steps=2, output_dir=tmp_path / "run"
     )
@@ -266,6 +269,7 @@ def test_full_fine_tuning_dpo_precomputes_its_reference_from_the_starting_weight
         Trainer("tiny", objective="dpo", method="full", precompute_reference="off", compare_count=0).train(
             data, steps=1, output_dir=tmp_path / "off"
         )
+    assert not (tmp_path / "off").exists()  # the plan refuses it before any run directory
 
 
 def test_bad_pairs_are_named_by_file_and_row(tmp_path, capsys, tiny_models):
