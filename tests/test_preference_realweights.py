@@ -1,6 +1,7 @@
-"""DPO on a real pretrained model (tests/realweights.py): SmolLM2-135M-Instruct, 10 of our pirate pairs (≤ 60
-tokens a side), 3 steps of 2 pairs. The held-out reward margin moves from 0 (the policy is the base) towards the
-chosen replies, and the DPO adapter, a LoRA adapter like any other, exports to a GGUF that llama.cpp verifies."""
+"""DPO on a real pretrained model (tests/realweights.py): SmolLM2-135M-Instruct, 8 of our pirate pairs (≤ 60
+tokens a side), 3 steps of 2 pairs. The reward margin grows from 0 (the policy is the base) towards the chosen
+replies, and the DPO adapter, a LoRA adapter like any other, exports to a GGUF that llama.cpp verifies.
+Held-out rewards: test_preference.py (tiny); nothing is held out here, to keep the test short."""
 
 from __future__ import annotations
 
@@ -26,18 +27,22 @@ def test_smollm2_dpo_moves_the_margin_towards_the_chosen_replies_and_exports(smo
         max_seq_len=64,
         lora_rank=8,
         learning_rate=5e-4,  # the plan's 2e-5 for DPO needs more than a CI test's few steps to show
-        eval_split=4,
+        logging_steps=1,
+        eval_split=0,
         compare_count=0,
     )
-    trainer.train(write_pairs(tmp_path / "pairs.jsonl", 10), steps=3, output_dir=tmp_path / "run")
+    trainer.train(write_pairs(tmp_path / "pairs.jsonl", 8), steps=3, output_dir=tmp_path / "run")
     rewards = [e for e in events if e.kind == "rewards"]
-    train, [held_out] = [e for e in rewards if e.split == "train"], [e for e in rewards if e.split == "eval"]
-    assert train[0].loss == pytest.approx(math.log(2), abs=1e-5) and train[0].margin == pytest.approx(
+    assert [(e.step, e.split, e.pairs) for e in rewards] == [
+        (1, "train", 2),
+        (2, "train", 2),
+        (3, "train", 2),
+    ]
+    assert rewards[0].loss == pytest.approx(math.log(2), abs=1e-5) and rewards[0].margin == pytest.approx(
         0, abs=1e-5
     )
-    assert train[-1].margin > 0 and train[-1].loss < math.log(2)
-    assert held_out.pairs == 4 and held_out.margin > 0 and held_out.accuracy >= 0.75, held_out
-    assert held_out.loss < math.log(2)
+    assert 0 < rewards[1].margin < rewards[2].margin and rewards[2].loss < rewards[1].loss < math.log(2)
+    assert rewards[2].accuracy == 1.0
 
     [path] = trainer.export("gguf", quantization=["f16"])
     verification = json.loads(path.with_suffix(".report.json").read_text())["verification"]
