@@ -19,7 +19,7 @@ from backprop_engine.data.tokenize import IGNORE_INDEX, TokenizedExample
 from backprop_engine.errors import ConfigError, DataError
 from backprop_engine.modeling import load_base_model
 from backprop_engine.train.backend import lora_model
-from backprop_engine.train.preference import PreferenceLoss, collate_pairs
+from backprop_engine.train.preference import PreferenceLoss, collate_pairs, sequence_logps
 
 from .preference_data import write_pairs
 from .test_data_formats import FIXTURES
@@ -94,6 +94,31 @@ def test_dpo_loss_and_rewards_equal_the_papers_formula(policy, pairs, smoothing)
     assert got["accuracy"] == sum(c > r for c, r in zip(chosen, rejected)) / n
     assert abs(got["loss"] - math.log(2)) > 1e-3, (
         "the policy must differ from the reference for this to test anything"
+    )
+
+
+@pytest.mark.parametrize("method", ["qlora", "dora", "rslora"])
+def test_the_reference_is_the_base_with_the_adapter_off_for_every_method(tiny_models, pairs, method):
+    """No second copy: whatever the adapter adds (DoRA's magnitudes, rsLoRA's scale, on a 4-bit base for
+    QLoRA), switching it off scores each side as the plain base model does."""
+    four_bit = method == "qlora"
+    torch.manual_seed(0)
+    model = lora_model(load_base_model(tiny_models["tiny"], four_bit=four_bit), TrainConfig(method=method))
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.requires_grad:  # lora_A, lora_B and DoRA's lora_magnitude_vector
+                param.add_(torch.randn_like(param) * 0.05)
+    model.eval()
+    base = load_base_model(tiny_models["tiny"], four_bit=four_bit).eval()
+    batch = collate_pairs(pairs, 0, "cpu").batch
+    objective = PreferenceLoss(TrainConfig(objective="dpo", method=method), 0, "cpu")
+    with torch.no_grad():
+        reference = objective.reference_logps(model, batch)
+        policy = objective.reference_logps(model, batch, adapter_off=False)
+        plain, _ = sequence_logps(base, batch)
+    assert reference.T.flatten().tolist() == pytest.approx(plain.tolist(), abs=1e-5)
+    assert (policy - reference).abs().max() > 0.1, (
+        "the adapter must change the scores for this to test anything"
     )
 
 
@@ -231,6 +256,9 @@ def test_dpo_resume_is_exact(tmp_path):
 
 def test_full_fine_tuning_dpo_precomputes_its_reference_from_the_starting_weights(tmp_path):
     data = write_pairs(tmp_path / "pairs.jsonl", 8)
+    planned = {c.name: c for c in Trainer("tiny", objective="dpo", method="full").plan(data).choices}
+    assert planned["dpo_reference"].value == "starting weights, precomputed"
+    assert "so no second copy of the model is held" in planned["dpo_reference"].reason
     result = Trainer("tiny", objective="dpo", method="full", batch_size=4, compare_count=0).train(
         data, steps=2, output_dir=tmp_path / "run"
     )
@@ -241,6 +269,7 @@ def test_full_fine_tuning_dpo_precomputes_its_reference_from_the_starting_weight
         Trainer("tiny", objective="dpo", method="full", precompute_reference="off", compare_count=0).train(
             data, steps=1, output_dir=tmp_path / "off"
         )
+    assert not (tmp_path / "off").exists()  # the plan refuses it before any run directory
 
 
 def test_bad_pairs_are_named_by_file_and_row(tmp_path, capsys, tiny_models):

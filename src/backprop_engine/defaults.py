@@ -175,6 +175,8 @@ def plan_training(
             config.packing,
             "several examples per row, no attention across them (checked on the model before use)",
         )
+    if pairs and planner.values["objective"] == "dpo":
+        planner.choices.append(_reference_choice(planner, method == "full", examples, processes))
     return TrainingPlan(planner.config(), planner.choices, device, batch.estimate.describe())
 
 
@@ -274,6 +276,28 @@ def _choose_objective(planner: _Planner, config: TrainConfig) -> bool:
             "λ = 0.1, the ORPO paper's value: the odds-ratio term's weight next to SFT on the chosen reply",
         )
     return objective != "sft"
+
+
+def _reference_choice(planner: _Planner, full: bool, train_pairs: int, processes: int) -> Choice:
+    """Where DPO's reference log-probs come from, as the run will decide it (train/preference.py)."""
+    from .train.preference import should_precompute
+
+    by_user = "precompute_reference" in planner.user_set
+    if should_precompute(planner.config(), full, train_pairs, processes):
+        if full:
+            return Choice(
+                "dpo_reference",
+                "starting weights, precomputed",
+                "full fine-tuning has no adapter to switch off: the starting weights score every pair once "
+                "before the first update, so no second copy of the model is held",
+                by_user,
+            )
+        reason = (
+            "the run sees every pair: each pair's reference is scored once before training, not in every step"
+        )
+        return Choice("dpo_reference", "base (adapter off), precomputed", reason, by_user)
+    reason = "the run sees part of the pairs: one extra forward without gradients per micro-batch"
+    return Choice("dpo_reference", "base (adapter off), every step", reason, by_user)
 
 
 def _memory_method(method: str) -> str:

@@ -115,6 +115,34 @@ def test_unsloth_on_cpu_trains_loss_for_loss_like_transformers(tmp_path, options
 
 
 @needs_unsloth
+def test_dpo_through_unsloth_scores_pair_for_pair_like_transformers(tmp_path):
+    """DPO's reference is the model with its adapter switched off (in every step here), which Unsloth's peft
+    model does as stock peft's does: the losses and rewards match, and the margin grows."""
+    from ..preference_data import write_pairs
+
+    data, rewards = write_pairs(tmp_path / "pairs.jsonl", 16), {}
+    for backend in ("unsloth", "transformers"):
+        events = []
+        Trainer(
+            "tiny",
+            backend=backend,
+            objective="dpo",
+            precompute_reference="off",
+            on_event=events.append,
+            logging_steps=1,
+            batch_size=4,
+            learning_rate=3e-3,
+            compare_count=0,
+        ).train(data, steps=3, output_dir=tmp_path / backend)
+        assert next(e for e in events if e.kind == "run_started").backend.startswith(backend)
+        scored = [e for e in events if e.kind == "rewards"]
+        assert [e.split for e in scored] == ["train"] * 3 + ["eval"]  # the plan holds some pairs out
+        rewards[backend] = [(e.loss, e.chosen, e.rejected) for e in scored]
+    assert rewards["unsloth"] == pytest.approx(rewards["transformers"], abs=1e-5)
+    assert rewards["unsloth"][-1][1] - rewards["unsloth"][-1][2] > 0.1
+
+
+@needs_unsloth
 def test_methods_unsloth_does_not_support_fall_back_with_the_reason(tmp_path):
     choice = check_backend(TrainConfig(method="dora"))
     assert choice.name == TRANSFORMERS and choice.reason.startswith("unsloth does not support dora")

@@ -99,6 +99,19 @@ class Distributed:
         """This rank's share of ``items``: every ``world_size``-th one, from its rank on."""
         return items[self.rank :: self.world_size] if self.enabled else items
 
+    def unshard(self, rows, count: int):
+        """The inverse of :meth:`shard` for a tensor of this rank's per-item rows: all ``count`` items' rows,
+        in their order, on every rank (a collective; the values arrive exactly as computed)."""
+        if not self.enabled:
+            return rows
+        import torch
+        import torch.distributed as dist
+
+        whole = torch.zeros(count, *rows.shape[1:], dtype=torch.float64, device=rows.device)
+        whole[self.rank :: self.world_size] = rows.double()
+        dist.all_reduce(whole, op=dist.ReduceOp.SUM)
+        return whole.to(rows.dtype)
+
     def local_batch(self, rows: list, collate: Callable):
         """This rank's rows of one micro-batch, collated. A rank left without rows (the short micro-batch at
         an epoch's end) gets one row with nothing to train on: DDP needs the same passes on every rank."""

@@ -157,6 +157,7 @@ class PreferenceLoss:
                 examples + list(eval_examples or []),
                 config.batch_size,
                 as_is=built.is_full or adapted,
+                dist=dist,
             )
 
     def begin(self) -> None:
@@ -214,30 +215,37 @@ class PreferenceLoss:
             "pairs": int(pairs),
         }
 
-    def precompute(self, model, examples: list[PreferenceExample], batch_size: int, as_is: bool) -> None:
+    def precompute(
+        self,
+        model,
+        examples: list[PreferenceExample],
+        batch_size: int,
+        as_is: bool,
+        dist: Distributed = ONE_PROCESS,
+    ) -> None:
         """The reference log-probs of ``examples`` (every pair it will score), once, before any update: of the
-        model as it is (``as_is``: its starting weights), else of the base with the adapter disabled."""
+        model as it is (``as_is``: its starting weights), else of the base with the adapter disabled. Across
+        ranks, each scores its share and every rank gets the whole table."""
         import torch
 
         was_training = model.training
         model.eval()
-        table: dict[int, object] = {}
-        start = 0
-        while start < len(examples):
-            chunk = examples[start : start + batch_size]
+        mine, scored, start = dist.shard(examples), [], 0
+        while start < len(mine):
+            chunk = mine[start : start + batch_size]
             batch = collate_pairs(chunk, self.pad_id, self.device).batch
             try:
-                rows = self.reference_logps(model, batch, adapter_off=not as_is)
+                scored.append(self.reference_logps(model, batch, adapter_off=not as_is))
             except torch.OutOfMemoryError:
                 if batch_size == 1:
                     raise _out_of_memory_at_one_row() from None
                 _free_memory()
                 batch_size //= 2
                 continue
-            table.update({id(pair): row for pair, row in zip(chunk, rows)})
             start += len(chunk)
         model.train(was_training)
-        self.reference = table
+        rows = torch.cat(scored) if scored else torch.zeros(0, 2, device=self.device)
+        self.reference = {id(pair): row for pair, row in zip(examples, dist.unshard(rows, len(examples)))}
 
     def evaluate(
         self, model, examples: list[PreferenceExample], batch_size: int, dist: Distributed = ONE_PROCESS
