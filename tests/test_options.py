@@ -32,3 +32,90 @@ def test_the_train_form_shows_the_fields_labels():
         ("batch_size", "Batch size", int),
         ("max_seq_len", "Max seq len", int),
     ]
+
+
+# `backprop train`'s flags before the parser was built from the fields' declarations: flag → (dest, action).
+TRAIN_FLAGS = {
+    "--no-tui": ("no_tui", "true"),
+    "--model": ("model", "store"),
+    "--data": ("data", "store"),
+    "--steps": ("steps", "store"),
+    "--output": ("output", "store"),
+    "--learning-rate": ("learning_rate", "store"),
+    "--lr": ("learning_rate", "store"),
+    "--method": ("method", "store"),
+    "--dry-run": ("dry_run", "true"),
+    "--backend": ("backend", "store"),
+    "--precision": ("precision", "store"),
+    "--lora-alpha": ("lora_alpha", "store"),
+    "--warmup-steps": ("warmup_steps", "store"),
+    "--lr-scheduler": ("lr_scheduler", "store"),
+    "--save-total-limit": ("save_total_limit", "store"),
+    "--early-stopping-patience": ("early_stopping_patience", "store"),
+    "--trust-remote-code": ("trust_remote_code", "true"),
+    "--allow-pickle": ("allow_pickle", "true"),
+    "--gradient-checkpointing": ("gradient_checkpointing", "true"),
+    "--gpu-temperature-warn": ("gpu_temperature_warn_c", "store"),
+    "--max-gpu-temperature": ("max_gpu_temperature_c", "store"),
+    "--gpu-temperature-emergency": ("gpu_temperature_emergency_c", "store"),
+    "--gpu-memory-warn": ("gpu_memory_warn_pct", "store"),
+    "--gpu-cool-timeout": ("gpu_cool_timeout_s", "store"),
+    "--report-to": ("report_to", "store"),
+    "--lora-rank": ("lora_rank", "store"),
+    "--batch-size": ("batch_size", "store"),
+    "--grad-accum": ("grad_accum", "store"),
+    "--max-seq-len": ("max_seq_len", "store"),
+    "--seed": ("seed", "store"),
+    "--json": ("json", "true"),
+    "--rebuild": ("rebuild", "true"),
+    "--save-steps": ("save_steps", "store"),
+    "--resume": ("resume", "store"),
+    "--format": ("data_format", "store"),
+    "--on-bad-row": ("on_bad_row", "store"),
+    "--min-tokens": ("min_tokens", "store"),
+    "--max-tokens": ("max_tokens", "store"),
+    "--no-dedupe": ("dedupe", "false"),
+    "--near-dedupe": ("near_dedupe", "store"),
+    "--max-samples": ("max_samples", "store"),
+    "--no-shuffle": ("shuffle", "false"),
+    "--overlong": ("overlong", "store"),
+    "--text-split": ("text_split", "store"),
+    "--chosen-only": ("chosen_only", "true"),
+    "--eval-split": ("eval_split", "store"),
+    "--eval-steps": ("eval_steps", "store"),
+    "--no-packing": ("packing", "false"),
+    "--compare-prompts": ("compare_prompts", "store"),
+    "--max-nonfinite-steps": ("max_nonfinite_steps", "store"),
+    "--objective": ("objective", "store"),
+    "--beta": ("dpo_beta", "store"),
+    "--label-smoothing": ("dpo_label_smoothing", "store"),
+    "--orpo-lambda": ("orpo_lambda", "store"),
+    "--precompute-reference": ("precompute_reference", "store"),
+}
+TRAIN_CHOICES = {
+    "method": {"lora", "qlora", "dora", "rslora", "full"},
+    "backend": {"auto", "transformers", "unsloth"},
+    "precision": {"fp32", "bf16", "fp16"},
+    "lr_scheduler": {"cosine", "linear", "constant"},
+    "on_bad_row": {"error", "skip"},
+    "overlong": {"truncate", "drop"},
+    "text_split": {"auto", "blank", "line", "none"},
+    "objective": {"sft", "dpo", "orpo"},
+    "precompute_reference": {"auto", "on", "off"},
+}
+
+
+def _train_actions() -> list:
+    return build_parser()._subparsers._group_actions[0].choices["train"]._actions
+
+
+def test_train_keeps_every_flag_it_had():
+    kinds = {"_StoreAction": "store", "_StoreTrueAction": "true", "_StoreFalseAction": "false"}
+    now = {
+        flag: (action.dest, kinds.get(type(action).__name__))
+        for action in _train_actions()
+        for flag in action.option_strings
+    }
+    assert {flag: now.get(flag) for flag in TRAIN_FLAGS} == TRAIN_FLAGS
+    choices = {action.dest: set(action.choices) for action in _train_actions() if action.choices}
+    assert all(allowed <= choices[dest] for dest, allowed in TRAIN_CHOICES.items())
