@@ -11,9 +11,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from ..config import TrainConfig
 from ..errors import ConfigError
 from ..events import EventBus, GpuSafety
 from ..hardware import GpuReading
+from ..options import options_of
 from ..settings import load_settings
 from .control import TrainingControl
 
@@ -22,14 +24,8 @@ HYSTERESIS_C = (
 )
 MEMORY_HYSTERESIS_PCT = 5
 
-# TrainConfig field (0: use the setting) → Settings field.
-SETTING_OF = {
-    "gpu_temperature_warn_c": "gpu_temperature_warn_c",
-    "max_gpu_temperature_c": "gpu_temperature_limit_c",
-    "gpu_temperature_emergency_c": "gpu_temperature_emergency_c",
-    "gpu_memory_warn_pct": "gpu_memory_warn_pct",
-    "gpu_cool_timeout_s": "gpu_cool_timeout_s",
-}
+# TrainConfig field (0: use the setting) → the Settings field it overrides, as the field declares it.
+SETTING_OF = {option.name: option.setting for option in options_of(TrainConfig).values() if option.setting}
 OVERRIDE_HINT = "a run's own values (e.g. --max-gpu-temperature) combine with your settings (Settings screen, settings.toml)"
 
 
