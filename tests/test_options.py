@@ -26,7 +26,7 @@ def test_the_cli_flags_come_from_the_fields():
 def test_the_train_form_shows_the_fields_labels():
     from backprop_tui.screens.train import FIELDS
 
-    assert FIELDS == [
+    assert [(option.name, option.label, option.kind) for option in FIELDS] == [
         ("steps", "Steps", int),
         ("learning_rate", "Learning rate", float),
         ("batch_size", "Batch size", int),
@@ -119,3 +119,50 @@ def test_train_keeps_every_flag_it_had():
     assert {flag: now.get(flag) for flag in TRAIN_FLAGS} == TRAIN_FLAGS
     choices = {action.dest: set(action.choices) for action in _train_actions() if action.choices}
     assert all(allowed <= choices[dest] for dest, allowed in TRAIN_CHOICES.items())
+
+
+def test_every_field_is_declared_with_help_and_every_flag_reaches_the_parser():
+    from dataclasses import fields
+
+    from backprop_engine.options import options_of
+    from backprop_engine.settings import Settings
+
+    declared = options_of(TrainConfig)
+    assert [name for name, option in declared.items() if not option.help] == []
+    assert [name for name, option in options_of(Settings).items() if not option.help] == []
+    flagged = {name for name, option in declared.items() if option.flags}
+    assert flagged == {f.name for f in fields(TrainConfig)} - {"lora_targets"}  # a list of module names
+    assert flagged <= {action.dest for action in _train_actions()}
+    args = build_parser().parse_args(
+        ["train", "--no-packing", "--trust-remote-code", "--weight-decay", "0.1"]
+    )
+    assert (args.packing, args.trust_remote_code, args.weight_decay, args.dedupe) == (False, True, 0.1, None)
+
+
+def test_bounds_are_checked_where_they_are_declared(capsys):
+    import pytest
+
+    from backprop_engine.cli import main
+    from backprop_engine.errors import ConfigError
+    from backprop_engine.settings import Settings
+
+    for bad, message in [
+        ({"learning_rate": 1.5}, "learning_rate must be in (0, 1), got 1.5"),
+        ({"lora_dropout": float("nan")}, "lora_dropout must be in [0, 1), got nan"),
+        ({"loss_spike_factor": 1}, "loss_spike_factor must be above 1, got 1"),
+        ({"dpo_label_smoothing": 0.5}, "dpo_label_smoothing must be in [0, 0.5), got 0.5"),
+        ({"method": "lorax"}, "method must be one of lora, qlora, dora, rslora, full, got 'lorax'"),
+        ({"seed": "7"}, "seed must be a whole number, got '7'"),
+    ]:
+        with pytest.raises(ConfigError) as error:
+            TrainConfig(**bad)
+        assert error.value.message == message
+    assert main(["train", "--max-grad-norm", "0", "--output", "never"]) == 2
+    assert "error: max_grad_norm must be positive, got 0.0" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="checkpoint_minutes must be between 0 and 1440, got 2000"):
+        Settings(checkpoint_minutes=2000).validate()
+    # a form names the field by its label, with the same rule
+    with pytest.raises(ValueError, match=r"^Steps must be a positive integer, got 0$"):
+        option_of("steps").parse("0")
+    with pytest.raises(ValueError, match=r"^eval: '1/3' is not a number$"):
+        option_of("eval_split").parse("1/3", title="eval")

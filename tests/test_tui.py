@@ -181,6 +181,12 @@ async def test_settings_round_trip_through_the_screen(tmp_path):
         await pilot.press("ctrl+s")
         assert "whole number" in text_of(app.screen.query_one("#settings-error"))
         app.screen.query_one("#setting-gpu_temperature_limit_c", Input).value = "80"
+        app.screen.query_one("#setting-checkpoint_minutes", Input).value = "2000"  # bounds: the field's
+        await pilot.press("ctrl+s")
+        assert text_of(app.screen.query_one("#settings-error")) == (
+            "Ckpt every must be between 0 and 1440, got 2000"
+        )
+        app.screen.query_one("#setting-checkpoint_minutes", Input).value = "30"
         await pilot.press("ctrl+s")
         assert text_of(app.screen.query_one("#settings-error")) == ""
     loaded, notice = load_settings(settings)
@@ -188,6 +194,7 @@ async def test_settings_round_trip_through_the_screen(tmp_path):
         notice is None
         and loaded.ollama_host == "http://gpu-box:11434"
         and loaded.gpu_temperature_limit_c == 80
+        and loaded.checkpoint_minutes == 30
     )
 
 

@@ -37,7 +37,10 @@ class TrainConfig:
     )
     steps: int = option(60, bounds=POSITIVE_INT, help="optimizer steps (default: planned from the data size)")
     learning_rate: float = option(
-        2e-4, bounds=Bounds(0, 1, low_open=True, high_open=True), flags=("--learning-rate", "--lr")
+        2e-4,
+        bounds=Bounds(0, 1, low_open=True, high_open=True),
+        flags=("--learning-rate", "--lr"),
+        help="peak learning rate (default: planned from the method, adapter scale and objective)",
     )
     method: str = option(
         "lora",
@@ -53,7 +56,9 @@ class TrainConfig:
     allow_pickle: bool = option(
         False, help="load *.bin pickle weights (they can run code; safetensors otherwise)"
     )
-    lora_rank: int = option(16, label="LoRA rank", bounds=POSITIVE_INT)
+    lora_rank: int = option(
+        16, label="LoRA rank", bounds=POSITIVE_INT, help="rank r of each adapter (default: 16)"
+    )
     lora_alpha: int = option(
         32, label="LoRA alpha", bounds=POSITIVE_INT, help="default: 2 × rank (rank for rsLoRA)"
     )
@@ -69,8 +74,14 @@ class TrainConfig:
         help="module names LoRA wraps (default: every linear layer)",
         flags=None,  # a list of module names: set from Python
     )
-    batch_size: int = option(8, bounds=POSITIVE_INT)
-    grad_accum: int = option(1, bounds=POSITIVE_INT)
+    batch_size: int = option(
+        8, bounds=POSITIVE_INT, help="rows per micro-batch (default: planned to fit memory)"
+    )
+    grad_accum: int = option(
+        1,
+        bounds=POSITIVE_INT,
+        help="micro-batches per optimizer step (default: planned from the rows per step)",
+    )
     max_seq_len: int = option(
         0,
         label="Max seq len",
@@ -112,7 +123,7 @@ class TrainConfig:
     early_stopping_min_delta: float = option(
         0.0, bounds=NOT_NEGATIVE, help="the eval loss must fall by more than this to count (default: 0)"
     )
-    seed: int = option(42)
+    seed: int = option(42, help="for data order, dropout and initialisation (default: 42)")
     threads: int = option(
         0,
         bounds=NOT_NEGATIVE,
