@@ -298,11 +298,10 @@ async def test_runs_screen_continues_a_stopped_run_from_its_checkpoint(tmp_path)
 
 
 def test_help_is_built_from_every_screens_bindings():
-    from backprop_tui.app import BackpropApp
+    from backprop_tui.app import SCREENS, BackpropApp
     from backprop_tui.screens.modals import help_text
-    from backprop_tui.widgets.nav import SCREENS
 
-    screens = [(key, title, BackpropApp.MODES[mode]) for key, mode, title in SCREENS]
+    screens = [(key, title, screen) for key, _, title, screen in SCREENS]
     rows = dict(
         line.split("[/b] ", 1)
         for line in help_text(BackpropApp.BINDINGS, screens).split("\n")

@@ -42,7 +42,7 @@ class DataScreen(Screen):
         self._requested: tuple | None = None  # (source, filters) of the newest request
 
     def compose(self) -> ComposeResult:
-        yield NavBar("data")
+        yield NavBar()
         with Vertical(classes="body"):
             with Horizontal(classes="form-row"):
                 yield Label("Dataset", classes="field-label")

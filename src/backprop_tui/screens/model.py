@@ -34,7 +34,7 @@ class ModelScreen(Screen):
     BINDINGS = [Binding("u", "use_preset", "Use preset", tooltip="or enter use the preset")]
 
     def compose(self) -> ComposeResult:
-        yield NavBar("model")
+        yield NavBar()
         with Vertical(classes="body"):
             yield Static("probing hardware…", id="machine", classes="muted")
             yield DataTable(id="presets", cursor_type="row", zebra_stripes=True)

@@ -26,7 +26,7 @@ class SettingsScreen(Screen):
 
     def compose(self) -> ComposeResult:
         settings = self.app.session.settings
-        yield NavBar("settings")
+        yield NavBar()
         with Vertical(classes="body"):
             yield Static(
                 f"Saved in {self.app.settings_file or settings_path()}", id="settings-path", classes="muted"

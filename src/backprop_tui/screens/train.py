@@ -66,7 +66,7 @@ from ..widgets.multirun import MultiRunPanel
 from ..widgets.nav import NavBar
 from ..widgets.progress import StageProgress
 from ..widgets.rewards import RewardPanel
-from .modals import ConfirmScreen
+from .modals import ConfirmScreen, key_of
 
 FIELDS = [option_of(name) for name in ("steps", "learning_rate", "batch_size", "max_seq_len")]
 OBJECTIVES = [("SFT", "sft"), ("DPO (pairs)", "dpo"), ("ORPO (pairs)", "orpo")]
@@ -102,7 +102,7 @@ class TrainScreen(Screen):
         self.objective = "sft"
 
     def compose(self) -> ComposeResult:
-        yield NavBar("train")
+        yield NavBar()
         with ContentSwitcher(initial="setup", id="train-views"):
             with Vertical(id="setup", classes="body"):
                 yield Static("", id="train-summary", classes="choice")
@@ -122,7 +122,8 @@ class TrainScreen(Screen):
                     yield Input(id="field-strength", classes="short", compact=True)
                     yield Static("", id="reason-strength", classes="reason")
                 yield Static("", id="train-error", classes="error")
-                yield Button("Start training (s)", id="start", variant="primary", compact=True)
+                start = f"Start training ({key_of(self.BINDINGS, 'start')})"
+                yield Button(start, id="start", variant="primary", compact=True)
             with Vertical(id="dashboard", classes="body"):
                 yield Static("", id="run-title", classes="choice")
                 yield LineChart({"train": "cyan", "eval": "magenta"}, id="loss-chart")
@@ -224,7 +225,7 @@ class TrainScreen(Screen):
     def action_start(self) -> None:
         if self._live_owner() is not None:
             self.notify(
-                f"{self.run_dir.name} is training; stop it (x) or open another run from Runs",
+                f"{self.run_dir.name} is training; stop it ({key_of(self.BINDINGS, 'stop')}) or open another run from Runs",
                 severity="warning",
             )
             return
@@ -298,7 +299,8 @@ class TrainScreen(Screen):
     def _launch(self, spec: LaunchSpec, title: str) -> None:
         if self.launched is not None and self.launched.process.poll() is None:  # before its lock exists, too
             self.notify(
-                f"{self.launched.run_dir.name} is starting or training; stop it (x) first", severity="warning"
+                f"{self.launched.run_dir.name} is starting or training; stop it ({key_of(self.BINDINGS, 'stop')}) first",
+                severity="warning",
             )
             return
         try:
