@@ -442,7 +442,11 @@ def train_headless(trainer, start) -> int:
         trainer.control.request_checkpoint()
         trainer.control.stop()
 
-    handlers = {signal.SIGINT: on_interrupt, signal.SIGTERM: on_interrupt, signal.SIGHUP: signal.SIG_IGN}
+    handlers: dict[int, Callable[[int, Any], None] | int] = {
+        signal.SIGINT: on_interrupt,
+        signal.SIGTERM: on_interrupt,
+        signal.SIGHUP: signal.SIG_IGN,
+    }
     previous = {signum: signal.signal(signum, handler) for signum, handler in handlers.items()}
     try:
         result = start()

@@ -10,7 +10,7 @@ from .data.formats import FORMATS
 from .data.pairs import OBJECTIVES
 from .data.sources import ON_BAD_ROW, OVERLONG, TEXT_SPLITS
 from .errors import ConfigError
-from .options import NOT_NEGATIVE, POSITIVE, POSITIVE_INT, Bounds, Option, first_problem, option, options_of
+from .options import NOT_NEGATIVE, POSITIVE, POSITIVE_INT, Bounds, Option, option, options_of, problems
 from .presets import ALL_LINEAR
 from .tomlcompat import tomllib
 
@@ -264,7 +264,7 @@ class TrainConfig:
     )
 
     def __post_init__(self) -> None:
-        problem = first_problem(self)  # each field's declared bounds and choices
+        problem = problems(self)  # each field's declared bounds and choices
         if problem is not None:
             raise ConfigError(problem)
         if self.early_stopping_patience and not (self.eval_split and self.eval_steps):

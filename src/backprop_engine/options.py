@@ -59,7 +59,7 @@ def option(
     """A field as the front ends show it. ``label`` (default: from the name) titles it on the app's forms,
     ``short`` in a compact row; ``help``, ``flags`` (default ``--field-name``; ``--no-field-name`` for a bool
     that is on; None: no flag) and ``metavar`` make its CLI flag; ``bounds`` and ``choices`` are checked by
-    :func:`first_problem` and offered by the CLI; ``setting``: the Settings field it overrides when non-zero."""
+    :func:`problems` and offered by the CLI; ``setting``: the Settings field it overrides when non-zero."""
     metadata = {
         "label": label,
         "short": short,
@@ -122,13 +122,12 @@ def options_of(cls: type) -> dict[str, Option]:
     return {spec.name: _option(spec) for spec in fields(cls)}
 
 
-def first_problem(instance: Any) -> str | None:
-    """The first field of ``instance`` whose value breaks its declared bounds or choices."""
-    for name, declared in options_of(type(instance)).items():
-        problem = declared.problem(getattr(instance, name))
-        if problem is not None:
-            return problem
-    return None
+def problems(instance: object) -> str | None:
+    """Every field of ``instance`` whose value breaks its declared bounds or choices, in one line; None if none."""
+    found = [
+        declared.problem(getattr(instance, name)) for name, declared in options_of(type(instance)).items()
+    ]
+    return "; ".join(problem for problem in found if problem) or None
 
 
 def _option(spec: Any) -> Option:

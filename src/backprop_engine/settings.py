@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from .fsutil import atomic_write_text
-from .options import Bounds, first_problem, option
+from .options import Bounds, option, problems
 from .paths import APP_NAME, default_runs_dir
 from .tomlcompat import tomllib
 
@@ -58,7 +58,7 @@ class Settings:
     def validate(self) -> None:
         if not self.ollama_host.startswith(("http://", "https://")):
             raise ValueError("ollama_host must start with http:// or https://")
-        problem = first_problem(self)  # each field's declared bounds
+        problem = problems(self)  # each field's declared bounds
         if problem is not None:
             raise ValueError(problem)
         if not self.gpu_temperature_warn_c < self.gpu_temperature_limit_c < self.gpu_temperature_emergency_c:
