@@ -66,6 +66,7 @@ TRAIN_FLAGS = {
     "--grad-accum": ("grad_accum", "store"),
     "--max-seq-len": ("max_seq_len", "store"),
     "--seed": ("seed", "store"),
+    "--threads": ("threads", "store"),
     "--json": ("json", "true"),
     "--rebuild": ("rebuild", "true"),
     "--save-steps": ("save_steps", "store"),
