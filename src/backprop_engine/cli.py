@@ -311,22 +311,21 @@ def main(argv: list[str] | None = None, open_app: Callable[[argparse.Namespace],
 
 def cmd_presets(args) -> int:
     from .hardware import probe
-    from .planner import fit_verdict
+    from .planner import FIT_LEGEND, fit_verdict
     from .presets import PRESETS
 
     machine = probe()
     on_gpu = bool(machine.gpus)
     print(f"machine: {machine.device_label}, {machine.accelerator_memory_mb / 1024:.1f} GB for training")
+    print(f"LoRA, QLoRA: {FIT_LEGEND.format(seq_len=args.seq_len)}")
     print(
-        f"{'preset':<14}{'params':>8}  {'arch':<8}{'template':<9}{'context':>8}  {'LoRA':>14}  {'QLoRA':>14}  source"
+        f"{'preset':<14}{'params':>8}  {'arch':<8}{'template':<9}{'context':>8}  {'LoRA':>19}  {'QLoRA':>19}  source"
     )
     for preset in PRESETS.values():
         cells = []
         for method in ("lora", "qlora"):
-            estimate, verdict = fit_verdict(
-                preset.facts, machine.accelerator_memory_mb, on_gpu, method, args.seq_len
-            )
-            cells.append(f"{estimate.total_mb / 1024:5.1f} GB {verdict:>5}")
+            fit = fit_verdict(preset.facts, machine.accelerator_memory_mb, on_gpu, method, args.seq_len)
+            cells.append(f"{fit.cell()} {fit.verdict:>5}")
         params = (
             f"{preset.params_billion:.2f}B"
             if preset.params_billion >= 0.1
@@ -335,7 +334,7 @@ def cmd_presets(args) -> int:
         note = f"  ({preset.facts.kquant_warning})" if preset.facts.kquant_warning else ""
         print(
             f"{preset.name:<14}{params:>8}  {preset.architecture:<8}{preset.chat_family:<9}{preset.context_length:>8}  "
-            f"{cells[0]:>14}  {cells[1]:>14}  {preset.source}{note}"
+            f"{cells[0]:>19}  {cells[1]:>19}  {preset.source}{note}"
         )
     return 0
 
