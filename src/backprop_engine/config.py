@@ -57,7 +57,7 @@ class TrainConfig:
         False, help="load *.bin pickle weights (they can run code; safetensors otherwise)"
     )
     lora_rank: int = option(
-        16, label="LoRA rank", bounds=POSITIVE_INT, help="rank r of each adapter (default: 16)"
+        16, label="LoRA rank", bounds=Bounds(1, 1024), help="rank r of each adapter (default: 16)"
     )
     lora_alpha: int = option(
         32, label="LoRA alpha", bounds=POSITIVE_INT, help="default: 2 × rank (rank for rsLoRA)"

@@ -69,7 +69,11 @@ from ..widgets.rewards import RewardPanel
 from .modals import ConfirmScreen, key_of
 
 FIELDS = [option_of(name) for name in ("steps", "learning_rate", "batch_size", "max_seq_len")]
-OBJECTIVES = [("SFT", "sft"), ("DPO (pairs)", "dpo"), ("ORPO (pairs)", "orpo")]
+# The engine's objectives; every one but SFT trains on chosen/rejected pairs.
+OBJECTIVE_CHOICES = [
+    (name.upper() if name == "sft" else f"{name.upper()} (pairs)", name)
+    for name in option_of("objective").choices
+]
 STRENGTH = {"dpo": option_of("dpo_beta"), "orpo": option_of("orpo_lambda")}
 
 
@@ -114,7 +118,7 @@ class TrainScreen(Screen):
                 with Horizontal(classes="form-row"):
                     yield Label("Objective", classes="field-label")
                     yield Select(
-                        OBJECTIVES, value="sft", allow_blank=False, id="field-objective", compact=True
+                        OBJECTIVE_CHOICES, value="sft", allow_blank=False, id="field-objective", compact=True
                     )
                     yield Static("", id="reason-objective", classes="reason")
                 with Horizontal(classes="form-row", id="strength-row"):
