@@ -10,7 +10,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from . import __version__
 from .channel import ACTIONS as CONTROL_ACTIONS
@@ -19,6 +19,10 @@ from .data.sources import ON_BAD_ROW
 from .options import options_of
 from .quantizations import DEFAULT_QUANTIZATION, QUANTIZATIONS
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .train.loop import TrainResult
+    from .trainer import Trainer
 
 DEMO_PROMPT = "What is the capital of France?"
 
@@ -309,7 +313,7 @@ def main(argv: list[str] | None = None, open_app: Callable[[argparse.Namespace],
         return 0
 
 
-def cmd_presets(args) -> int:
+def cmd_presets(args: argparse.Namespace) -> int:
     from .hardware import probe
     from .planner import FIT_LEGEND, fit_verdict
     from .presets import PRESETS
@@ -339,7 +343,7 @@ def cmd_presets(args) -> int:
     return 0
 
 
-def cmd_control(args) -> int:
+def cmd_control(args: argparse.Namespace) -> int:
     import time
 
     from .channel import send_control
@@ -370,7 +374,7 @@ def cmd_control(args) -> int:
     return 0
 
 
-def cmd_runs(args) -> int:
+def cmd_runs(args: argparse.Namespace) -> int:
     import json
 
     from .runs import list_runs
@@ -405,7 +409,7 @@ def cmd_runs(args) -> int:
     return 0
 
 
-def cmd_train(args) -> int:
+def cmd_train(args: argparse.Namespace) -> int:
     import json
 
     from .events import ConsoleSink
@@ -426,7 +430,7 @@ def cmd_train(args) -> int:
     return train_headless(trainer, lambda: trainer.train(args.data, steps=args.steps, output_dir=args.output))
 
 
-def train_headless(trainer, start) -> int:
+def train_headless(trainer: Trainer, start: Callable[[], TrainResult]) -> int:
     """Ctrl+C (or SIGTERM) finishes the current step, saves a checkpoint and exits 130 (continue with --resume).
     A hang-up (the SSH link dropped) does not end the run: it trains on, events.jsonl keeps every event, and
     `backprop control` / the app's Runs screen control it."""
@@ -434,9 +438,9 @@ def train_headless(trainer, start) -> int:
 
     from .errors import Cancelled
 
-    interrupted = []
+    interrupted: list[int] = []
 
-    def on_interrupt(signum, frame) -> None:
+    def on_interrupt(signum: int, frame: object) -> None:
         interrupted.append(signum)
         trainer.control.request_checkpoint()
         trainer.control.stop()
@@ -471,7 +475,7 @@ def train_headless(trainer, start) -> int:
     return 0
 
 
-def _say(line: str, stream=None) -> None:
+def _say(line: str, stream: TextIO | None = None) -> None:
     """Print unless the terminal is gone (after a hang-up the run's files say everything)."""
     try:
         print(line, file=stream or sys.stdout, flush=True)
@@ -479,7 +483,7 @@ def _say(line: str, stream=None) -> None:
         pass
 
 
-def cmd_multi_run(args) -> int:
+def cmd_multi_run(args: argparse.Namespace) -> int:
     from .events import ConsoleSink
     from .trainer import Trainer
 
@@ -542,7 +546,7 @@ def _add_options(parser: argparse.ArgumentParser, *names: str, defaults: bool = 
         parser.add_argument(*option.flags, dest=name, default=default, help=help, **kind)
 
 
-def cmd_data_check(args) -> int:
+def cmd_data_check(args: argparse.Namespace) -> int:
     import json
 
     from .data import DataSpec, check_data
@@ -553,7 +557,7 @@ def cmd_data_check(args) -> int:
     return 2 if report.bad_row_count and args.on_bad_row == "error" else 0
 
 
-def cmd_data_inspect(args) -> int:
+def cmd_data_inspect(args: argparse.Namespace) -> int:
     import json
 
     from .data import DataPreview, DataSpec
@@ -575,7 +579,7 @@ def cmd_data_inspect(args) -> int:
     return 0
 
 
-def cmd_export(args) -> int:
+def cmd_export(args: argparse.Namespace) -> int:
     from .events import ConsoleSink, EventBus
     from .export.pipeline import ExportOptions, export, resolve_source
     from .progress import reporting, stopped_by_signals
@@ -599,7 +603,7 @@ def cmd_export(args) -> int:
     return 0
 
 
-def _terminal_stderr():
+def _terminal_stderr() -> TextIO:
     """stderr as it is now: llama.cpp's log is captured from file descriptor 2 while it quantizes, and the
     progress of that stage still reaches the terminal."""
     try:
@@ -608,7 +612,7 @@ def _terminal_stderr():
         return sys.stderr
 
 
-def cmd_compare(args) -> int:
+def cmd_compare(args: argparse.Namespace) -> int:
     import json
 
     from .compare import compare_run
@@ -622,7 +626,7 @@ def cmd_compare(args) -> int:
     return 0
 
 
-def cmd_chat(args) -> int:
+def cmd_chat(args: argparse.Namespace) -> int:
     from .export.chat import chat_reply, open_chat
 
     llm = open_chat(args.path)
@@ -639,7 +643,7 @@ def cmd_chat(args) -> int:
     return 0
 
 
-def cmd_demo(args) -> int:
+def cmd_demo(args: argparse.Namespace) -> int:
     from .events import ConsoleSink
     from .trainer import Trainer
 
