@@ -167,3 +167,20 @@ def test_bounds_are_checked_where_they_are_declared(capsys):
         option_of("steps").parse("0")
     with pytest.raises(ValueError, match=r"^eval: '1/3' is not a number$"):
         option_of("eval_split").parse("1/3", title="eval")
+
+
+async def test_the_model_screen_checks_the_rank_as_the_field_declares_it(tmp_path):
+    from textual.widgets import Input
+
+    from .tui_helpers import make_app, text_of, write_settings
+
+    app = make_app(write_settings(tmp_path / "home"))
+    async with app.run_test(size=(100, 32)) as pilot:
+        app.screen.query_one("#rank", Input).value = "2000"
+        await pilot.pause()
+        assert (
+            text_of(app.screen.query_one("#model-error")) == "LoRA rank must be between 1 and 1024, got 2000"
+        )
+        app.screen.query_one("#rank", Input).value = "8"
+        await pilot.pause()
+        assert app.session.lora_rank == 8 and text_of(app.screen.query_one("#model-error")) == ""
