@@ -320,7 +320,7 @@ def test_bad_pairs_are_named_by_file_and_row(tmp_path, capsys, tiny_models):
     )
     assert not (tmp_path / "run").exists()
     assert main(["train", "--objective", "dpo", "--beta", "0", "--output", str(tmp_path / "run")]) == 2
-    assert "dpo_beta and orpo_lambda must be positive" in capsys.readouterr().err
+    assert "dpo_beta must be positive" in capsys.readouterr().err
 
 
 def test_multi_run_mixes_sft_and_dpo_runs(tmp_path):

@@ -181,6 +181,12 @@ async def test_settings_round_trip_through_the_screen(tmp_path):
         await pilot.press("ctrl+s")
         assert "whole number" in text_of(app.screen.query_one("#settings-error"))
         app.screen.query_one("#setting-gpu_temperature_limit_c", Input).value = "80"
+        app.screen.query_one("#setting-checkpoint_minutes", Input).value = "2000"  # bounds: the field's
+        await pilot.press("ctrl+s")
+        assert text_of(app.screen.query_one("#settings-error")) == (
+            "Ckpt every must be between 0 and 1440, got 2000"
+        )
+        app.screen.query_one("#setting-checkpoint_minutes", Input).value = "30"
         await pilot.press("ctrl+s")
         assert text_of(app.screen.query_one("#settings-error")) == ""
     loaded, notice = load_settings(settings)
@@ -188,6 +194,7 @@ async def test_settings_round_trip_through_the_screen(tmp_path):
         notice is None
         and loaded.ollama_host == "http://gpu-box:11434"
         and loaded.gpu_temperature_limit_c == 80
+        and loaded.checkpoint_minutes == 30
     )
 
 
@@ -291,11 +298,10 @@ async def test_runs_screen_continues_a_stopped_run_from_its_checkpoint(tmp_path)
 
 
 def test_help_is_built_from_every_screens_bindings():
-    from backprop_tui.app import BackpropApp
+    from backprop_tui.app import SCREENS, BackpropApp
     from backprop_tui.screens.modals import help_text
-    from backprop_tui.widgets.nav import SCREENS
 
-    screens = [(key, title, BackpropApp.MODES[mode]) for key, mode, title in SCREENS]
+    screens = [(key, title, screen) for key, _, title, screen in SCREENS]
     rows = dict(
         line.split("[/b] ", 1)
         for line in help_text(BackpropApp.BINDINGS, screens).split("\n")

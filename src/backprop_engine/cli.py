@@ -10,11 +10,19 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
 
 from . import __version__
 from .channel import ACTIONS as CONTROL_ACTIONS
-from .config import METHODS, OBJECTIVES, option_of
+from .config import OBJECTIVES, TrainConfig, option_of
+from .data.sources import ON_BAD_ROW
+from .options import options_of
 from .quantizations import DEFAULT_QUANTIZATION, QUANTIZATIONS
+from .settings import Settings
+
+if TYPE_CHECKING:
+    from .train.loop import TrainResult
+    from .trainer import Trainer
 
 DEMO_PROMPT = "What is the capital of France?"
 
@@ -34,93 +42,24 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--no-tui", action="store_true", help="headless (train always runs headless; the app is `backprop`)"
     )
-    train.add_argument(
-        "--model",
-        default="tiny",
-        help="preset name, local folder, hub id, a .gguf file or ollama:NAME[:TAG] (default: tiny)",
-    )
-    train.add_argument(
-        "--data",
-        default="sample",
-        help="data file, folder, saved dataset, hub id org/name[:config][@split] or built-in (default: sample)",
-    )
-    _add_options(train, "steps")
+    _add_options(train, "model", "data", defaults=True)
+    _add_options(train, *TRAIN_OPTIONS)
     train.add_argument(
         "--output", type=Path, help="run directory to create (default: under the user data dir)"
-    )
-    _add_options(train, "learning_rate")
-    train.add_argument(
-        "--method",
-        choices=METHODS,
-        help="default: lora; qlora loads the base in 4-bit nf4; full trains every weight (small models)",
     )
     train.add_argument(
         "--dry-run",
         action="store_true",
         help="print every setting the run would use, with its reason, and exit",
     )
-    train.add_argument(
-        "--backend",
-        choices=("auto", "transformers", "unsloth"),
-        help="default: auto (Unsloth when installed and usable)",
-    )
-    train.add_argument(
-        "--precision",
-        choices=("fp32", "bf16", "fp16"),
-        help="default: bf16/fp16 on GPU by capability, fp32 on CPU",
-    )
-    _add_options(train, "lora_alpha", "warmup_steps")
-    train.add_argument(
-        "--lr-scheduler",
-        choices=("cosine", "linear", "constant"),
-        help="after warmup (default: cosine to 10 %% of the peak)",
-    )
-    _add_options(train, "save_total_limit", "early_stopping_patience")
-    train.add_argument(
-        "--trust-remote-code",
-        action="store_true",
-        default=None,
-        help="run Python code shipped with the model (only for models you trust)",
-    )
-    train.add_argument(
-        "--allow-pickle",
-        action="store_true",
-        default=None,
-        help="load *.bin pickle weights (they can run code; safetensors otherwise)",
-    )
-    train.add_argument(
-        "--gradient-checkpointing",
-        action="store_true",
-        default=None,
-        help="recompute activations: less memory, slower",
-    )
-    _add_gpu_safety_options(train)
-    train.add_argument(
-        "--report-to",
-        help="experiment trackers, comma-separated: tensorboard, wandb (offline) or none (default)",
-    )
-    _add_options(train, "lora_rank", "batch_size", "grad_accum", "max_seq_len", "seed")
     train.add_argument("--json", action="store_true", help="print events as JSON lines")
     train.add_argument("--rebuild", action="store_true", help="rebuild a built-in tiny model before training")
-    _add_options(train, "save_steps")
     train.add_argument(
         "--resume",
         type=Path,
         metavar="RUN_DIR",
         help="continue RUN_DIR from its newest checkpoint (other options are ignored)",
     )
-    _add_data_options(train, on_bad_row_default="skip")
-    _add_options(train, "eval_split", "eval_steps")
-    train.add_argument(
-        "--no-packing", dest="packing", action="store_false", default=None, help="one example per row, padded"
-    )
-    train.add_argument(
-        "--compare-prompts",
-        metavar="FILE",
-        help="prompts (one per line) the base and the fine-tune answer at the end (default: held-out rows)",
-    )
-    _add_options(train, "max_nonfinite_steps", "threads")
-    _add_preference_options(train)
     train.set_defaults(handler=cmd_train)
 
     compare = commands.add_parser(
@@ -243,20 +182,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check = data.add_parser("check", help="validate data files; list every bad row (exit 2 if any)")
     check.add_argument("sources", nargs="+", help="data files, folders, saved datasets or hub ids")
-    check.add_argument(
-        "--format",
-        dest="data_format",
-        default="auto",
-        help="auto, preference, messages, sharegpt, alpaca, prompt_completion, text",
-    )
+    _add_options(check, "data_format", defaults=True)
     check.add_argument(
         "--on-bad-row",
-        choices=("error", "skip"),
+        choices=ON_BAD_ROW,
         default="error",
         help="error (default): exit 2 if any row is bad; skip: list them, exit 0",
     )
     check.add_argument("--json", action="store_true", help="print the report as JSON")
-    _add_text_split(check)
+    _add_options(check, "text_split", defaults=True)
     check.set_defaults(handler=cmd_data_check)
     inspect = data.add_parser("inspect", help="formats, token-length stats, histogram and rendered samples")
     inspect.add_argument(
@@ -267,25 +201,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     inspect.add_argument("--json", action="store_true", help="print the report as JSON")
     inspect.add_argument("--samples", type=int, default=3, help="rendered samples to show (default: 3)")
-    inspect.add_argument("--max-seq-len", type=int, default=0, help="default: from the data")
-    inspect.add_argument("--eval-split", type=float, default=0.0)
+    _add_options(inspect, "max_seq_len", "eval_split", defaults=True)
     inspect.add_argument(
-        "--objective",
-        choices=("sft", "dpo", "orpo"),
-        default="sft",
-        help="dpo/orpo: render both sides of each pair",
+        "--objective", choices=OBJECTIVES, default="sft", help="dpo/orpo: render both sides of each pair"
     )
-    _add_data_options(inspect, on_bad_row_default=None)
+    _add_options(inspect, *DATA_OPTIONS)
     inspect.set_defaults(handler=cmd_data_inspect)
 
     multi = commands.add_parser(
         "multi-run", help="several LoRA runs in a row, merged by SLAO (continual training, headless)"
     )
-    multi.add_argument(
-        "--model",
-        default="tiny",
-        help="preset name, local folder, hub id, a .gguf file or ollama:NAME[:TAG] (default: tiny)",
-    )
+    _add_options(multi, "model", defaults=True)
     multi.add_argument(
         "--data",
         action="append",
@@ -338,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--objective",
         action="append",
         dest="objectives",
-        choices=("sft", "dpo", "orpo"),
+        choices=OBJECTIVES,
         help="per --data, in order (repeat): sft, or dpo / orpo for preference pairs (default: sft for all)",
     )
     multi.add_argument("--json", action="store_true", help="print events as JSON lines")
@@ -387,7 +313,7 @@ def main(argv: list[str] | None = None, open_app: Callable[[argparse.Namespace],
         return 0
 
 
-def cmd_presets(args) -> int:
+def cmd_presets(args: argparse.Namespace) -> int:
     from .hardware import probe
     from .planner import FIT_LEGEND, fit_verdict
     from .presets import PRESETS
@@ -417,7 +343,7 @@ def cmd_presets(args) -> int:
     return 0
 
 
-def cmd_control(args) -> int:
+def cmd_control(args: argparse.Namespace) -> int:
     import time
 
     from .channel import send_control
@@ -448,7 +374,7 @@ def cmd_control(args) -> int:
     return 0
 
 
-def cmd_runs(args) -> int:
+def cmd_runs(args: argparse.Namespace) -> int:
     import json
 
     from .runs import list_runs
@@ -483,7 +409,7 @@ def cmd_runs(args) -> int:
     return 0
 
 
-def cmd_train(args) -> int:
+def cmd_train(args: argparse.Namespace) -> int:
     import json
 
     from .events import ConsoleSink
@@ -493,34 +419,7 @@ def cmd_train(args) -> int:
     if args.resume is not None:
         trainer = Trainer.from_run(args.resume, on_event=console)
         return train_headless(trainer, trainer.resume)
-    options = (
-        "learning_rate",
-        "lora_rank",
-        "batch_size",
-        "grad_accum",
-        "max_seq_len",
-        "seed",
-        "eval_split",
-        "eval_steps",
-        "packing",
-        "method",
-        "gradient_checkpointing",
-        "save_steps",
-        "report_to",
-        "backend",
-        "precision",
-        "lora_alpha",
-        "warmup_steps",
-        "lr_scheduler",
-        "save_total_limit",
-        "early_stopping_patience",
-        "trust_remote_code",
-        "allow_pickle",
-        "compare_prompts",
-        "max_nonfinite_steps",
-        "threads",
-    )
-    options += DATA_OPTIONS + GPU_SAFETY_OPTIONS + PREFERENCE_OPTIONS
+    options = (name for name in TRAIN_OPTIONS if name != "steps")  # steps: train()'s own argument
     overrides = {name: getattr(args, name) for name in options if getattr(args, name) is not None}
     _rebuild_if_asked(args.model, args.rebuild)
     trainer = Trainer(args.model, on_event=console, **overrides)
@@ -531,7 +430,7 @@ def cmd_train(args) -> int:
     return train_headless(trainer, lambda: trainer.train(args.data, steps=args.steps, output_dir=args.output))
 
 
-def train_headless(trainer, start) -> int:
+def train_headless(trainer: Trainer, start: Callable[[], TrainResult]) -> int:
     """Ctrl+C (or SIGTERM) finishes the current step, saves a checkpoint and exits 130 (continue with --resume).
     A hang-up (the SSH link dropped) does not end the run: it trains on, events.jsonl keeps every event, and
     `backprop control` / the app's Runs screen control it."""
@@ -539,14 +438,18 @@ def train_headless(trainer, start) -> int:
 
     from .errors import Cancelled
 
-    interrupted = []
+    interrupted: list[int] = []
 
-    def on_interrupt(signum, frame) -> None:
+    def on_interrupt(signum: int, frame: object) -> None:
         interrupted.append(signum)
         trainer.control.request_checkpoint()
         trainer.control.stop()
 
-    handlers = {signal.SIGINT: on_interrupt, signal.SIGTERM: on_interrupt, signal.SIGHUP: signal.SIG_IGN}
+    handlers: dict[int, Callable[[int, Any], None] | int] = {
+        signal.SIGINT: on_interrupt,
+        signal.SIGTERM: on_interrupt,
+        signal.SIGHUP: signal.SIG_IGN,
+    }
     previous = {signum: signal.signal(signum, handler) for signum, handler in handlers.items()}
     try:
         result = start()
@@ -572,7 +475,7 @@ def train_headless(trainer, start) -> int:
     return 0
 
 
-def _say(line: str, stream=None) -> None:
+def _say(line: str, stream: TextIO | None = None) -> None:
     """Print unless the terminal is gone (after a hang-up the run's files say everything)."""
     try:
         print(line, file=stream or sys.stdout, flush=True)
@@ -580,7 +483,7 @@ def _say(line: str, stream=None) -> None:
         pass
 
 
-def cmd_multi_run(args) -> int:
+def cmd_multi_run(args: argparse.Namespace) -> int:
     from .events import ConsoleSink
     from .trainer import Trainer
 
@@ -606,64 +509,13 @@ def cmd_multi_run(args) -> int:
     return 0 if not result.stopped_early else 1
 
 
-GPU_SAFETY_OPTIONS = (
-    "gpu_temperature_warn_c",
-    "max_gpu_temperature_c",
-    "gpu_temperature_emergency_c",
-    "gpu_memory_warn_pct",
-    "gpu_cool_timeout_s",
+# Every TrainConfig field with a flag; model and data come first, with their defaults shown.
+TRAIN_OPTIONS = tuple(
+    name for name, option in options_of(TrainConfig).items() if option.flags and name not in ("model", "data")
 )
-
-
-def _add_options(parser: argparse.ArgumentParser, *names: str) -> None:
-    """TrainConfig fields as flags, each as its field declares it (config.option)."""
-    for name in names:
-        option = option_of(name)
-        parser.add_argument(*option.flags, type=option.kind, dest=name, help=option.help)
-
-
-def _add_gpu_safety_options(parser: argparse.ArgumentParser) -> None:
-    """Per-run overrides of the GPU safety settings (default: the user's settings)."""
-    parser.add_argument(
-        "--gpu-temperature-warn",
-        type=int,
-        dest="gpu_temperature_warn_c",
-        metavar="C",
-        help="warn when a GPU reaches this °C (setting default: 75)",
-    )
-    parser.add_argument(
-        "--max-gpu-temperature",
-        type=int,
-        dest="max_gpu_temperature_c",
-        metavar="C",
-        help="pause while a GPU is this hot in °C (setting default: 85)",
-    )
-    parser.add_argument(
-        "--gpu-temperature-emergency",
-        type=int,
-        dest="gpu_temperature_emergency_c",
-        metavar="C",
-        help="save a checkpoint and stop at this °C (setting default: 95)",
-    )
-    parser.add_argument(
-        "--gpu-memory-warn",
-        type=int,
-        dest="gpu_memory_warn_pct",
-        metavar="PCT",
-        help="warn when a GPU's memory is this %% used (setting default: 95)",
-    )
-    parser.add_argument(
-        "--gpu-cool-timeout",
-        type=int,
-        dest="gpu_cool_timeout_s",
-        metavar="S",
-        help="a longer pause saves a checkpoint and stops (setting default: 900)",
-    )
-
-
+# What `data inspect` takes of them (`data check` reads rows only: --format, --text-split).
 DATA_OPTIONS = (
     "data_format",
-    "on_bad_row",
     "min_tokens",
     "max_tokens",
     "dedupe",
@@ -676,75 +528,36 @@ DATA_OPTIONS = (
 )
 
 
-def _add_data_options(parser: argparse.ArgumentParser, on_bad_row_default: str | None) -> None:
-    parser.add_argument("--format", dest="data_format", help="row format (default: auto, detected per file)")
-    if on_bad_row_default:
-        parser.add_argument(
-            "--on-bad-row",
-            choices=("error", "skip"),
-            help=f"stop at the first bad row, or skip and count them (default: {on_bad_row_default})",
-        )
-    parser.add_argument("--min-tokens", type=int, help="drop rows shorter than this")
-    parser.add_argument("--max-tokens", type=int, help="drop rows longer than this")
-    parser.add_argument(
-        "--no-dedupe", dest="dedupe", action="store_false", default=None, help="keep exact duplicates"
-    )
-    parser.add_argument(
-        "--near-dedupe", type=float, help="drop near-duplicates above this similarity (e.g. 0.85)"
-    )
-    parser.add_argument("--max-samples", type=int, help="use at most this many rows")
-    parser.add_argument(
-        "--no-shuffle", dest="shuffle", action="store_false", default=None, help="keep the file order"
-    )
-    parser.add_argument(
-        "--overlong", choices=("truncate", "drop"), help="rows over max_seq_len (default: truncate)"
-    )
-    _add_text_split(parser)
-    parser.add_argument(
-        "--chosen-only",
-        action="store_true",
-        default=None,
-        help="preference pairs (chosen/rejected): train on the prompt + chosen reply",
-    )
+def _add_options(parser: argparse.ArgumentParser, *names: str, defaults: bool = False) -> None:
+    """TrainConfig fields as flags, each as its field declares it (config.option). Unless ``defaults``, an
+    unset flag is None, so that only what the user typed overrides the plan."""
+    for name in names:
+        option = option_of(name)
+        help = option.help and option.help.replace("%", "%%")  # argparse formats help with %
+        if option.setting:
+            help = f"{help} (setting default: {getattr(Settings(), option.setting)})"
+        if option.kind is bool:
+            kind: dict[str, Any] = {"action": "store_false" if option.default else "store_true"}
+        else:
+            kind = {"metavar": option.metavar, "choices": option.choices or None}
+            if option.kind in (int, float):
+                kind["type"] = option.kind
+        default = option.default if defaults else None
+        parser.add_argument(*option.flags, dest=name, default=default, help=help, **kind)
 
 
-PREFERENCE_OPTIONS = ("objective", "dpo_beta", "dpo_label_smoothing", "orpo_lambda", "precompute_reference")
-
-
-def _add_preference_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--objective",
-        choices=OBJECTIVES,
-        help="sft (default); dpo or orpo train on chosen/rejected pairs",
-    )
-    _add_options(parser, "dpo_beta", "dpo_label_smoothing", "orpo_lambda")
-    parser.add_argument(
-        "--precompute-reference",
-        choices=("auto", "on", "off"),
-        help="DPO reference log-probs once before training (auto: when the run sees every pair)",
-    )
-
-
-def _add_text_split(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--text-split",
-        choices=("auto", "blank", "line", "none"),
-        help=".txt/.md documents end at blank lines, at every line, or with the file (default: auto, from the file)",
-    )
-
-
-def cmd_data_check(args) -> int:
+def cmd_data_check(args: argparse.Namespace) -> int:
     import json
 
     from .data import DataSpec, check_data
     from .data.text import format_check
 
-    report = check_data(DataSpec(args.sources, format=args.data_format, text_split=args.text_split or "auto"))
+    report = check_data(DataSpec(args.sources, format=args.data_format, text_split=args.text_split))
     print(json.dumps(report.to_dict(), indent=2) if args.json else format_check(report))
     return 2 if report.bad_row_count and args.on_bad_row == "error" else 0
 
 
-def cmd_data_inspect(args) -> int:
+def cmd_data_inspect(args: argparse.Namespace) -> int:
     import json
 
     from .data import DataPreview, DataSpec
@@ -766,7 +579,7 @@ def cmd_data_inspect(args) -> int:
     return 0
 
 
-def cmd_export(args) -> int:
+def cmd_export(args: argparse.Namespace) -> int:
     from .events import ConsoleSink, EventBus
     from .export.pipeline import ExportOptions, export, resolve_source
     from .progress import reporting, stopped_by_signals
@@ -790,7 +603,7 @@ def cmd_export(args) -> int:
     return 0
 
 
-def _terminal_stderr():
+def _terminal_stderr() -> TextIO:
     """stderr as it is now: llama.cpp's log is captured from file descriptor 2 while it quantizes, and the
     progress of that stage still reaches the terminal."""
     try:
@@ -799,7 +612,7 @@ def _terminal_stderr():
         return sys.stderr
 
 
-def cmd_compare(args) -> int:
+def cmd_compare(args: argparse.Namespace) -> int:
     import json
 
     from .compare import compare_run
@@ -813,7 +626,7 @@ def cmd_compare(args) -> int:
     return 0
 
 
-def cmd_chat(args) -> int:
+def cmd_chat(args: argparse.Namespace) -> int:
     from .export.chat import chat_reply, open_chat
 
     llm = open_chat(args.path)
@@ -830,7 +643,7 @@ def cmd_chat(args) -> int:
     return 0
 
 
-def cmd_demo(args) -> int:
+def cmd_demo(args: argparse.Namespace) -> int:
     from .events import ConsoleSink
     from .trainer import Trainer
 

@@ -11,35 +11,45 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from .fsutil import atomic_write_text
+from .options import Bounds, option, problems
 from .paths import APP_NAME, default_runs_dir
 from .tomlcompat import tomllib
-
-# GPU safety thresholds (train/safety.py): the range each setting must stay in.
-GPU_SAFETY_RANGES = {
-    "gpu_temperature_limit_c": (40, 110),
-    "gpu_temperature_warn_c": (30, 110),
-    "gpu_temperature_emergency_c": (40, 120),
-    "gpu_memory_warn_pct": (50, 100),
-    "gpu_cool_timeout_s": (10, 86_400),
-}
-CHECKPOINT_MINUTES_RANGE = (0, 24 * 60)
 
 
 @dataclass
 class Settings:
-    output_dir: str = ""  # empty: the platform's user data dir (see default_runs_dir)
-    ollama_host: str = "http://127.0.0.1:11434"
-    ollama_num_ctx: int = (
-        8192  # cap on an export's Ollama context (its own context if smaller); --num-ctx per export
+    output_dir: str = option("", help="empty: the user data dir")  # see default_runs_dir
+    ollama_host: str = option(
+        "http://127.0.0.1:11434", label="Ollama host", help="where exports are registered"
     )
-    theme: str = ""  # the app's colour theme, by its name there (empty: the app's default)
-    gpu_temperature_warn_c: int = 75  # a warning event
-    gpu_temperature_limit_c: int = 85  # critical: training pauses until the GPU cools
-    gpu_temperature_emergency_c: int = 95  # a checkpoint is saved and training stops
-    gpu_memory_warn_pct: int = 95  # GPU memory in use (NVML, every process): a warning event
-    gpu_cool_timeout_s: int = 900  # a pause that lasts longer saves a checkpoint and stops
-    checkpoint_minutes: int = (
-        20  # a checkpoint every N minutes of training, so a crash loses minutes (0: off)
+    ollama_num_ctx: int = option(
+        8192,
+        label="Ollama context",
+        bounds=Bounds(256),
+        help="cap on an export's num_ctx",  # its own context if smaller; --num-ctx per export
+    )
+    theme: str = option("", help="the app's colour theme, by its name there (empty: the app's default)")
+    # GPU safety (train/safety.py); a run overrides them with its own TrainConfig values.
+    gpu_temperature_warn_c: int = option(
+        75, label="GPU temp warn", bounds=Bounds(30, 110), help="°C: a warning event"
+    )
+    gpu_temperature_limit_c: int = option(
+        85, label="GPU temp limit", bounds=Bounds(40, 110), help="°C: pause until it cools"
+    )
+    gpu_temperature_emergency_c: int = option(
+        95, label="GPU temp stop", bounds=Bounds(40, 120), help="°C: checkpoint, then stop"
+    )
+    gpu_memory_warn_pct: int = option(
+        95, label="GPU memory warn", bounds=Bounds(50, 100), help="% of GPU memory in use"
+    )
+    gpu_cool_timeout_s: int = option(
+        900, label="Max GPU pause", bounds=Bounds(10, 86_400), help="s; then checkpoint and stop"
+    )
+    checkpoint_minutes: int = option(
+        20,
+        label="Ckpt every",
+        bounds=Bounds(0, 24 * 60),
+        help="minutes of training; 0: off",  # so a crash loses minutes
     )
 
     def runs_dir(self) -> Path:
@@ -48,14 +58,9 @@ class Settings:
     def validate(self) -> None:
         if not self.ollama_host.startswith(("http://", "https://")):
             raise ValueError("ollama_host must start with http:// or https://")
-        if self.ollama_num_ctx < 256:
-            raise ValueError("ollama_num_ctx must be at least 256")
-        for name, (low, high) in GPU_SAFETY_RANGES.items():
-            if not low <= getattr(self, name) <= high:
-                raise ValueError(f"{name} must be between {low} and {high}")
-        low, high = CHECKPOINT_MINUTES_RANGE
-        if not low <= self.checkpoint_minutes <= high:
-            raise ValueError(f"checkpoint_minutes must be between {low} and {high}")
+        problem = problems(self)  # each field's declared bounds
+        if problem is not None:
+            raise ValueError(problem)
         if not self.gpu_temperature_warn_c < self.gpu_temperature_limit_c < self.gpu_temperature_emergency_c:
             raise ValueError(
                 f"GPU temperatures must rise: gpu_temperature_warn_c ({self.gpu_temperature_warn_c}) < gpu_temperature_limit_c "

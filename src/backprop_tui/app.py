@@ -23,25 +23,29 @@ from .screens.runs import RunsScreen
 from .screens.settings import SettingsScreen
 from .screens.train import TrainScreen
 from .state import Session, theme_of
-from .widgets.nav import SCREENS
+
+# The screens, as (key, mode, title, class): the app's modes, the keys that switch to them, the NavBar line
+# and the help are all read from this one list.
+SCREENS = [
+    ("1", "model", "Model", ModelScreen),
+    ("2", "data", "Data", DataScreen),
+    ("3", "train", "Train", TrainScreen),
+    ("4", "export", "Export", ExportScreen),
+    ("5", "runs", "Runs", RunsScreen),
+    ("6", "settings", "Settings", SettingsScreen),
+]
 
 
 class BackpropApp(App[None]):
     TITLE = "backprop"
     CSS_PATH = "app.tcss"
-    MODES = {
-        "model": ModelScreen,
-        "data": DataScreen,
-        "train": TrainScreen,
-        "export": ExportScreen,
-        "runs": RunsScreen,
-        "settings": SettingsScreen,
-    }
+    SCREENS_IN_ORDER = SCREENS  # for the NavBar, which cannot import the app that imports its screens
+    MODES = {mode: screen for _, mode, _, screen in SCREENS}
     DEFAULT_MODE = "model"
     ENABLE_COMMAND_PALETTE = False  # every action has its own key; the footer space goes to them
     # The screen keys 1-6 are shown by the NavBar at the top instead of the footer.
     BINDINGS = [
-        *(Binding(key, f"switch_mode('{mode}')", title, show=False) for key, mode, title in SCREENS),
+        *(Binding(key, f"switch_mode('{mode}')", title, show=False) for key, mode, title, _ in SCREENS),
         Binding("question_mark", "help", "Help"),
         Binding("escape", "leave_field", "Leave field", show=False, tooltip="leave a text field"),
         Binding("ctrl+q", "quit", "Quit", priority=True),
@@ -111,7 +115,7 @@ class BackpropApp(App[None]):
         )
 
     def action_help(self) -> None:
-        screens = [(key, title, self.MODES[mode]) for key, mode, title in SCREENS]
+        screens = [(key, title, screen) for key, _, title, screen in SCREENS]
         self.push_screen(HelpScreen(help_text(self.BINDINGS, screens)))
 
     def action_leave_field(self) -> None:

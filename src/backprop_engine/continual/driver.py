@@ -6,6 +6,7 @@ import random
 import shutil
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from ..channel import ControlServer, RunClaim
 from ..config import TrainConfig
@@ -224,7 +225,7 @@ def _train_runs(config, plan, model, tasks, runs, state, progress, bus, control)
                 learning_rate=run_config.learning_rate,
             )
         )
-        built = []
+        built: list[Any] = []  # the peft model the run builds
 
         def adapter_init(
             peft_model, start=previous_ft, built=built

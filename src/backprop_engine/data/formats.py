@@ -16,6 +16,7 @@ that stays untrained). Content given as a list of parts is joined here; a row's 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from .sources import FORMAT_FIELDS, BadRow, RawRow, RowProblem, type_name
 from .tools import parse_calls, parse_tools
@@ -40,7 +41,8 @@ TEXT_PARTS = ("text", "input_text", "output_text")
 REASONING_PARTS = ("reasoning", "thinking")
 MEDIA_PARTS = ("image", "image_url", "input_image", "audio", "input_audio", "video", "file")
 REASONING_FIELDS = ("reasoning_content", "reasoning", "thinking")
-Message = dict
+Message = dict[str, Any]
+Row = dict[str, Any]  # one JSON object as read; each normalizer checks the values it uses
 
 
 @dataclass
@@ -93,30 +95,32 @@ class FormatTracker:
 
     def normalize(self, row: RawRow) -> Example | BadRow:
         try:
-            name = self._format_of(row)
-            example = Example(row.origin, name, **_NORMALIZERS[name](row.value))
+            name, value = self._format_of(row)
+            example = Example(row.origin, name, **_NORMALIZERS[name](value))
             if name != "text":
-                example.tools = parse_tools(row.value.get("tools"))
+                example.tools = parse_tools(value.get("tools"))
             return example
         except RowProblem as problem:
             return BadRow(row.origin, problem.reason, problem.hint)
 
-    def _format_of(self, row: RawRow) -> str:
-        if not isinstance(row.value, dict):
+    def _format_of(self, row: RawRow) -> tuple[str, Row]:
+        """The row's format, and the row as the JSON object it must be."""
+        value = row.value
+        if not isinstance(value, dict):
             raise RowProblem(
-                f"row is a JSON {type_name(row.value)}, not an object", "write each row as one JSON object"
+                f"row is a JSON {type_name(value)}, not an object", "write each row as one JSON object"
             )
         if self.override != "auto":
-            missing = [c for c in FORMAT_FIELDS[self.override] if c not in row.value]
+            missing = [c for c in FORMAT_FIELDS[self.override] if c not in value]
             if missing:
                 raise RowProblem(
                     f"row has no {' or '.join(repr(m) for m in missing)} field (format {self.override})",
                     _format_hint(),
                 )
-            return self.override
-        detected = detect_format(row.value)
+            return self.override, value
+        detected = detect_format(value)
         if detected is None:
-            fields = ", ".join(sorted(map(str, row.value))) or "none"
+            fields = ", ".join(sorted(map(str, value))) or "none"
             raise RowProblem(
                 f"row has no 'messages' field, nor any other known format's fields (it has: {fields})",
                 _format_hint(),
@@ -127,7 +131,7 @@ class FormatTracker:
                 f"mixed formats: this row is {detected} but the file's first row is {expected}",
                 "keep one format per file, or choose one with --format",
             )
-        return detected
+        return detected, value
 
 
 def _format_hint() -> str:
@@ -190,7 +194,7 @@ def _part_text(part: dict, where: str, keys: tuple[str, ...]) -> str:
 def _message(role: str, content: object, where: str, source: dict, key: str = "content") -> Message:
     """The internal message for ``role``; ``source`` holds the turn's other fields (reasoning, loss weight)."""
     text, reasoning = _content(content, f"{where} '{key}'")
-    message = {"role": role, "content": text}
+    message: Message = {"role": role, "content": text}
     for name in REASONING_FIELDS:
         if isinstance(source.get(name), str) and source[name]:
             reasoning = "\n".join(r for r in (source[name], reasoning) if r)
@@ -219,7 +223,7 @@ def _loss_weight(source: dict, role: str, where: str) -> int:
     return int(value)
 
 
-def _messages(value: object) -> dict:
+def _messages(value: Row) -> dict:
     turns = value["messages"]
     if not isinstance(turns, list):
         raise RowProblem(
@@ -273,7 +277,7 @@ def _check_conversation(messages: list[Message]) -> list[Message]:
     return messages
 
 
-def _sharegpt(value: object) -> dict:
+def _sharegpt(value: Row) -> dict:
     messages = _sharegpt_turns(value["conversations"], "'conversations'")
     if (
         isinstance(value.get("system"), str)
@@ -298,11 +302,11 @@ def _sharegpt_turns(turns: object, what: str) -> list[Message]:
                 'write each turn as {"from": ..., "value": ...}',
             )
         speaker = turn.get("from")
-        role = SHAREGPT_ROLES.get(speaker.lower()) if isinstance(speaker, str) else None
-        if role is None:
+        if not isinstance(speaker, str) or speaker.lower() not in SHAREGPT_ROLES:
             raise RowProblem(
                 f"{where} has unknown speaker {speaker!r}", f"use one of: {', '.join(SHAREGPT_ROLES)}"
             )
+        role = SHAREGPT_ROLES[speaker.lower()]
         if speaker.lower() == "function_call":
             _add_call(messages, parse_calls(turn.get("value"), f"{where} ({speaker})"), turn, where)
             continue
@@ -324,7 +328,7 @@ def _add_call(messages: list[Message], calls: list[dict], turn: dict, where: str
     messages.append(message)
 
 
-def _alpaca(value: object) -> dict:
+def _alpaca(value: Row) -> dict:
     instruction = _require_text(value["instruction"], "'instruction'", allow_empty=False)
     extra = _require_text(value.get("input") or "", "'input'")
     messages = (
@@ -339,7 +343,7 @@ def _alpaca(value: object) -> dict:
     return {"messages": messages}
 
 
-def _prompt_completion(value: object) -> dict:
+def _prompt_completion(value: Row) -> dict:
     prompt = _turns(value["prompt"], "prompt", "user")
     completion = _turns(value["completion"], "completion", "assistant")
     return {"messages": _check_conversation(prompt + completion)}
@@ -359,7 +363,7 @@ def _turns(value: object, what: str, role: str) -> list[Message]:
         raise RowProblem(f"'{what}' {problem.reason}", problem.hint) from None
 
 
-def _preference(value: object) -> dict:
+def _preference(value: Row) -> dict:
     """``chosen``/``rejected`` after a ``prompt`` or ``conversations`` history, or two whole conversations."""
     if "conversations" in value:
         prompt = _sharegpt_turns(value["conversations"], "'conversations'")
@@ -399,7 +403,7 @@ def _after(prompt: list[Message], side: list[Message]) -> list[Message]:
     return side[len(prompt) :] if side[: len(prompt)] == prompt else side
 
 
-def _text(value: object) -> dict:
+def _text(value: Row) -> dict:
     return {"text": _require_text(value["text"], "'text'", allow_empty=False)}
 
 

@@ -23,7 +23,17 @@ from ..progress import tracked
 from .filters import drop_exact_duplicates, drop_near_duplicates, shuffled, split_eval
 from .formats import FORMATS, Example, FormatTracker
 from .pairs import OBJECTIVES, PreferenceExample, tokenize_pair
-from .sources import TEXT_SPLITS, BadRow, RowProblem, choose_text_split, data_files, read_rows, resolve_source
+from .sources import (
+    ON_BAD_ROW,
+    OVERLONG,
+    TEXT_SPLITS,
+    BadRow,
+    RowProblem,
+    choose_text_split,
+    data_files,
+    read_rows,
+    resolve_source,
+)
 from .tokenize import (
     PER_TURN,
     PLAIN_TOOLS,
@@ -71,8 +81,8 @@ class DataSpec:
             raise ConfigError("no data given", "pass at least one data file, folder or hub id")
         choices = {
             "format": ("auto", *FORMATS),
-            "on_bad_row": ("error", "skip"),
-            "overlong": ("truncate", "drop"),
+            "on_bad_row": ON_BAD_ROW,
+            "overlong": OVERLONG,
             "text_split": ("auto", *TEXT_SPLITS),
             "objective": OBJECTIVES,
         }

@@ -12,7 +12,7 @@ import codecs
 import csv
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -23,6 +23,8 @@ BUILTIN_DATASETS = {"sample": "sample.jsonl"}
 DATA_SUFFIXES = {".jsonl", ".json", ".csv", ".parquet", ".txt", ".md"}
 TEXT_SUFFIXES = {".txt", ".md"}
 TEXT_SPLITS = ("blank", "line", "none")  # documents end at blank lines, at every line, or with the file
+ON_BAD_ROW = ("error", "skip")  # a bad row stops the run, or is skipped and counted
+OVERLONG = ("truncate", "drop")  # rows longer than max_seq_len
 TEXT_SNIFF_LINES = 2000
 SENTENCE_ENDS = tuple(".!?\"')»”。！？…")
 MAX_ROW_BYTES = 10 * 2**20  # one row beyond this is reported, never decoded (a runaway line, not a chat)
@@ -104,7 +106,7 @@ def resolve_source(source: str | Path) -> Source:
     )
 
 
-def data_files(source: Source) -> list[Source]:
+def data_files(source: Source) -> Sequence[Source]:
     """Expand a folder into its data files (sorted); a ``save_to_disk`` folder counts as one source."""
     if isinstance(source, HubId) or source.is_file() or is_saved_dataset(source):
         return [source]
@@ -392,7 +394,8 @@ def choose_text_split(source: Source, requested: str = "auto") -> tuple[str, str
         return None
     if requested != "auto":
         return requested, "set by --text-split"
-    lines, blank_between = [], False
+    lines: list[str] = []
+    blank_between = False
     for _, line in _lines(source):
         if isinstance(line, BadRow):
             continue

@@ -86,7 +86,7 @@ class TemplateSupport:
 
     @cached_property
     def tool_calls(self) -> bool:
-        probe = [
+        probe: list[dict] = [
             {"role": "user", "content": "u"},
             {"role": "assistant", "content": "", "tool_calls": [_PROBE_CALL]},
             {"role": "tool", "content": "probe_result_q7", "name": "probe_fn_q7"},

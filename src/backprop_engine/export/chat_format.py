@@ -148,7 +148,7 @@ def derive_chat_format(tokenizer) -> ChatFormat:
             "which an Ollama TEMPLATE cannot reproduce byte for byte",
             "export the GGUF without --ollama (llama.cpp uses the template stored in it), or write the TEMPLATE by hand",
         )
-    if not reproduced:
+    if not reproduced or fmt is None:
         raise ExportError(
             f"the chat template ({family}) is not a plain role/content template that an Ollama TEMPLATE can reproduce",
             "export the GGUF without --ollama, or write the Modelfile TEMPLATE by hand",

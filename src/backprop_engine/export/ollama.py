@@ -71,6 +71,7 @@ def _register_with_cli(cli: str, name: str, modelfile_path: Path, url: str, bus:
         errors="replace",
     )
     last = ""
+    assert process.stdout is not None  # stdout=PIPE
     for line in process.stdout:
         if line.strip():
             last = line.strip()

@@ -26,6 +26,7 @@ from ..errors import BackpropError, ConfigError, TrainingError
 COLLECTIVE_TIMEOUT = timedelta(hours=1)
 
 T = TypeVar("T")
+Number = TypeVar("Number", int, float)
 
 
 @dataclass
@@ -75,9 +76,16 @@ class Distributed:
         models). A user error on rank 0 is raised on every rank, so all of them stop with its message."""
         if not self.enabled:
             return prepare()
-        result, error = _attempt(prepare) if self.is_main else (None, None)
-        _raise_if(self._from_main(error))
-        return result if self.is_main else prepare()
+        if not self.is_main:
+            _raise_if(self._from_main(None))
+            return prepare()
+        try:
+            result = prepare()
+        except BackpropError as error:
+            self._from_main(error)
+            raise
+        self._from_main(None)
+        return result
 
     def main_only(self, write: Callable[[], T]) -> T:
         """``write()`` on rank 0 alone; every rank waits for it and gets its result (or its user error)."""
@@ -131,7 +139,7 @@ class Distributed:
         """Around a backward pass: gradients stay local until the step's last one, where DDP averages them."""
         return model.no_sync() if self.enabled and not last else contextlib.nullcontext()
 
-    def total(self, value: T) -> T:
+    def total(self, value: Number) -> Number:
         """``value`` summed over all ranks (ints stay exact up to 2⁵³)."""
         if not self.enabled:
             return value

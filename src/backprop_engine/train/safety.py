@@ -11,9 +11,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from ..config import TrainConfig
 from ..errors import ConfigError
 from ..events import EventBus, GpuSafety
 from ..hardware import GpuReading
+from ..options import options_of
 from ..settings import load_settings
 from .control import TrainingControl
 
@@ -22,14 +24,8 @@ HYSTERESIS_C = (
 )
 MEMORY_HYSTERESIS_PCT = 5
 
-# TrainConfig field (0: use the setting) → Settings field.
-SETTING_OF = {
-    "gpu_temperature_warn_c": "gpu_temperature_warn_c",
-    "max_gpu_temperature_c": "gpu_temperature_limit_c",
-    "gpu_temperature_emergency_c": "gpu_temperature_emergency_c",
-    "gpu_memory_warn_pct": "gpu_memory_warn_pct",
-    "gpu_cool_timeout_s": "gpu_cool_timeout_s",
-}
+# TrainConfig field (0: use the setting) → the Settings field it overrides, as the field declares it.
+SETTING_OF = {option.name: option.setting for option in options_of(TrainConfig).values() if option.setting}
 OVERRIDE_HINT = "a run's own values (e.g. --max-gpu-temperature) combine with your settings (Settings screen, settings.toml)"
 
 
@@ -111,22 +107,23 @@ class ThermalGuard:
         hottest = _hottest(gpus)
         if hottest is None:
             return 0.0
-        level = self.limits.level(hottest.temperature_c)
+        gpu, celsius = hottest
+        level = self.limits.level(celsius)
         if level == "emergency":
-            self._emergency(hottest, bus, control)
+            self._emergency(gpu, celsius, bus, control)
         elif level == "critical":
-            return self._pause(hottest, bus, control)
+            return self._pause(gpu, celsius, bus, control)
         else:
-            self._track_warning(hottest, level, bus)
+            self._track_warning(gpu, celsius, level, bus)
         return 0.0
 
     def _read(self) -> list[GpuReading]:
         gpus = self.read_gpus()
         hottest = _hottest(gpus)
-        self.last_c = hottest.temperature_c if hottest else None
+        self.last_c = hottest[1] if hottest else None
         return gpus
 
-    def _track_warning(self, gpu: GpuReading, level: str, bus: EventBus) -> None:
+    def _track_warning(self, gpu: GpuReading, celsius: float, level: str, bus: EventBus) -> None:
         warn = self.limits.warn_c
         if level == "warn" and self.level != "warn":
             _emit(
@@ -134,20 +131,20 @@ class ThermalGuard:
                 "warn",
                 "warn",
                 gpu,
-                f"GPU {gpu.index} at {gpu.temperature_c:.0f}°C (warning at {warn}°C)",
+                f"GPU {gpu.index} at {celsius:.0f}°C (warning at {warn}°C)",
             )
             self.level = "warn"
-        elif level == "normal" and self.level == "warn" and gpu.temperature_c < warn - HYSTERESIS_C:
+        elif level == "normal" and self.level == "warn" and celsius < warn - HYSTERESIS_C:
             _emit(
                 bus,
                 "normal",
                 "clear",
                 gpu,
-                f"GPU {gpu.index} back to {gpu.temperature_c:.0f}°C (warning at {warn}°C)",
+                f"GPU {gpu.index} back to {celsius:.0f}°C (warning at {warn}°C)",
             )
             self.level = "normal"
 
-    def _pause(self, gpu: GpuReading, bus: EventBus, control: TrainingControl) -> float:
+    def _pause(self, gpu: GpuReading, celsius: float, bus: EventBus, control: TrainingControl) -> float:
         """Wait until the GPU has cooled to the critical temperature less the hysteresis; an emergency or the
         timeout stops the run instead."""
         limits = self.limits
@@ -158,7 +155,7 @@ class ThermalGuard:
             "pause",
             gpu,
             (
-                f"GPU {gpu.index} at {gpu.temperature_c:.0f}°C (critical at {limits.critical_c}°C): training paused "
+                f"GPU {gpu.index} at {celsius:.0f}°C (critical at {limits.critical_c}°C): training paused "
                 f"until it cools to {resume_at}°C, at most {limits.cool_timeout_s} s"
             ),
         )
@@ -167,8 +164,8 @@ class ThermalGuard:
         while not control.stop_requested:
             self.sleep(self.poll_seconds)
             waited += self.poll_seconds
-            current = _hottest(self._read())
-            if current is None:  # no reading any more: nothing tells us to keep waiting
+            hottest = _hottest(self._read())
+            if hottest is None:  # no reading any more: nothing tells us to keep waiting
                 self.level = "normal"
                 _emit(
                     bus,
@@ -178,18 +175,19 @@ class ThermalGuard:
                     f"no GPU temperature reading after {waited:.0f} s: training resumes",
                 )
                 break
-            if current.temperature_c <= resume_at:
-                self.level = limits.level(current.temperature_c)
+            current, celsius = hottest
+            if celsius <= resume_at:
+                self.level = limits.level(celsius)
                 _emit(
                     bus,
                     self.level,
                     "resume",
                     current,
-                    f"GPU {current.index} cooled to {current.temperature_c:.0f}°C after {waited:.0f} s: training resumes",
+                    f"GPU {current.index} cooled to {celsius:.0f}°C after {waited:.0f} s: training resumes",
                 )
                 break
-            if limits.level(current.temperature_c) == "emergency":
-                self._emergency(current, bus, control)
+            if limits.level(celsius) == "emergency":
+                self._emergency(current, celsius, bus, control)
                 break
             if waited >= limits.cool_timeout_s:
                 _emit(
@@ -198,7 +196,7 @@ class ThermalGuard:
                     "stop",
                     current,
                     (
-                        f"GPU {current.index} still at {current.temperature_c:.0f}°C after {waited:.0f} s paused "
+                        f"GPU {current.index} still at {celsius:.0f}°C after {waited:.0f} s paused "
                         f"(timeout {limits.cool_timeout_s} s): saving a checkpoint and stopping"
                     ),
                 )
@@ -206,14 +204,14 @@ class ThermalGuard:
                 break
         return time.perf_counter() - started
 
-    def _emergency(self, gpu: GpuReading, bus: EventBus, control: TrainingControl) -> None:
+    def _emergency(self, gpu: GpuReading, celsius: float, bus: EventBus, control: TrainingControl) -> None:
         _emit(
             bus,
             "emergency",
             "stop",
             gpu,
             (
-                f"GPU {gpu.index} at {gpu.temperature_c:.0f}°C (emergency at {self.limits.emergency_c}°C): "
+                f"GPU {gpu.index} at {celsius:.0f}°C (emergency at {self.limits.emergency_c}°C): "
                 "saving a checkpoint and stopping"
             ),
         )
@@ -247,8 +245,10 @@ class ThermalGuard:
             )
 
 
-def _hottest(gpus: list[GpuReading]) -> GpuReading | None:
-    return max((g for g in gpus if g.temperature_c is not None), key=lambda g: g.temperature_c, default=None)
+def _hottest(gpus: list[GpuReading]) -> tuple[GpuReading, float] | None:
+    """The hottest GPU with a temperature reading, and that temperature."""
+    read = [(gpu, gpu.temperature_c) for gpu in gpus if gpu.temperature_c is not None]
+    return max(read, key=lambda pair: pair[1], default=None)
 
 
 def _memory_pct(gpu: GpuReading) -> float:

@@ -12,6 +12,7 @@ from textual.screen import Screen
 from textual.widgets import Checkbox, Footer, Input, Label, Sparkline, Static
 from textual.worker import Worker, WorkerState
 
+from backprop_engine.config import option_of
 from backprop_engine.errors import BackpropError, render_error
 
 from ..widgets.nav import NavBar
@@ -20,13 +21,9 @@ from ..widgets.progress import StageProgress
 from ..widgets.token_view import MASKED_STYLE, TRAINED_STYLE, render_spans
 
 PREVIEW_SAMPLES = 50
-# Filter fields: (TrainConfig/DataSpec name, label, parser)
-FILTERS = [
-    ("min_tokens", "min tok", int),
-    ("max_tokens", "max tok", int),
-    ("max_samples", "rows", int),
-    ("eval_split", "eval", float),
-]
+# Filter fields (TrainConfig/DataSpec names), labelled and checked as the fields declare them
+DEDUPE = option_of("dedupe")
+FILTERS = [option_of(name) for name in ("min_tokens", "max_tokens", "max_samples", "eval_split")]
 
 
 class DataScreen(Screen):
@@ -45,7 +42,7 @@ class DataScreen(Screen):
         self._requested: tuple | None = None  # (source, filters) of the newest request
 
     def compose(self) -> ComposeResult:
-        yield NavBar("data")
+        yield NavBar()
         with Vertical(classes="body"):
             with Horizontal(classes="form-row"):
                 yield Label("Dataset", classes="field-label")
@@ -57,10 +54,10 @@ class DataScreen(Screen):
                     compact=True,
                 )
             with Horizontal(id="filters"):
-                for name, label, _ in FILTERS:
-                    yield Label(label)
-                    yield Input("0", id=f"filter-{name}", classes="filter", compact=True)
-                yield Checkbox("dedupe", True, id="filter-dedupe", compact=True)
+                for option in FILTERS:
+                    yield Label(option.short)
+                    yield Input("0", id=f"filter-{option.name}", classes="filter", compact=True)
+                yield Checkbox(DEDUPE.short, DEDUPE.default, id="filter-dedupe", compact=True)
             yield Static("", id="data-error", classes="error")
             yield StageProgress(id="data-progress")
             yield Static("", id="data-summary")
@@ -122,12 +119,9 @@ class DataScreen(Screen):
 
     def _filter_values(self) -> dict:
         values: dict = {"dedupe": self.query_one("#filter-dedupe", Checkbox).value}
-        for name, label, parse in FILTERS:
-            raw = self.query_one(f"#filter-{name}", Input).value.strip() or "0"
-            try:
-                values[name] = parse(raw)
-            except ValueError:
-                raise ValueError(f"{label}: {raw!r} is not a number") from None
+        for option in FILTERS:
+            raw = self.query_one(f"#filter-{option.name}", Input).value.strip() or "0"
+            values[option.name] = option.parse(raw, title=option.short)
         return values
 
     @work(thread=True, exclusive=True, group="data", exit_on_error=False)

@@ -61,7 +61,7 @@ class ExportScreen(Screen):
         self.follower: EventFollower | None = None
 
     def compose(self) -> ComposeResult:
-        yield NavBar("export")
+        yield NavBar()
         with Horizontal(classes="body"):
             with VerticalScroll(id="export-form"):
                 yield Static("", id="export-run", classes="choice")

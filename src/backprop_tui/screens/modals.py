@@ -35,6 +35,12 @@ def help_text(app_bindings: list, screens: list[tuple[str, str, type]]) -> str:
     return "\n".join(f"[b]{area:<9}[/b] {keys}" for area, keys in rows) + RUNS_NOTE
 
 
+def key_of(bindings: list, action: str) -> str:
+    """The (first) key of ``action`` in ``bindings``, as the help shows it: for a button's or a message's text."""
+    key = next(binding.key for binding in map(_binding, bindings) if binding.action == action).split(",")[0]
+    return KEY_NAMES.get(key, key)
+
+
 def _keys(bindings: list, area: str) -> str:
     shown = []
     for binding in map(_binding, bindings):
@@ -71,8 +77,8 @@ class ConfirmScreen(ModalScreen[bool]):
     def compose(self) -> ComposeResult:
         with Vertical(classes="modal-box"):
             yield Label(self.question)
-            yield Button("Yes (y)", id="yes", variant="error")
-            yield Button("No (n)", id="no", variant="primary")
+            yield Button(f"Yes ({key_of(self.BINDINGS, 'answer(True)')})", id="yes", variant="error")
+            yield Button(f"No ({key_of(self.BINDINGS, 'answer(False)')})", id="no", variant="primary")
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         self.dismiss(event.button.id == "yes")
@@ -97,9 +103,12 @@ class QuitScreen(ModalScreen[str | None]):
     def compose(self) -> ComposeResult:
         with Vertical(classes="modal-box"):
             yield Label(f"{len(self.runs)} run(s) still training: {', '.join(run.name for run in self.runs)}")
-            yield Button("Stop it: checkpoint + adapter (s)", id="stop", variant="error")
-            yield Button("Leave it running in the background (l)", id="leave", variant="primary")
-            yield Button("Cancel (esc)", id="cancel")
+            stop, leave, cancel = (
+                key_of(self.BINDINGS, f"answer({a})") for a in ("'stop'", "'leave'", "None")
+            )
+            yield Button(f"Stop it: checkpoint + adapter ({stop})", id="stop", variant="error")
+            yield Button(f"Leave it running in the background ({leave})", id="leave", variant="primary")
+            yield Button(f"Cancel ({cancel})", id="cancel")
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         self.dismiss(None if event.button.id == "cancel" else event.button.id)

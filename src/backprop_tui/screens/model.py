@@ -10,6 +10,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Label, Select, Static
 
 from backprop_engine.config import METHODS as TRAINING_METHODS
+from backprop_engine.config import option_of
 from backprop_engine.errors import ModelError, render_error
 from backprop_engine.hardware import HardwareReading
 from backprop_engine.planner import FIT_LEGEND, fit_verdict
@@ -34,7 +35,7 @@ class ModelScreen(Screen):
     BINDINGS = [Binding("u", "use_preset", "Use preset", tooltip="or enter use the preset")]
 
     def compose(self) -> ComposeResult:
-        yield NavBar("model")
+        yield NavBar()
         with Vertical(classes="body"):
             yield Static("probing hardware…", id="machine", classes="muted")
             yield DataTable(id="presets", cursor_type="row", zebra_stripes=True)
@@ -46,7 +47,7 @@ class ModelScreen(Screen):
             with Horizontal(classes="form-row"):
                 yield Label("Method", classes="field-label")
                 yield Select(METHODS, value="lora", allow_blank=False, id="method", compact=True)
-                yield Label("LoRA rank", classes="field-label")
+                yield Label(option_of("lora_rank").label, classes="field-label")
                 yield Input(str(self.app.session.lora_rank), id="rank", type="integer", compact=True)
             yield Static("", id="model-choice", classes="choice")
         yield Footer()
@@ -131,12 +132,13 @@ class ModelScreen(Screen):
 
     def _set_rank(self, value: str) -> None:
         error = self.query_one("#model-error", Static)
-        if value.isdigit() and 1 <= int(value) <= 1024:
-            self.app.session.lora_rank = int(value)
-            error.update("")
-            self._show_choice()
-        else:
-            error.update("LoRA rank must be a whole number from 1 to 1024")
+        try:
+            self.app.session.lora_rank = option_of("lora_rank").parse(value)
+        except ValueError as exc:
+            error.update(str(exc))
+            return
+        error.update("")
+        self._show_choice()
 
     def _show_choice(self, note: str = "") -> None:
         session = self.app.session

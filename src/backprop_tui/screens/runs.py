@@ -31,7 +31,7 @@ class RunsScreen(Screen):
         self.shown: list[RunSummary] = []
 
     def compose(self) -> ComposeResult:
-        yield NavBar("runs")
+        yield NavBar()
         with Vertical(classes="body"):
             yield Static("", id="runs-dir", classes="muted")
             yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)

@@ -10,20 +10,14 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Label, Select, Static
 
-from backprop_engine.settings import save_settings, settings_path
+from backprop_engine.options import options_of
+from backprop_engine.settings import Settings, save_settings, settings_path
 
 from ..state import THEMES, theme_of
 from ..widgets.nav import NavBar
 
-TEXT_FIELDS = [
-    ("output_dir", "Output dir", "empty: the user data dir"),
-    ("ollama_host", "Ollama host", "where exports are registered"),
-    ("gpu_temperature_warn_c", "GPU temp warn", "°C: a warning event"),
-    ("gpu_temperature_limit_c", "GPU temp limit", "°C: pause until it cools"),
-    ("gpu_temperature_emergency_c", "GPU temp stop", "°C: checkpoint, then stop"),
-    ("gpu_memory_warn_pct", "GPU memory warn", "% of GPU memory in use"),
-    ("gpu_cool_timeout_s", "Max GPU pause", "s; then checkpoint and stop"),
-]
+# Every setting as its field declares it (label, help, bounds); the theme is chosen from a list instead.
+TEXT_FIELDS = [option for name, option in options_of(Settings).items() if name != "theme"]
 
 
 class SettingsScreen(Screen):
@@ -32,16 +26,20 @@ class SettingsScreen(Screen):
 
     def compose(self) -> ComposeResult:
         settings = self.app.session.settings
-        yield NavBar("settings")
+        yield NavBar()
         with Vertical(classes="body"):
-            yield Static(f"Saved in {self.app.settings_file or settings_path()}", classes="muted")
-            for name, title, note in TEXT_FIELDS:
+            yield Static(
+                f"Saved in {self.app.settings_file or settings_path()}", id="settings-path", classes="muted"
+            )
+            for option in TEXT_FIELDS:
                 with Horizontal(classes="form-row"):
-                    yield Label(title, classes="field-label")
-                    yield Input(str(getattr(settings, name)), id=f"setting-{name}", compact=True)
-                    yield Static(note, classes="reason")
+                    yield Label(option.label, classes="field-label")
+                    yield Input(
+                        str(getattr(settings, option.name)), id=f"setting-{option.name}", compact=True
+                    )
+                    yield Static(option.help or "", classes="reason")
             with Horizontal(classes="form-row"):
-                yield Label("Theme", classes="field-label")
+                yield Label(options_of(Settings)["theme"].label, classes="field-label")
                 yield Select(
                     [(t, t) for t in THEMES],
                     value=theme_of(settings),
@@ -59,16 +57,14 @@ class SettingsScreen(Screen):
     def action_save(self) -> None:
         error = self.query_one("#settings-error", Static)
         current = self.app.session.settings
-        values = {}
-        for name, title, _ in TEXT_FIELDS:
-            raw = self.query_one(f"#setting-{name}", Input).value.strip()
-            if isinstance(getattr(current, name), int):
-                if not raw.lstrip("-").isdigit():
-                    error.update(f"{title} must be a whole number")
-                    return
-                values[name] = int(raw)
-            else:
-                values[name] = raw
+        try:
+            values = {
+                option.name: option.parse(self.query_one(f"#setting-{option.name}", Input).value.strip())
+                for option in TEXT_FIELDS
+            }
+        except ValueError as exc:
+            error.update(str(exc))
+            return
         values["theme"] = str(self.query_one("#setting-theme", Select).value)
         updated = replace(current, **values)
         try:

@@ -66,17 +66,15 @@ from ..widgets.multirun import MultiRunPanel
 from ..widgets.nav import NavBar
 from ..widgets.progress import StageProgress
 from ..widgets.rewards import RewardPanel
-from .modals import ConfirmScreen
+from .modals import ConfirmScreen, key_of
 
-FIELDS = [
-    (option.name, option.label, option.kind)
-    for option in map(option_of, ("steps", "learning_rate", "batch_size", "max_seq_len"))
+FIELDS = [option_of(name) for name in ("steps", "learning_rate", "batch_size", "max_seq_len")]
+# The engine's objectives; every one but SFT trains on chosen/rejected pairs.
+OBJECTIVE_CHOICES = [
+    (name.upper() if name == "sft" else f"{name.upper()} (pairs)", name)
+    for name in option_of("objective").choices
 ]
-OBJECTIVES = [("SFT", "sft"), ("DPO (pairs)", "dpo"), ("ORPO (pairs)", "orpo")]
-STRENGTH = {
-    objective: (name, option_of(name).label)
-    for objective, name in (("dpo", "dpo_beta"), ("orpo", "orpo_lambda"))
-}
+STRENGTH = {"dpo": option_of("dpo_beta"), "orpo": option_of("orpo_lambda")}
 
 
 class TrainScreen(Screen):
@@ -108,19 +106,19 @@ class TrainScreen(Screen):
         self.objective = "sft"
 
     def compose(self) -> ComposeResult:
-        yield NavBar("train")
+        yield NavBar()
         with ContentSwitcher(initial="setup", id="train-views"):
             with Vertical(id="setup", classes="body"):
                 yield Static("", id="train-summary", classes="choice")
-                for name, title, _ in FIELDS:
+                for option in FIELDS:
                     with Horizontal(classes="form-row"):
-                        yield Label(title, classes="field-label")
-                        yield Input(id=f"field-{name}", classes="short", compact=True)
-                        yield Static("", id=f"reason-{name}", classes="reason")
+                        yield Label(option.label, classes="field-label")
+                        yield Input(id=f"field-{option.name}", classes="short", compact=True)
+                        yield Static("", id=f"reason-{option.name}", classes="reason")
                 with Horizontal(classes="form-row"):
                     yield Label("Objective", classes="field-label")
                     yield Select(
-                        OBJECTIVES, value="sft", allow_blank=False, id="field-objective", compact=True
+                        OBJECTIVE_CHOICES, value="sft", allow_blank=False, id="field-objective", compact=True
                     )
                     yield Static("", id="reason-objective", classes="reason")
                 with Horizontal(classes="form-row", id="strength-row"):
@@ -128,7 +126,8 @@ class TrainScreen(Screen):
                     yield Input(id="field-strength", classes="short", compact=True)
                     yield Static("", id="reason-strength", classes="reason")
                 yield Static("", id="train-error", classes="error")
-                yield Button("Start training (s)", id="start", variant="primary", compact=True)
+                start = f"Start training ({key_of(self.BINDINGS, 'start')})"
+                yield Button(start, id="start", variant="primary", compact=True)
             with Vertical(id="dashboard", classes="body"):
                 yield Static("", id="run-title", classes="choice")
                 yield LineChart({"train": "cyan", "eval": "magenta"}, id="loss-chart")
@@ -171,9 +170,9 @@ class TrainScreen(Screen):
             f"Model [b]{session.model}[/b] · {session.method} rank {session.lora_rank} · data [b]{session.data}[/b]"
         )
         self.plan = None
-        for name, _title, _kind in FIELDS:
-            self.query_one(f"#field-{name}", Input).value = ""
-            self.query_one(f"#reason-{name}", Static).update("planning from the model and the data…")
+        for option in FIELDS:
+            self.query_one(f"#field-{option.name}", Input).value = ""
+            self.query_one(f"#reason-{option.name}", Static).update("planning from the model and the data…")
         self.query_one("#field-strength", Input).value = ""
         self.query_one("#strength-row").display = self.objective in STRENGTH
         self.query_one("#reason-objective", Static).update(OBJECTIVE_REASONS[self.objective])
@@ -200,20 +199,20 @@ class TrainScreen(Screen):
 
     def _show_plan(self, choices: dict) -> None:
         self.plan = choices
-        for name, _title, _kind in FIELDS:
-            field = self.query_one(f"#field-{name}", Input)
-            field.placeholder = str(choices[name].value)  # an emptied field is planned again
+        for option in FIELDS:
+            field = self.query_one(f"#field-{option.name}", Input)
+            field.placeholder = str(choices[option.name].value)  # an emptied field is planned again
             if not field.value and not field.has_focus:  # never under the cursor of someone typing
                 field.value = field.placeholder
-            self.query_one(f"#reason-{name}", Static).update(choices[name].reason)
+            self.query_one(f"#reason-{option.name}", Static).update(choices[option.name].reason)
         if self.objective in STRENGTH:
-            name, title = STRENGTH[self.objective]
-            self.query_one("#strength-label", Label).update(title)
+            strength = STRENGTH[self.objective]
+            self.query_one("#strength-label", Label).update(strength.label)
             field = self.query_one("#field-strength", Input)
-            field.placeholder = str(choices[name].value)
+            field.placeholder = str(choices[strength.name].value)
             if not field.value and not field.has_focus:
                 field.value = field.placeholder
-            self.query_one("#reason-strength", Static).update(choices[name].reason)
+            self.query_one("#reason-strength", Static).update(choices[strength.name].reason)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.worker.group == "plan" and event.state == WorkerState.ERROR:
@@ -230,7 +229,7 @@ class TrainScreen(Screen):
     def action_start(self) -> None:
         if self._live_owner() is not None:
             self.notify(
-                f"{self.run_dir.name} is training; stop it (x) or open another run from Runs",
+                f"{self.run_dir.name} is training; stop it ({key_of(self.BINDINGS, 'stop')}) or open another run from Runs",
                 severity="warning",
             )
             return
@@ -255,18 +254,10 @@ class TrainScreen(Screen):
 
     def _read_form(self) -> dict:
         values = {}
-        for name, title, kind in FIELDS:
-            raw = self.query_one(f"#field-{name}", Input).value.strip()
-            if not raw or (self.plan and raw == str(self.plan[name].value)):
-                continue  # as planned: the engine plans it again from the same model and data
-            try:
-                values[name] = kind(raw)
-            except ValueError:
-                raise ValueError(
-                    f"{title}: {raw!r} is not a {'whole number' if kind is int else 'number'}"
-                ) from None
-            if values[name] <= 0:
-                raise ValueError(f"{title} must be positive")
+        for option in FIELDS:
+            raw = self.query_one(f"#field-{option.name}", Input).value.strip()
+            if raw and not (self.plan and raw == str(self.plan[option.name].value)):  # else: planned again
+                values[option.name] = option.parse(raw)
         values |= self._read_objective()
         values["lora_rank"] = self.app.session.lora_rank
         values["method"] = self.app.session.method
@@ -278,17 +269,11 @@ class TrainScreen(Screen):
     def _read_objective(self) -> dict:
         if self.objective not in STRENGTH:
             return self._objective_option()
-        name, title = STRENGTH[self.objective]
+        strength = STRENGTH[self.objective]
         raw = self.query_one("#field-strength", Input).value.strip()
-        if not raw or (self.plan and raw == str(self.plan[name].value)):
+        if not raw or (self.plan and raw == str(self.plan[strength.name].value)):
             return self._objective_option()
-        try:
-            value = float(raw)
-        except ValueError:
-            raise ValueError(f"{title}: {raw!r} is not a number") from None
-        if value <= 0:
-            raise ValueError(f"{title} must be positive")
-        return {"objective": self.objective, name: value}
+        return {"objective": self.objective, strength.name: strength.parse(raw)}
 
     def continue_run(self, run: Path) -> None:
         """Resume ``run`` from its newest checkpoint; a live run is attached instead, and a run without a
@@ -318,7 +303,8 @@ class TrainScreen(Screen):
     def _launch(self, spec: LaunchSpec, title: str) -> None:
         if self.launched is not None and self.launched.process.poll() is None:  # before its lock exists, too
             self.notify(
-                f"{self.launched.run_dir.name} is starting or training; stop it (x) first", severity="warning"
+                f"{self.launched.run_dir.name} is starting or training; stop it ({key_of(self.BINDINGS, 'stop')}) first",
+                severity="warning",
             )
             return
         try:
