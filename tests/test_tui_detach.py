@@ -218,24 +218,35 @@ async def test_a_bad_start_shows_the_error_and_leaves_nothing(tmp_path):
 
 async def test_a_second_start_while_the_first_process_starts_is_refused(tmp_path, monkeypatch):
     """Between the launch and the run's lock (the process is still importing), a second `s` used to start a
-    second run. The data is missing, so the one process started exits soon after."""
+    second run. The process is held in that window (SIGSTOP) while the keys arrive; the data is missing, so
+    once let go it exits soon after."""
+    import signal
+
     import backprop_tui.screens.train as train_screen
 
     from .tui_helpers import text_of
 
     launched = []
     real_launch = train_screen.launch
-    monkeypatch.setattr(
-        train_screen, "launch", lambda spec: launched.append(real_launch(spec)) or launched[-1]
-    )
+
+    def held_launch(spec):
+        launched.append(real_launch(spec))
+        os.kill(launched[-1].process.pid, signal.SIGSTOP)
+        return launched[-1]
+
+    monkeypatch.setattr(train_screen, "launch", held_launch)
     app = make_app(write_settings(tmp_path / "home"))
     async with app.run_test(size=(100, 32)) as pilot:
         app.session.data = str(tmp_path / "missing.jsonl")
         await pilot.press("3")
         screen = app.screen
-        await pilot.press("s", "s", "s")
-        assert len(launched) == 1 and live_owner(launched[0].run_dir) is None  # not claimed yet: the window
-        assert any("is starting or training" in n.message for n in app._notifications)
+        try:
+            await pilot.press("s", "s", "s")
+            assert len(launched) == 1 and live_owner(launched[0].run_dir) is None  # not claimed: the window
+            assert any("is starting or training" in n.message for n in app._notifications)
+        finally:
+            for started in launched:
+                os.kill(started.process.pid, signal.SIGCONT)
         await wait_for(
             pilot, lambda: "missing.jsonl" in text_of(screen.query_one("#train-error")), what="the error"
         )
