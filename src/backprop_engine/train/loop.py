@@ -7,7 +7,7 @@ import math
 import random
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -635,6 +635,26 @@ def _out_of_memory_at_one_row() -> TrainingError:
     )
 
 
+def in_halving_batches(items: list, batch_size: int, score: Callable[[list], None]) -> Iterator[int]:
+    """``score`` consecutive batches of ``items`` (no gradients kept, so a retry repeats nothing); out of
+    memory halves the batch and retries it. Yields how many items are scored so far."""
+    import torch
+
+    start = 0
+    while start < len(items):
+        chunk = items[start : start + batch_size]
+        try:
+            score(chunk)
+        except torch.OutOfMemoryError:
+            if batch_size == 1:
+                raise _out_of_memory_at_one_row() from None
+            _free_memory()
+            batch_size //= 2
+            continue
+        start += len(chunk)
+        yield start
+
+
 def _free_memory() -> None:
     import gc
 
@@ -659,25 +679,21 @@ def evaluate(
     import torch
 
     was_training = model.training
-    total, count, start = 0.0, 0, 0
+    total, count = 0.0, 0
     examples = dist.shard(chats(examples))
+
+    def add(rows: list) -> None:
+        nonlocal total, count
+        batch = collate(rows, pad_id, device, packed=False)
+        total += summed_loss(model, batch).item()
+        count += int((batch.labels[:, 1:] != IGNORE_INDEX).sum())
+
     # A stop ends it at its next batch, but not across ranks: each must reach the sums' all-reduce.
     with torch.no_grad(), track("evaluate", len(examples), stoppable=not dist.enabled) as scored:
         model.eval()
         try:
-            while start < len(examples):
-                batch = collate(examples[start : start + batch_size], pad_id, device, packed=False)
-                try:
-                    total += summed_loss(model, batch).item()
-                except torch.OutOfMemoryError:
-                    if batch_size == 1:
-                        raise _out_of_memory_at_one_row() from None
-                    _free_memory()
-                    batch_size //= 2
-                    continue
-                count += int((batch.labels[:, 1:] != IGNORE_INDEX).sum())
-                start += batch_size
-                scored.report(min(start, len(examples)))
+            for done in in_halving_batches(examples, batch_size, add):
+                scored.report(done)
                 scored.check()
         finally:
             model.train(was_training)

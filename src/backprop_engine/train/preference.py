@@ -29,7 +29,7 @@ from ..data.pairs import PreferenceExample
 from ..data.tokenize import IGNORE_INDEX
 from ..errors import ConfigError
 from .distributed import ONE_PROCESS, Distributed
-from .loop import Batch, _free_memory, _out_of_memory_at_one_row, collate
+from .loop import Batch, collate, in_halving_batches
 from .loss import row_summed_losses
 
 
@@ -230,19 +230,14 @@ class PreferenceLoss:
 
         was_training = model.training
         model.eval()
-        mine, scored, start = dist.shard(examples), [], 0
-        while start < len(mine):
-            chunk = mine[start : start + batch_size]
-            batch = collate_pairs(chunk, self.pad_id, self.device).batch
-            try:
-                scored.append(self.reference_logps(model, batch, adapter_off=not as_is))
-            except torch.OutOfMemoryError:
-                if batch_size == 1:
-                    raise _out_of_memory_at_one_row() from None
-                _free_memory()
-                batch_size //= 2
-                continue
-            start += len(chunk)
+        scored: list = []
+
+        def score(pairs: list) -> None:
+            batch = collate_pairs(pairs, self.pad_id, self.device).batch
+            scored.append(self.reference_logps(model, batch, adapter_off=not as_is))
+
+        for _ in in_halving_batches(dist.shard(examples), batch_size, score):
+            pass
         model.train(was_training)
         rows = torch.cat(scored) if scored else torch.zeros(0, 2, device=self.device)
         self.reference = {id(pair): row for pair, row in zip(examples, dist.unshard(rows, len(examples)))}
@@ -257,21 +252,18 @@ class PreferenceLoss:
         was_training = model.training
         model.eval()
         self.begin()
-        mine, start = dist.shard(examples), 0
+
+        def score(pairs: list) -> None:
+            kept = list(self._sums)
+            try:
+                self.summed(model, self.collate(pairs))
+            except torch.OutOfMemoryError:
+                self._sums = kept  # the smaller batches add them again
+                raise
+
         with torch.no_grad():
-            while start < len(mine):
-                chunk = mine[start : start + batch_size]
-                kept = list(self._sums)
-                try:
-                    self.summed(model, self.collate(chunk))
-                except torch.OutOfMemoryError:
-                    if batch_size == 1:
-                        raise _out_of_memory_at_one_row() from None
-                    self._sums = kept
-                    _free_memory()
-                    batch_size //= 2
-                    continue
-                start += len(chunk)
+            for _ in in_halving_batches(dist.shard(examples), batch_size, score):
+                pass
         model.train(was_training)
         metrics = self.take(dist)
         return metrics["loss"], metrics
