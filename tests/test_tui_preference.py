@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from textual.widgets import Input, Select
 
+from backprop_engine.quantizations import DEFAULT_QUANTIZATION, QUANTIZATIONS
+from backprop_tui.screens.export import ExportScreen
 from backprop_tui.screens.train import TrainScreen
 from backprop_tui.widgets.chart import LineChart
 from backprop_tui.widgets.rewards import RewardPanel
@@ -79,3 +82,23 @@ async def test_dashboard_charts_reward_margin_and_accuracy(tmp_path):
         assert "rewards at step 10: chosen +0.1000" in "\n".join(
             line.text for line in app.screen.query_one("#event-log").lines
         )
+
+
+@pytest.mark.parametrize("objective", ["sft", "dpo"])
+async def test_export_keys_start_from_the_default_quantization_for_any_run(tmp_path, objective):
+    """The quantization list's cursor starts on the default: enter keeps it, ↓ enter takes the next one
+    (it started on f32, the first: enter exported f32)."""
+    run = write_fixed_run(tmp_path / "home" / "runs", objective)
+    config = run / "config.toml"
+    config.write_text(config.read_text() + f'objective = "{objective}"\n')
+    app = make_app(write_settings(tmp_path / "home"))
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.session.run_dir = run
+        await pilot.press("4")
+        export = app.screen
+        assert isinstance(export, ExportScreen) and export.focused is export.query_one("#quantization")
+        await pilot.press("enter")
+        assert export._quantization() == DEFAULT_QUANTIZATION
+        await pilot.press("down", "enter")
+        following = list(QUANTIZATIONS)[list(QUANTIZATIONS).index(DEFAULT_QUANTIZATION) + 1]
+        assert export._quantization() == following

@@ -585,7 +585,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .progress import reporting, stopped_by_signals
 
     options = ExportOptions(
-        quantizations=tuple(args.quantizations or ["q4_k_m"]),
+        quantizations=tuple(args.quantizations or [DEFAULT_QUANTIZATION]),
         name=args.name,
         output=args.output,
         verify=not args.no_verify,

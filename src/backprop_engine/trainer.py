@@ -19,6 +19,7 @@ from .fsutil import atomic_dir
 from .gguf_source import OLLAMA_PREFIX, is_gguf_model
 from .paths import default_runs_dir
 from .presets import resolve_model
+from .quantizations import DEFAULT_QUANTIZATION
 from .rundir import RunDir
 from .tracking import open_trackers
 from .train import TrainingControl, TrainResult, prepare_dataset, run_training
@@ -313,7 +314,7 @@ class Trainer:
     def export(
         self,
         format: str = "gguf",
-        quantization: str | list[str] = "q4_k_m",
+        quantization: str | list[str] = DEFAULT_QUANTIZATION,
         name: str | None = None,
         *,
         verify: bool = True,

@@ -20,7 +20,7 @@ from ..paths import default_runs_dir, ensure_writable_dir, safe_name
 from ..presets import resolve_model
 from ..progress import current as current_reporter
 from ..progress import reporting
-from ..quantizations import BITS_PER_WEIGHT, DIRECT_TYPES
+from ..quantizations import BITS_PER_WEIGHT, DEFAULT_QUANTIZATION, DIRECT_TYPES
 from ..rundir import RunDir
 from .gguf_writer import convert_hf_to_gguf, model_parameter_count
 from .merge import merge_adapter
@@ -33,7 +33,7 @@ MIN_NUM_CTX = 256
 
 @dataclass(frozen=True)
 class ExportOptions:
-    quantizations: tuple[str, ...] = ("q4_k_m",)
+    quantizations: tuple[str, ...] = (DEFAULT_QUANTIZATION,)
     name: str | None = None  # file name stem; default: the run's (or adapter's, model's) folder name
     output: Path | None = None  # default: RUN/export, or <adapter or model folder>/export
     verify: bool = True

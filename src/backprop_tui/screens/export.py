@@ -20,7 +20,7 @@ from backprop_engine.events import EXPORT_STAGES, ExportFinished, ExportProgress
 from backprop_engine.export.modelfile import check_ollama_name
 from backprop_engine.paths import safe_name
 from backprop_engine.presets import PRESETS, model_facts
-from backprop_engine.quantizations import BITS_PER_WEIGHT, QUANTIZATIONS
+from backprop_engine.quantizations import BITS_PER_WEIGHT, DEFAULT_QUANTIZATION, QUANTIZATIONS
 from backprop_engine.runs import EventFollower
 
 from ..widgets.comparison import ComparisonPanel
@@ -68,7 +68,9 @@ class ExportScreen(Screen):
                 yield Label("Quantization")
                 with RadioSet(id="quantization"):
                     for quantization in QUANTIZATIONS:
-                        yield RadioButton(quantization, value=quantization == "q4_k_m", name=quantization)
+                        yield RadioButton(
+                            quantization, value=quantization == DEFAULT_QUANTIZATION, name=quantization
+                        )
                 with Horizontal(classes="form-row"):
                     yield Label("File name", classes="field-label")
                     yield Input(id="export-name", compact=True)
@@ -89,6 +91,10 @@ class ExportScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
+        # A RadioSet's cursor starts on its first button (f32), where enter or space would press it: it starts
+        # on the default instead, so those keys keep it and ↑/↓ move from it. Textual has no public setter.
+        quantizations = self.query_one("#quantization", RadioSet)
+        quantizations._selected = quantizations.pressed_index
         self._refresh_run()
         self.set_interval(0.25, self._poll_export)
 
@@ -137,7 +143,7 @@ class ExportScreen(Screen):
 
     def _quantization(self) -> str:
         pressed = self.query_one("#quantization", RadioSet).pressed_button
-        return pressed.name if pressed else "q4_k_m"
+        return pressed.name if pressed else DEFAULT_QUANTIZATION
 
     def action_export(self) -> None:
         error = self.query_one("#export-error", Static)
