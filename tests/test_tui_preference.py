@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from textual.widgets import Input, Select
+from textual.widgets import Checkbox, Input, Select
 
 from backprop_engine.quantizations import DEFAULT_QUANTIZATION, QUANTIZATIONS
 from backprop_tui.screens.export import ExportScreen
@@ -26,9 +26,17 @@ async def test_train_form_offers_dpo_with_its_reasons_for_preference_data(tmp_pa
         assert isinstance(train, TrainScreen)
         error = train.query_one("#train-error")
         await wait_for(
-            pilot, lambda: "--objective dpo (or orpo)" in text_of(error), what="the SFT plan refusing pairs"
+            pilot, lambda: "preference pairs" in text_of(error), what="the SFT plan refusing pairs"
         )
+        assert text_of(error) == (  # the form's own controls and keys, not the CLI's flags
+            "16 of 16 rows are preference pairs (chosen/rejected): set Objective (o) to DPO or ORPO to train on "
+            "both replies, or tick chosen only on Data (2) for SFT on the chosen replies"
+        )
+        await pilot.press("s")  # its process would refuse them as well: the hint stays, nothing starts
+        assert train.launched is None and "set Objective (o)" in text_of(error)
         assert not train.query_one("#strength-row").display
+        await pilot.press("o")
+        assert train.focused is train.query_one("#field-objective", Select)
         train.query_one("#field-objective", Select).value = "dpo"
         await wait_for(
             pilot, lambda: train.plan is not None and "dpo_beta" in train.plan, what="the DPO plan"
@@ -82,6 +90,38 @@ async def test_dashboard_charts_reward_margin_and_accuracy(tmp_path):
         assert "rewards at step 10: chosen +0.1000" in "\n".join(
             line.text for line in app.screen.query_one("#event-log").lines
         )
+
+
+async def test_data_screen_shows_pairs_and_their_chosen_only_choice(tmp_path):
+    app = make_app(write_settings(tmp_path / "home"))
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.session.data = str(write_pairs(tmp_path / "pairs.jsonl", 16))
+        await pilot.press("2")
+        data = app.screen
+        pairs = data.query_one("#data-pairs")
+        await wait_for(pilot, lambda: pairs.display, what="the pairs")
+        # Pairs are not dropped rows: they get lines of their own, with the count and what trains them.
+        assert text_of(data.query_one("#data-filters")) == "nothing filtered out"
+        assert text_of(data.query_one("#pairs-count")) == (
+            "pairs 16 of 16 rows (chosen/rejected), shown with their chosen replies"
+        )
+        assert text_of(data.query_one("#pairs-trained")) == (
+            "trained by DPO or ORPO (Objective on Train, 3) or by SFT with"
+        )
+        data.query_one("#filter-chosen_only", Checkbox).value = True
+        await wait_for(
+            pilot, lambda: app.session.data_options.get("chosen_only") is True, what="the chosen-only data"
+        )
+        await pilot.press("3")
+        train = app.screen
+        await wait_for(pilot, lambda: train.plan is not None, what="the SFT plan on the chosen replies")
+        assert text_of(train.query_one("#train-error")) == "" and train._read_form()["chosen_only"] is True
+        # DPO trains both replies: chosen-only is SFT's, and is not passed on.
+        train.query_one("#field-objective", Select).value = "dpo"
+        await wait_for(
+            pilot, lambda: train.plan is not None and "dpo_beta" in train.plan, what="the DPO plan"
+        )
+        assert "chosen_only" not in train._read_form()
 
 
 @pytest.mark.parametrize("objective", ["sft", "dpo"])

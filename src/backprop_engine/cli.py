@@ -575,6 +575,11 @@ def cmd_data_inspect(args: argparse.Namespace) -> int:
     warnings: list[str] = []
     report = DataPreview.for_model(args.model, samples=args.samples, warn=warnings.append).report(spec)
     report.warnings = warnings + report.warnings
+    if report.formats.get("preference") and spec.refuses_pairs:
+        report.warnings.append(
+            f"{report.formats['preference']} rows are preference pairs (chosen/rejected), shown with their chosen replies: "
+            "`train` needs --objective dpo (or orpo) to train on both replies, or --chosen-only for SFT on the chosen ones"
+        )
     print(json.dumps(report.to_dict(), indent=2) if args.json else format_report(report))
     return 0
 

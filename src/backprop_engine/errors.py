@@ -19,6 +19,16 @@ class DataError(BackpropError):
     """A dataset cannot be read or contains an invalid row."""
 
 
+class PairsNeedObjective(DataError):
+    """Preference pairs (``pairs`` of ``rows`` rows) met SFT without chosen-only. The message names the CLI's
+    flags; the app words the same choice with its own controls."""
+
+    def __init__(self, message: str, hint: str | None = None, *, pairs: int = 0, rows: int = 0) -> None:
+        super().__init__(message, hint)
+        self.pairs = pairs
+        self.rows = rows
+
+
 class ModelError(BackpropError):
     """A model name or path cannot be resolved or loaded."""
 

@@ -14,6 +14,7 @@ from .sources import RowProblem
 from .tokenize import IGNORE_INDEX, TemplateSupport, TokenizedExample, render_for_training, tokenize_rendered
 
 OBJECTIVES = ("sft", "dpo", "orpo")
+PAIR_OBJECTIVES = OBJECTIVES[1:]  # those that train on both replies of a pair
 
 
 @dataclass

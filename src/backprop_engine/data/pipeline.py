@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields, replace
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, PairsNeedObjective
 from ..progress import tracked
 from .filters import drop_exact_duplicates, drop_near_duplicates, shuffled, split_eval
 from .formats import FORMATS, Example, FormatTracker
@@ -100,6 +100,11 @@ class DataSpec:
             raise ConfigError(
                 f"eval_split must be a fraction below 1 or a whole number of rows, got {self.eval_split!r}"
             )
+
+    @property
+    def refuses_pairs(self) -> bool:
+        """SFT without chosen-only cannot train a chosen/rejected pair."""
+        return self.objective == "sft" and not self.chosen_only
 
     @classmethod
     def from_config(cls, config) -> DataSpec:
@@ -327,10 +332,12 @@ def prepare_data(spec: DataSpec, tokenizer, model_context: int, use_cache: bool 
 
 def _refuse_pairs(examples: list[Example], spec: DataSpec) -> None:
     pairs = [e for e in examples if e.pair is not None]
-    if pairs and not spec.chosen_only and spec.objective == "sft":
-        raise DataError(
+    if pairs and spec.refuses_pairs:
+        raise PairsNeedObjective(
             f"{pairs[0].origin}: preference pairs (chosen/rejected): use --objective dpo (or orpo) to train on both replies",
             f"{len(pairs)} of {len(examples)} rows are pairs; --chosen-only trains SFT on the chosen replies",
+            pairs=len(pairs),
+            rows=len(examples),
         )
 
 
@@ -522,11 +529,6 @@ class DataPreview:
             self._load(spec)
             self._key = key
         report = replace(self._base, bad_rows=list(self._base.bad_rows), warnings=list(self._base.warnings))
-        if report.formats.get("preference") and not spec.chosen_only and spec.objective == "sft":
-            report.warnings.append(
-                f"{report.formats['preference']} rows are preference pairs (chosen/rejected), shown with their chosen replies: "
-                "`train` needs --objective dpo (or orpo) to train on both replies, or --chosen-only for SFT on the chosen ones"
-            )
         try:
             shape(self._rows, spec, self.model_context, report, self.tokenizer, self.samples)
         except DataError as error:  # e.g. every row filtered out: the UI shows it, the user changes a filter

@@ -13,16 +13,20 @@ from textual.widgets import Checkbox, Footer, Input, Label, Sparkline, Static
 from textual.worker import Worker, WorkerState
 
 from backprop_engine.config import option_of
+from backprop_engine.data.pairs import PAIR_OBJECTIVES
 from backprop_engine.errors import BackpropError, render_error
 
 from ..widgets.nav import NavBar
 from ..widgets.path_suggester import PathSuggester
 from ..widgets.progress import StageProgress
 from ..widgets.token_view import MASKED_STYLE, TRAINED_STYLE, render_spans
+from .modals import key_of
 
 PREVIEW_SAMPLES = 50
 # Filter fields (TrainConfig/DataSpec names), labelled and checked as the fields declare them
 DEDUPE = option_of("dedupe")
+CHOSEN_ONLY = option_of("chosen_only")  # SFT on the chosen replies of preference pairs
+OBJECTIVE = option_of("objective")
 FILTERS = [option_of(name) for name in ("min_tokens", "max_tokens", "max_samples", "eval_split")]
 
 
@@ -62,6 +66,13 @@ class DataScreen(Screen):
             yield StageProgress(id="data-progress")
             yield Static("", id="data-summary")
             yield Static("", id="data-filters", classes="muted")
+            with Vertical(id="data-pairs"):
+                yield Static("", id="pairs-count")
+                with Horizontal(id="pairs-row"):
+                    yield Static("", id="pairs-trained")
+                    yield Checkbox(
+                        CHOSEN_ONLY.short, CHOSEN_ONLY.default, id="filter-chosen_only", compact=True
+                    )
             with Horizontal(id="histogram-row"):
                 yield Sparkline([], id="length-histogram")
                 yield Static("", id="histogram-axis", classes="muted")
@@ -118,7 +129,10 @@ class DataScreen(Screen):
         return DataSpec([source], **self._filter_values())
 
     def _filter_values(self) -> dict:
-        values: dict = {"dedupe": self.query_one("#filter-dedupe", Checkbox).value}
+        values: dict = {
+            name: self.query_one(f"#filter-{name}", Checkbox).value
+            for name in (DEDUPE.name, CHOSEN_ONLY.name)
+        }
         for option in FILTERS:
             raw = self.query_one(f"#filter-{option.name}", Input).value.strip() or "0"
             values[option.name] = option.parse(raw, title=option.short)
@@ -174,6 +188,7 @@ class DataScreen(Screen):
         if report.sampled_rows:
             lines.append(f"[dim]statistics over a sample of {report.sampled_rows:,} rows[/dim]")
         self.query_one("#data-summary", Static).update("\n".join(lines))
+        self._show_pairs(report.formats.get("preference", 0), report.rows_read)
         removed = [f"{step.name} −{step.removed}" for step in report.filters if step.removed]
         notes = removed + [f"[yellow]{w}[/yellow]" for w in report.warnings]
         notes += [f"[red]{escape(str(bad))}[/red]" for bad in report.bad_rows[:2]]
@@ -185,6 +200,18 @@ class DataScreen(Screen):
         axis = f"token lengths {histogram[0][0]}–{histogram[-1][1]}" if histogram else ""
         self.query_one("#histogram-axis", Static).update(axis)
         self._show_sample()
+
+    def _show_pairs(self, pairs: int, rows: int) -> None:
+        """Preference rows are pairs, not dropped rows: what trains them, and SFT's chosen-only next to it."""
+        self.query_one("#data-pairs").display = pairs > 0
+        self.query_one("#pairs-count", Static).update(
+            f"pairs [b]{pairs}[/b] of {rows} rows (chosen/rejected), shown with their chosen replies"
+        )
+        train_key = key_of(self.app.BINDINGS, "switch_mode('train')")
+        self.query_one("#pairs-trained", Static).update(
+            f"trained by {' or '.join(name.upper() for name in PAIR_OBJECTIVES)} "
+            f"({OBJECTIVE.label} on Train, {train_key}) or by SFT with"
+        )
 
     def _show_sample(self) -> None:
         samples = self.report.samples if self.report else []

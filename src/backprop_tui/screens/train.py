@@ -32,9 +32,10 @@ from textual.worker import Worker, WorkerState
 
 from backprop_engine.channel import live_owner, send_control
 from backprop_engine.config import option_of
+from backprop_engine.data.pairs import PAIR_OBJECTIVES
 from backprop_engine.defaults import OBJECTIVE_REASONS
 from backprop_engine.detach import Launched, LaunchSpec, launch
-from backprop_engine.errors import BackpropError, render_error
+from backprop_engine.errors import BackpropError, PairsNeedObjective, render_error
 from backprop_engine.events import (
     CheckpointSaved,
     EvalMetrics,
@@ -69,11 +70,12 @@ from ..widgets.rewards import RewardPanel
 from .modals import ConfirmScreen, key_of
 
 FIELDS = [option_of(name) for name in ("steps", "learning_rate", "batch_size", "max_seq_len")]
-# The engine's objectives; every one but SFT trains on chosen/rejected pairs.
+OBJECTIVE = option_of("objective")
 OBJECTIVE_CHOICES = [
-    (name.upper() if name == "sft" else f"{name.upper()} (pairs)", name)
-    for name in option_of("objective").choices
+    (f"{name.upper()} (pairs)" if name in PAIR_OBJECTIVES else name.upper(), name)
+    for name in OBJECTIVE.choices
 ]
+CHOSEN_ONLY = option_of("chosen_only")  # a Data screen filter: SFT on the chosen replies of pairs
 STRENGTH = {"dpo": option_of("dpo_beta"), "orpo": option_of("orpo_lambda")}
 
 
@@ -85,6 +87,7 @@ class TrainScreen(Screen):
         Binding("c", "checkpoint", "Ckpt", tooltip="checkpoint now"),
         Binding("x", "stop", "Stop", tooltip="stop (asks)"),
         Binding("v", "toggle_view", "View", tooltip="settings/dashboard"),
+        Binding("o", "objective", "Objective", tooltip="choose the objective"),
     ]
 
     class EngineEvent(Message):
@@ -104,6 +107,8 @@ class TrainScreen(Screen):
         self.total_steps = 0
         self.plan: dict | None = None  # name → Choice of the plan the form shows (what --dry-run prints)
         self.objective = "sft"
+        self.refused_pairs: PairsNeedObjective | None = None  # the plan's refusal of pairs for SFT
+        self.planned_for: tuple | None = None  # the data and Data screen filters the form was planned for
 
     def compose(self) -> ComposeResult:
         yield NavBar()
@@ -116,7 +121,7 @@ class TrainScreen(Screen):
                         yield Input(id=f"field-{option.name}", classes="short", compact=True)
                         yield Static("", id=f"reason-{option.name}", classes="reason")
                 with Horizontal(classes="form-row"):
-                    yield Label("Objective", classes="field-label")
+                    yield Label(OBJECTIVE.label, classes="field-label")
                     yield Select(
                         OBJECTIVE_CHOICES, value="sft", allow_blank=False, id="field-objective", compact=True
                     )
@@ -149,7 +154,7 @@ class TrainScreen(Screen):
         self._follow_requested_run()
 
     def on_screen_resume(self) -> None:
-        if self.run_dir is None:
+        if self.run_dir is None or self.planned_for != self._chosen_data():
             self._fill_form()
         self._follow_requested_run()
 
@@ -169,7 +174,9 @@ class TrainScreen(Screen):
         self.query_one("#train-summary", Static).update(
             f"Model [b]{session.model}[/b] · {session.method} rank {session.lora_rank} · data [b]{session.data}[/b]"
         )
-        self.plan = None
+        self.plan = self.refused_pairs = None
+        self.planned_for = self._chosen_data()
+        self.query_one("#train-error", Static).update("")  # the last plan's
         for option in FIELDS:
             self.query_one(f"#field-{option.name}", Input).value = ""
             self.query_one(f"#reason-{option.name}", Static).update("planning from the model and the data…")
@@ -179,14 +186,13 @@ class TrainScreen(Screen):
         options = (
             {"lora_rank": session.lora_rank, "method": session.method}
             | self._objective_option()
-            | session.data_options
+            | self._data_options()
         )
         self.plan_in_background(session.model, session.data, options)
 
     def on_select_changed(self, event: Select.Changed) -> None:
         if event.select.id == "field-objective" and event.value != self.objective:
             self.objective = str(event.value)  # the plan changes with it (learning rate, pairs per batch)
-            self.query_one("#train-error", Static).update("")
             self._fill_form()
 
     @work(thread=True, exclusive=True, group="plan", exit_on_error=False)
@@ -217,8 +223,22 @@ class TrainScreen(Screen):
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.worker.group == "plan" and event.state == WorkerState.ERROR:
             error = event.worker.error
+            if isinstance(error, PairsNeedObjective):
+                self.refused_pairs = error
+                self.query_one("#train-error", Static).update(self._pairs_hint(error))
+                return
             prefix = "" if isinstance(error, BackpropError) else "planning failed: "
             self.query_one("#train-error", Static).update(render_error(error, prefix=prefix))
+
+    def _pairs_hint(self, error: PairsNeedObjective) -> str:
+        """The engine's refusal, worded with this form's controls instead of the CLI's flags."""
+        pair_objectives = " or ".join(name.upper() for name in PAIR_OBJECTIVES)
+        data_key = key_of(self.app.BINDINGS, "switch_mode('data')")
+        return (
+            f"{error.pairs} of {error.rows} rows are preference pairs (chosen/rejected): set {OBJECTIVE.label} "
+            f"({key_of(self.BINDINGS, 'objective')}) to {pair_objectives} to train on both replies, or tick "
+            f"{CHOSEN_ONLY.short} on Data ({data_key}) for SFT on the chosen replies"
+        )
 
     # ----- starting and controlling a run (it trains in a process of its own: backprop_engine.detach)
 
@@ -227,6 +247,9 @@ class TrainScreen(Screen):
             self.action_start()
 
     def action_start(self) -> None:
+        if self.refused_pairs is not None:  # its process would only refuse them too
+            self.query_one("#train-error", Static).update(self._pairs_hint(self.refused_pairs))
+            return
         if self._live_owner() is not None:
             self.notify(
                 f"{self.run_dir.name} is training; stop it ({key_of(self.BINDINGS, 'stop')}) or open another run from Runs",
@@ -261,7 +284,17 @@ class TrainScreen(Screen):
         values |= self._read_objective()
         values["lora_rank"] = self.app.session.lora_rank
         values["method"] = self.app.session.method
-        return values | self.app.session.data_options  # the filters chosen on the Data screen
+        return values | self._data_options()
+
+    def _chosen_data(self) -> tuple:
+        return self.app.session.data, dict(self.app.session.data_options)
+
+    def _data_options(self) -> dict:
+        """The filters chosen on the Data screen; its chosen-only is SFT's (DPO and ORPO train both replies)."""
+        options = dict(self.app.session.data_options)
+        if self.objective in PAIR_OBJECTIVES:
+            options.pop(CHOSEN_ONLY.name, None)
+        return options
 
     def _objective_option(self) -> dict:
         return {"objective": self.objective} if self.objective != "sft" else {}
@@ -384,6 +417,10 @@ class TrainScreen(Screen):
 
     def _live_owner(self):
         return live_owner(self.run_dir) if self.run_dir is not None else None
+
+    def action_objective(self) -> None:
+        self.query_one("#train-views", ContentSwitcher).current = "setup"
+        self.query_one("#field-objective", Select).focus()
 
     def action_toggle_view(self) -> None:
         switcher = self.query_one("#train-views", ContentSwitcher)
