@@ -277,6 +277,7 @@ def run_unsloth(setup: Setup, steps: int, workdir: Path, args) -> Run:
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
+    from backprop_engine.data import load_chat_tokenizer
     from unsloth import FastLanguageModel  # imported first of all by child()
 
     config = setup.config
@@ -286,6 +287,8 @@ def run_unsloth(setup: Setup, steps: int, workdir: Path, args) -> Run:
         dtype=torch.float32,  # bf16 autocast is ~30x slower on this CPU; everyone trains fp32
         load_in_4bit=False,
     )
+    # A base without a chat template (Gemma-3-270M's GGUF) trains with the engine's; TRL's contenders get it the same way.
+    tokenizer.chat_template = load_chat_tokenizer(setup.model_path).chat_template
     model = FastLanguageModel.get_peft_model(
         model,
         r=config.lora_rank,
