@@ -32,6 +32,7 @@ async def test_train_form_offers_dpo_with_its_reasons_for_preference_data(tmp_pa
             "16 of 16 rows are preference pairs (chosen/rejected): set Objective (o) to DPO or ORPO to train on "
             "both replies, or tick chosen only on Data (2) for SFT on the chosen replies"
         )
+        assert text_of(train.query_one("#reason-steps")) == "not planned: see below"
         await pilot.press("s")  # its process would refuse them as well: the hint stays, nothing starts
         assert train.launched is None and "set Objective (o)" in text_of(error)
         assert not train.query_one("#strength-row").display

@@ -223,6 +223,8 @@ class TrainScreen(Screen):
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.worker.group == "plan" and event.state == WorkerState.ERROR:
             error = event.worker.error
+            for option in FIELDS:  # no plan is coming: the message below says why
+                self.query_one(f"#reason-{option.name}", Static).update("not planned: see below")
             if isinstance(error, PairsNeedObjective):
                 self.refused_pairs = error
                 self.query_one("#train-error", Static).update(self._pairs_hint(error))
