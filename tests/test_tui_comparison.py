@@ -103,6 +103,12 @@ async def test_the_sample_reply_shows_until_the_comparison_arrives(tmp_path):
 async def test_the_train_form_shows_the_dry_run_plan(tmp_path):
     app = make_app(write_settings(tmp_path / "home"))
     async with app.run_test(size=(100, 32)) as pilot:
+        await pilot.press(
+            "2"
+        )  # the Data screen's untouched filters leave the plan's choices (its held-out rows) alone
+        await wait_for(pilot, lambda: app.screen.report is not None, what="the data preview")
+        assert app.session.data_options == {}
+        summary = text_of(app.screen.query_one("#data-summary"))
         await pilot.press("3")
         screen = app.screen
         await wait_for(pilot, lambda: screen.plan is not None, what="the plan")
@@ -111,6 +117,8 @@ async def test_the_train_form_shows_the_dry_run_plan(tmp_path):
         for name in ("steps", "learning_rate", "batch_size", "max_seq_len"):
             assert screen.query_one(f"#field-{name}", Input).value == str(planned[name].value)
             assert text_of(screen.query_one(f"#reason-{name}")) == planned[name].reason
+        held = int(planned["eval_split"].value)
+        assert screen.plan["eval_split"].value == held > 0 and f"/ eval {held} (auto)" in summary
         assert (
             screen._read_form()
             == {"lora_rank": app.session.lora_rank, "method": app.session.method} | app.session.data_options

@@ -196,7 +196,7 @@ class TrainConfig:
         0.0,
         short="eval",
         bounds=NOT_NEGATIVE,
-        help="held-out rows: a fraction below 1 or a count (default: none)",
+        help="held-out rows: a fraction below 1 or a count, 0 for none (default: a few rows, chosen by the plan)",
     )
     eval_steps: int = option(0, bounds=NOT_NEGATIVE, help="evaluate every N steps (default: at the end only)")
     overlong: str = option("truncate", choices=OVERLONG, help="rows over max_seq_len (default: truncate)")

@@ -14,6 +14,7 @@ from textual.worker import Worker, WorkerState
 
 from backprop_engine.config import option_of
 from backprop_engine.data.pairs import PAIR_OBJECTIVES
+from backprop_engine.defaults import held_out_rows
 from backprop_engine.errors import BackpropError, render_error
 
 from ..widgets.nav import NavBar
@@ -28,6 +29,8 @@ DEDUPE = option_of("dedupe")
 CHOSEN_ONLY = option_of("chosen_only")  # SFT on the chosen replies of preference pairs
 OBJECTIVE = option_of("objective")
 FILTERS = [option_of(name) for name in ("min_tokens", "max_tokens", "max_samples", "eval_split")]
+# What an empty filter field means: no filter, or (eval) the rows the plan holds out by itself
+FILTER_UNSET = {"min_tokens": "off", "max_tokens": "off", "max_samples": "all", "eval_split": "auto"}
 
 
 class DataScreen(Screen):
@@ -60,7 +63,12 @@ class DataScreen(Screen):
             with Horizontal(id="filters"):
                 for option in FILTERS:
                     yield Label(option.short)
-                    yield Input("0", id=f"filter-{option.name}", classes="filter", compact=True)
+                    yield Input(
+                        placeholder=FILTER_UNSET[option.name],
+                        id=f"filter-{option.name}",
+                        classes="filter",
+                        compact=True,
+                    )
                 yield Checkbox(DEDUPE.short, DEDUPE.default, id="filter-dedupe", compact=True)
             yield Static("", id="data-error", classes="error")
             yield StageProgress(id="data-progress")
@@ -129,13 +137,17 @@ class DataScreen(Screen):
         return DataSpec([source], **self._filter_values())
 
     def _filter_values(self) -> dict:
-        values: dict = {
-            name: self.query_one(f"#filter-{name}", Checkbox).value
-            for name in (DEDUPE.name, CHOSEN_ONLY.name)
-        }
+        """The filters the user set: a box left at its default or an empty field is left to the plan, as an
+        omitted flag is (an empty eval field holds rows out automatically; 0 holds none)."""
+        values: dict = {}
+        for option in (DEDUPE, CHOSEN_ONLY):
+            value = self.query_one(f"#filter-{option.name}", Checkbox).value
+            if value != option.default:
+                values[option.name] = value
         for option in FILTERS:
-            raw = self.query_one(f"#filter-{option.name}", Input).value.strip() or "0"
-            values[option.name] = option.parse(raw, title=option.short)
+            raw = self.query_one(f"#filter-{option.name}", Input).value.strip()
+            if raw:
+                values[option.name] = option.parse(raw, title=option.short)
         return values
 
     @work(thread=True, exclusive=True, group="data", exit_on_error=False)
@@ -174,9 +186,15 @@ class DataScreen(Screen):
     def _show_report(self) -> None:
         report = self.report
         formats = ", ".join(f"{name} {count}" for name, count in report.formats.items()) or "—"
+        train, held = report.train_examples, report.eval_examples
+        auto = "eval_split" not in self._filter_values() and not held
+        if auto:  # what the plan will hold out, as train does (Train shows it too)
+            held = held_out_rows(train)
+            train -= held
         lines = [
-            f"[b]{report.rows_read}[/b] rows ({formats}) · {report.bad_row_count} bad · "
-            f"train [b]{report.train_examples}[/b] / eval {report.eval_examples} · {report.trained_fraction:.0%} of tokens trained"
+            f"[b]{report.rows_read}[/b] rows ({formats}) · "
+            + (f"[red]{report.bad_row_count} bad[/red] · " if report.bad_row_count else "")
+            + f"train [b]{train}[/b] / eval {held}{' (auto)' if auto else ''} · {report.trained_fraction:.0%} of tokens trained"
         ]
         if report.lengths:
             lengths = report.lengths
