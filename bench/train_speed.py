@@ -102,8 +102,8 @@ class Clock:
 
 
 def model_argument(name: str) -> str:
-    if name == "tiny":
-        return "tiny"
+    if name == "tiny" or Path(name).is_dir():  # a model folder: bench/gpu_check.py's random-weight models
+        return name
     from tests import realweights
 
     return str({"smollm2": realweights.smollm2_dir, "gemma3": realweights.gemma3_dir}[name]())
