@@ -431,11 +431,15 @@ def child(args) -> dict:
 # ---- the parent ---------------------------------------------------------------------------------------------
 
 
-def measure(case: Case, model_path: Path, data: Path, python: str, timeout: float) -> dict:
+def measure(case: Case, model_path: Path, data: Path, runner: tuple[str, str], timeout: float) -> dict:
+    python, extra_path = runner
     command = [python, __file__, "--child", json.dumps(asdict(case) | {"result": {}})]
     command += ["--model-path", str(model_path), "--data", str(data)]
-    path = os.pathsep.join(p for p in (str(ROOT / "src"), os.environ.get("PYTHONPATH", "")) if p)
-    env = os.environ | {"PYTHONPATH": path, "UNSLOTH_DISABLE_STATISTICS": "1"}
+    paths = (str(ROOT / "src"), extra_path, os.environ.get("PYTHONPATH", ""))
+    env = os.environ | {
+        "PYTHONPATH": os.pathsep.join(p for p in paths if p),
+        "UNSLOTH_DISABLE_STATISTICS": "1",
+    }
     try:
         done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -445,11 +449,21 @@ def measure(case: Case, model_path: Path, data: Path, python: str, timeout: floa
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def unsloth_python(args) -> str | None:
-    """The python that has Unsloth: this one (the device: wheels in /tmp/site), else ``--unsloth-python``."""
+def runner_for(case: Case, args) -> tuple[str, str] | str:
+    """The python and extra import path that run ``case``, or why nothing here can. On the device Unsloth's
+    wheels sit in a folder of their own (``--unsloth-site``): an Unsloth or torchao that does not work with that
+    torch can then break its own rows only."""
+    if case.method == "qlora" and importlib.util.find_spec("bitsandbytes") is None:
+        return "bitsandbytes is not installed here (bench/gpu_wheels.sh)"
+    if case.backend != "unsloth":
+        return sys.executable, ""
+    if args.unsloth_site and Path(args.unsloth_site).is_dir():
+        return sys.executable, args.unsloth_site
     if importlib.util.find_spec("unsloth") is not None:
-        return sys.executable
-    return args.unsloth_python if Path(args.unsloth_python).exists() else None
+        return sys.executable, ""
+    if Path(args.unsloth_python).exists():
+        return args.unsloth_python, ""
+    return "unsloth is not installed here (bench/gpu_wheels.sh)"
 
 
 def versions() -> dict:
@@ -568,6 +582,9 @@ def main() -> None:
         "--budget-s", type=float, default=DEFAULT_BUDGET_S, help="skip parts that would end later"
     )
     parser.add_argument("--json", help="also write the report here")
+    parser.add_argument(
+        "--unsloth-site", help="a folder with Unsloth's wheels installed (--target) for its rows"
+    )
     parser.add_argument("--unsloth-python", default=str(ROOT / ".venv-unsloth" / "bin" / "python"))
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--model-path", help=argparse.SUPPRESS)
@@ -600,7 +617,6 @@ def main() -> None:
         f"{machine.device_label}, {memory_mb / 1024:.1f} GB; "
         + ", ".join(f"{k} {v}" for k, v in report["versions"].items())
     )
-    unsloth = unsloth_python(args)
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         models = Path(args.models) if args.models else workdir / "skeletons"
@@ -627,23 +643,12 @@ def main() -> None:
                     "why": f"time budget ({elapsed:.0f} s spent, ~{case.estimate_s:.0f} s more)",
                 }
                 continue
-            python = sys.executable
-            if case.method == "qlora" and importlib.util.find_spec("bitsandbytes") is None:
-                case.result = {
-                    "status": "skipped",
-                    "why": "bitsandbytes is not installed here (bench/gpu_wheels.sh)",
-                }
+            runner = runner_for(case, args)
+            if isinstance(runner, str):
+                case.result = {"status": "skipped", "why": runner}
                 continue
-            if case.backend == "unsloth":
-                python = unsloth
-                if python is None:
-                    case.result = {
-                        "status": "skipped",
-                        "why": "unsloth is not installed here (bench/gpu_wheels.sh)",
-                    }
-                    continue
             started = time.monotonic()
-            case.result = measure(case, paths[case.model], data, python, args.budget_s - elapsed + 30)
+            case.result = measure(case, paths[case.model], data, runner, args.budget_s - elapsed + 30)
             case.result["seconds"] = time.monotonic() - started
             print(f"  {case.label}: {case.result['status']} in {case.result['seconds']:.0f} s", flush=True)
     annotate(cases, facts, on_gpu)

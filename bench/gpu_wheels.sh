@@ -12,10 +12,12 @@
 # Not carried: xformers (its wheels are built per torch version; Unsloth runs without it), diffusers (Unsloth does
 # not import it for text models), and of our own dependencies textual (the app), ollama and llama-cpp-python
 # (export only; llama-cpp-python has no wheel and builds from source).
+# Unsloth's set goes to .whl/unsloth/ and is installed apart (gpu_check.py --unsloth-site): an Unsloth or torchao
+# that does not work with that torch then breaks the Unsloth rows only.
 #
-#   bash bench/gpu_wheels.sh            # here, once (~1 min; downloads ~80 MB, keeps ~25 MiB)
+#   bash bench/gpu_wheels.sh            # here, once (~2 min; downloads ~80 MB, keeps ~26 MiB)
 # then on the device (carry [".whl"], timeout_s 570):
-#   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site || exit; HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 python3 bench/gpu_check.py --models .whl/models 2>&1 | tee $OUT/gpu_check.log
+#   I="python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target"; $I /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site || exit; $I /tmp/site-unsloth .whl/unsloth/*.whl || echo "no Unsloth: its rows say so"; HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 python3 bench/gpu_check.py --models .whl/models --unsloth-site /tmp/site-unsloth 2>&1 | tee $OUT/gpu_check.log
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
@@ -28,11 +30,15 @@ QLORA=(bitsandbytes)
 UNSLOTH=(unsloth unsloth_zoo trl torchao cut-cross-entropy tyro docstring_parser typeguard hf_transfer msgspec
   pydantic pydantic_core annotated-types typing-inspection nest-asyncio json5 structlog)
 
-rm -rf .whl && mkdir -p .whl/download
-"$PYTHON" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-  --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_24_x86_64 \
-  --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64 \
-  -c constraints-unsloth.txt -d .whl/download "${ENGINE[@]}" "${QLORA[@]}" "${UNSLOTH[@]}"
+download() {  # folder, names...
+  "$PYTHON" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_24_x86_64 \
+    --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64 \
+    -c constraints-unsloth.txt -d "$@"
+}
+rm -rf .whl && mkdir -p .whl/unsloth
+download .whl "${ENGINE[@]}" "${QLORA[@]}"
+download .whl/unsloth "${UNSLOTH[@]}"
 
 "$PYTHON" - <<'EOF'
 import re
@@ -43,29 +49,26 @@ DROP = {
     "bitsandbytes": re.compile(r"bitsandbytes/libbitsandbytes_(?!cpu\.|cuda130\.).*"),
     "unsloth": re.compile(r"studio/.*"),
 }
-for wheel in sorted(Path(".whl/download").glob("*.whl")):
-    name = wheel.name.split("-")[0]
-    target = Path(".whl") / wheel.name
-    drop = DROP.get(name)
+for wheel in [*Path(".whl").glob("*.whl"), *Path(".whl/unsloth").glob("*.whl")]:
+    drop = DROP.get(wheel.name.split("-")[0])
     if drop is None:
-        wheel.rename(target)
         continue
-    with zipfile.ZipFile(wheel) as source, zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as slim:
+    slim = wheel.with_name(wheel.name + ".part")
+    with zipfile.ZipFile(wheel) as source, zipfile.ZipFile(slim, "w", zipfile.ZIP_DEFLATED) as out:
         for item in source.infolist():
             if drop.fullmatch(item.filename):
                 continue
             data = source.read(item)
             if item.filename.endswith(".dist-info/RECORD"):
                 data = b"".join(
-                    line for line in data.splitlines(keepends=True)
-                    if not drop.fullmatch(line.split(b",")[0].decode())
+                    line for line in data.splitlines(keepends=True) if not drop.fullmatch(line.split(b",")[0].decode())
                 )
-            slim.writestr(item, data)
-    print(f"slimmed {wheel.name}: {wheel.stat().st_size / 2**20:.1f} -> {target.stat().st_size / 2**20:.1f} MiB")
-    wheel.unlink()
-Path(".whl/download").rmdir()
+            out.writestr(item, data)
+    print(f"slimmed {wheel.name}: {wheel.stat().st_size / 2**20:.1f} -> {slim.stat().st_size / 2**20:.1f} MiB")
+    slim.replace(wheel)
 EOF
 
 HF_HUB_OFFLINE=1 PYTHONPATH=src "$PYTHON" bench/gpu_check.py --prepare .whl/models
-du -sh .whl/*.whl | sort -h | tail -5
-echo "total: $(du -sb .whl | cut -f1 | awk '{printf "%.1f MiB", $1 / 1048576}') (the working tree adds ~$(git ls-files -z | xargs -0 du -cb | tail -1 | awk '{printf "%.1f MiB", $1 / 1048576}'); the limit is 64 MiB)"
+du -sh .whl/*.whl .whl/unsloth/*.whl | sort -h | tail -6
+tree=$(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1)
+du -sb .whl | awk -v tree="$tree" '{printf "total: %.1f MiB, with the working tree %.1f MiB (the limit is 64 MiB)\n", $1 / 2^20, ($1 + tree) / 2^20}'
