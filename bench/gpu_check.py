@@ -566,6 +566,42 @@ def print_table(cases: list[Case], on_gpu: bool) -> None:
             )
 
 
+def settle(args, smoke: bool) -> None:
+    """The lengths, batch and steps of a GPU run, or of the CPU smoke (short rows, batch 2, 3 steps)."""
+    args.seq_lens = (64, 128) if smoke else SEQ_LENS  # SmolLM2's system prompt fills 32
+    args.target_batch = 2 if smoke else TARGET_BATCH
+    args.search_from = 2 if smoke else 4096  # the planner's largest for the whole budget
+    args.search_seq_len = args.seq_lens[0]
+    args.speed_seq_len = SPEED_SEQ_LEN  # shorter rows are cut, and train_speed refuses cut rows
+    args.steps = min(args.steps, 3) if smoke else args.steps
+
+
+def build_models(args, workdir: Path, layers: int) -> dict[str, Path]:
+    """Every model with random weights, from ``--models`` (or skeletons prepared here from the real folders)."""
+    models = Path(args.models) if args.models else workdir / "skeletons"
+    if not args.models:
+        prepare(models)
+    return {name: build_model(models / name, workdir / name, layers) for name in MODELS}
+
+
+def run_all(cases: list[Case], args, paths: dict[str, Path], data: Path, began: float) -> None:
+    """Each case in its subprocess, in order; a case that would end after the budget is skipped."""
+    for case in cases:
+        elapsed = time.monotonic() - began
+        if elapsed + case.estimate_s > args.budget_s:
+            why = f"time budget ({elapsed:.0f} s spent, ~{case.estimate_s:.0f} s more)"
+            case.result = {"status": "skipped", "why": why}
+            continue
+        runner = runner_for(case, args)
+        if isinstance(runner, str):
+            case.result = {"status": "skipped", "why": runner}
+            continue
+        started = time.monotonic()
+        case.result = measure(case, paths[case.model], data, runner, args.budget_s - elapsed + 30)
+        case.result["seconds"] = time.monotonic() - started
+        print(f"  {case.label}: {case.result['status']} in {case.result['seconds']:.0f} s", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument(
@@ -603,13 +639,7 @@ def main() -> None:
     on_gpu = torch.cuda.is_available()
     if not on_gpu and not args.cpu_smoke:
         raise SystemExit("no CUDA device: run this on the GPU machine, or pass --cpu-smoke")
-    smoke = not on_gpu
-    args.seq_lens = (64, 128) if smoke else SEQ_LENS  # SmolLM2's system prompt fills 32
-    args.target_batch = 2 if smoke else TARGET_BATCH
-    args.search_from = 2 if smoke else 4096  # the planner's largest for the whole budget
-    args.search_seq_len = args.seq_lens[0]
-    args.speed_seq_len = SPEED_SEQ_LEN  # shorter rows are cut, and train_speed refuses cut rows
-    args.steps = min(args.steps, 3) if smoke else args.steps
+    settle(args, smoke=not on_gpu)
     machine = probe()
     memory_mb = machine.accelerator_memory_mb
     report: dict = {"device": machine.device_label, "memory_mb": round(memory_mb), "versions": versions()}
@@ -619,43 +649,20 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        models = Path(args.models) if args.models else workdir / "skeletons"
-        if not args.models:
-            prepare(models)
-        paths, facts = {}, {}
-        for name in MODELS:
-            paths[name] = build_model(models / name, workdir / name, layers=2 if smoke else 0)
-            facts[name] = facts_of(paths[name])
+        paths = build_models(args, workdir, layers=0 if on_gpu else 2)
+        facts = {name: facts_of(path) for name, path in paths.items()}
         data = write_long_chats(workdir / "long_chats.jsonl", words=max(args.seq_lens) + 64)
-        built_s = time.monotonic() - began
         cases = cases_for(args, facts, memory_mb, on_gpu)
-        total = built_s + sum(c.estimate_s for c in cases)
-        print(
-            f"models built in {built_s:.0f} s; estimated {total:.0f} s in all (budget {args.budget_s:.0f} s):"
-        )
+        report["estimated_s"] = time.monotonic() - began + sum(c.estimate_s for c in cases)
+        print(f"models built; estimated {report['estimated_s']:.0f} s in all (budget {args.budget_s:.0f} s):")
         for case in cases:
             print(f"  {case.label:<44} plan {case.plan:<8} ~{case.estimate_s:.0f} s")
-        for case in cases:
-            elapsed = time.monotonic() - began
-            if elapsed + case.estimate_s > args.budget_s:
-                case.result = {
-                    "status": "skipped",
-                    "why": f"time budget ({elapsed:.0f} s spent, ~{case.estimate_s:.0f} s more)",
-                }
-                continue
-            runner = runner_for(case, args)
-            if isinstance(runner, str):
-                case.result = {"status": "skipped", "why": runner}
-                continue
-            started = time.monotonic()
-            case.result = measure(case, paths[case.model], data, runner, args.budget_s - elapsed + 30)
-            case.result["seconds"] = time.monotonic() - started
-            print(f"  {case.label}: {case.result['status']} in {case.result['seconds']:.0f} s", flush=True)
+        run_all(cases, args, paths, data, began)
     annotate(cases, facts, on_gpu)
     print_table(cases, on_gpu)
     report["cases"] = [asdict(c) for c in cases]
     report["seconds"] = time.monotonic() - began
-    print(f"\nwhole check: {report['seconds']:.0f} s (estimated {total:.0f} s)")
+    print(f"\nwhole check: {report['seconds']:.0f} s (estimated {report['estimated_s']:.0f} s)")
     for target in [args.json, os.environ.get("OUT") and str(Path(os.environ["OUT"]) / "gpu_check.json")]:
         if target:
             Path(target).write_text(json.dumps(report, indent=2))
