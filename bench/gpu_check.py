@@ -657,6 +657,8 @@ def main() -> None:
         print(f"models built; estimated {report['estimated_s']:.0f} s in all (budget {args.budget_s:.0f} s):")
         for case in cases:
             print(f"  {case.label:<44} plan {case.plan:<8} ~{case.estimate_s:.0f} s")
+        parts = {c.part: sum(d.estimate_s for d in cases if d.part == c.part) for c in cases}
+        print("  by part: " + ", ".join(f"{part} ~{seconds:.0f} s" for part, seconds in parts.items()))
         run_all(cases, args, paths, data, began)
     annotate(cases, facts, on_gpu)
     print_table(cases, on_gpu)
