@@ -112,17 +112,17 @@ async def test_the_train_form_shows_the_dry_run_plan(tmp_path):
         await pilot.press("3")
         screen = app.screen
         await wait_for(pilot, lambda: screen.plan is not None, what="the plan")
-        trainer = Trainer("tiny", lora_rank=app.session.lora_rank, method=app.session.method)
+        trainer = Trainer("tiny")  # the Model and Data screens, untouched, leave every choice to the plan
         planned = {c.name: c for c in trainer.plan("sample", machine=fake_cpu_machine()).choices}
         for name in ("steps", "learning_rate", "batch_size", "max_seq_len"):
             assert screen.query_one(f"#field-{name}", Input).value == str(planned[name].value)
             assert text_of(screen.query_one(f"#reason-{name}")) == planned[name].reason
+        for name in ("method", "lora_rank"):  # Model screen fields left empty: the plan's choice
+            assert screen.plan[name].value == planned[name].value and not screen.plan[name].by_user
+        assert "method auto · rank auto" in text_of(screen.query_one("#train-summary"))
         held = int(planned["eval_split"].value)
         assert screen.plan["eval_split"].value == held > 0 and f"/ eval {held} (auto)" in summary
-        assert (
-            screen._read_form()
-            == {"lora_rank": app.session.lora_rank, "method": app.session.method} | app.session.data_options
-        )
+        assert screen._read_form() == app.session.model_options() | app.session.data_options == {}
 
 
 def test_comparison_dashboard_snapshot(snap_compare):

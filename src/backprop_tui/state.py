@@ -19,10 +19,18 @@ def theme_of(settings: Settings) -> str:
 class Session:
     settings: Settings
     model: str = "tiny"
-    method: str = "lora"
-    lora_rank: int = 16
+    method: str | None = None  # None: the plan chooses, as when the flag is omitted
+    lora_rank: int | None = None  # likewise
     data: str = "sample"
     data_options: dict = field(
         default_factory=dict
     )  # filter settings from the Data screen (TrainConfig fields)
     run_dir: Path | None = None  # the run trained, watched or opened last
+
+    def model_options(self) -> dict:
+        """The Model screen's choices the user made (TrainConfig fields); the rest is left to the plan."""
+        chosen = {"method": self.method, "lora_rank": self.lora_rank}
+        return {name: value for name, value in chosen.items() if value is not None}
+
+    def model_summary(self) -> str:
+        return f"{self.method or 'method auto'} · rank {self.lora_rank or 'auto'}"

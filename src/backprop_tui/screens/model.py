@@ -25,7 +25,8 @@ METHOD_TITLES = {
     "rslora": "rsLoRA",
     "full": "Full fine-tune",
 }
-METHODS = [
+AUTO = "auto"  # the Select's value for "leave it to the plan" (Session.method None)
+METHODS = [("Auto (the plan's)", AUTO)] + [
     (METHOD_TITLES.get(method, method), method) for method in TRAINING_METHODS
 ]  # the engine's list, in its order
 
@@ -46,9 +47,21 @@ class ModelScreen(Screen):
             yield Static("", id="model-error", classes="error")
             with Horizontal(classes="form-row"):
                 yield Label("Method", classes="field-label")
-                yield Select(METHODS, value="lora", allow_blank=False, id="method", compact=True)
+                yield Select(
+                    METHODS,
+                    value=self.app.session.method or AUTO,
+                    allow_blank=False,
+                    id="method",
+                    compact=True,
+                )
                 yield Label(option_of("lora_rank").label, classes="field-label")
-                yield Input(str(self.app.session.lora_rank), id="rank", type="integer", compact=True)
+                yield Input(
+                    str(self.app.session.lora_rank or ""),
+                    placeholder=AUTO,
+                    id="rank",
+                    type="integer",
+                    compact=True,
+                )
             yield Static("", id="model-choice", classes="choice")
         yield Footer()
 
@@ -111,7 +124,7 @@ class ModelScreen(Screen):
 
     def on_select_changed(self, event: Select.Changed) -> None:
         if event.select.id == "method":
-            self.app.session.method = str(event.value)
+            self.app.session.method = None if event.value == AUTO else str(event.value)
             self._show_choice()
             self.probe_hardware()  # the memory column depends on the method
 
@@ -133,7 +146,7 @@ class ModelScreen(Screen):
     def _set_rank(self, value: str) -> None:
         error = self.query_one("#model-error", Static)
         try:
-            self.app.session.lora_rank = option_of("lora_rank").parse(value)
+            self.app.session.lora_rank = option_of("lora_rank").parse(value) if value.strip() else None
         except ValueError as exc:
             error.update(str(exc))
             return
@@ -142,6 +155,6 @@ class ModelScreen(Screen):
 
     def _show_choice(self, note: str = "") -> None:
         session = self.app.session
-        method = {value: title for title, value in METHODS}[session.method]
-        line = f"Chosen: [b]{session.model}[/b] · {method} rank {session.lora_rank}"
+        method = {value: title for title, value in METHODS}[session.method or AUTO]
+        line = f"Chosen: [b]{session.model}[/b] · {method} · rank {session.lora_rank or AUTO}"
         self.query_one("#model-choice", Static).update(line + (f" · {note}" if note else ""))

@@ -172,7 +172,7 @@ class TrainScreen(Screen):
     def _fill_form(self) -> None:
         session = self.app.session
         self.query_one("#train-summary", Static).update(
-            f"Model [b]{session.model}[/b] · {session.method} rank {session.lora_rank} · data [b]{session.data}[/b]"
+            f"Model [b]{session.model}[/b] · {session.model_summary()} · data [b]{session.data}[/b]"
         )
         self.plan = self.refused_pairs = None
         self.planned_for = self._chosen_data()
@@ -183,11 +183,7 @@ class TrainScreen(Screen):
         self.query_one("#field-strength", Input).value = ""
         self.query_one("#strength-row").display = self.objective in STRENGTH
         self.query_one("#reason-objective", Static).update(OBJECTIVE_REASONS[self.objective])
-        options = (
-            {"lora_rank": session.lora_rank, "method": session.method}
-            | self._objective_option()
-            | self._data_options()
-        )
+        options = session.model_options() | self._objective_option() | self._data_options()
         self.plan_in_background(session.model, session.data, options)
 
     def on_select_changed(self, event: Select.Changed) -> None:
@@ -284,9 +280,7 @@ class TrainScreen(Screen):
             if raw and not (self.plan and raw == str(self.plan[option.name].value)):  # else: planned again
                 values[option.name] = option.parse(raw)
         values |= self._read_objective()
-        values["lora_rank"] = self.app.session.lora_rank
-        values["method"] = self.app.session.method
-        return values | self._data_options()
+        return values | self.app.session.model_options() | self._data_options()
 
     def _chosen_data(self) -> tuple:
         return self.app.session.data, dict(self.app.session.data_options)
