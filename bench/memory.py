@@ -22,6 +22,7 @@ peak of live tensors; ``--return-frees`` runs every subprocess with ``MALLOC_MMA
 hands large freed blocks back at once, so its peak is close to what the tensors themselves needed.
 
     HF_HUB_OFFLINE=1 .venv/bin/python bench/memory.py [--steps 2] [--only tiny|llama-100m] [--return-frees] [--loads-only]
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/memory.py --real [--only smollm2|gemma3] [--method qlora]
 """
 
 from __future__ import annotations
@@ -288,6 +289,7 @@ def main() -> None:
         "--return-frees", action="store_true", help="MALLOC_MMAP_THRESHOLD_=131072 in every subprocess"
     )
     parser.add_argument("--loads-only", action="store_true", help="only the rows that load the weights")
+    parser.add_argument("--method", help="only the cases of this method (lora, qlora, full, ...)")
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--model-path", help=argparse.SUPPRESS)
@@ -316,7 +318,11 @@ def main() -> None:
             f"{'pred-ovh':>9}{'peak-base':>10}{'ratio':>7}{'load':>7}{'train':>7}  planner parts (MB)"
         )
         for case in REAL_CASES if args.real else CASES:
-            if (args.only and case.model != args.only) or (args.loads_only and not case.is_load):
+            if (
+                (args.only and case.model != args.only)
+                or (args.loads_only and not case.is_load)
+                or (args.method and case.method != args.method)
+            ):
                 continue
             facts = facts_of(paths[case.model])
             if case.budget_mb:
