@@ -8,7 +8,8 @@ planner assumes, whether the engine packs or pads. Each subprocess reports:
 
 - baseline: its RSS after importing torch, transformers, peft (and bitsandbytes) and the engine, before
   loading the model;
-- peak: its peak RSS from then on (``VmHWM``, reset after the baseline: model loading included).
+- peak: its peak RSS from then on (``VmHWM``, reset after the baseline: model loading included), split at the
+  run's ``RunStarted`` event into the load (tokenizer, weights, the method applied) and the training steps.
 
 Two comparisons are printed: the planner's total (``estimate_memory(..., on_gpu=False)``, which includes a
 fixed framework overhead) against the peak, and the planner's total minus that overhead against peak minus
@@ -21,6 +22,7 @@ peak of live tensors; ``--return-frees`` runs every subprocess with ``MALLOC_MMA
 hands large freed blocks back at once, so its peak is close to what the tensors themselves needed.
 
     HF_HUB_OFFLINE=1 .venv/bin/python bench/memory.py [--steps 2] [--only tiny|llama-100m] [--return-frees] [--loads-only]
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/memory.py --real [--only smollm2|gemma3] [--method qlora]
 """
 
 from __future__ import annotations
@@ -187,6 +189,7 @@ def child(case: Case, model_path: Path, data: Path, steps: int, workdir: Path) -
     import transformers  # noqa: F401
 
     from backprop_engine import Trainer
+    from backprop_engine.events import RunStarted
     from backprop_engine.modeling import load_base_model, quiet_transformers
 
     quiet_transformers()
@@ -203,8 +206,18 @@ def child(case: Case, model_path: Path, data: Path, steps: int, workdir: Path) -
             "after_load_mb": rss_mb(),
             "params": sum(p.numel() for p in model.parameters()),
         }
+    phases = {}
+
+    def split_at_start(
+        event,
+    ) -> None:  # the load's peak and what it leaves; then the training steps' own peak
+        if isinstance(event, RunStarted):
+            phases.update(load_peak_mb=peak_rss_mb(), after_load_mb=rss_mb())
+            reset_peak()
+
     trainer = Trainer(
         str(model_path) if case.model != "tiny" else "tiny",
+        on_event=split_at_start,
         method=case.method,
         batch_size=case.batch,
         max_seq_len=case.seq_len,
@@ -220,7 +233,9 @@ def child(case: Case, model_path: Path, data: Path, steps: int, workdir: Path) -
     used = trainer.config  # what the run used, with the values the engine chose itself (rank, targets, ...)
     return {
         "baseline_mb": baseline,
-        "peak_mb": peak_rss_mb(),
+        "peak_mb": max(phases["load_peak_mb"], peak_rss_mb()),
+        **phases,
+        "train_peak_mb": peak_rss_mb(),
         "tokens_per_step": result.tokens / result.steps,
         "packing": packing,
         "rank": used.lora_rank,
@@ -274,6 +289,7 @@ def main() -> None:
         "--return-frees", action="store_true", help="MALLOC_MMAP_THRESHOLD_=131072 in every subprocess"
     )
     parser.add_argument("--loads-only", action="store_true", help="only the rows that load the weights")
+    parser.add_argument("--method", help="only the cases of this method (lora, qlora, full, ...)")
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--model-path", help=argparse.SUPPRESS)
@@ -299,10 +315,14 @@ def main() -> None:
             paths[BIG_NAME] = build_big_model(Path(tmp) / BIG_NAME)
         print(
             f"{'model':<11}{'case':<24}{'tok/step':>9}{'predicted':>10}{'peak':>7}{'ratio':>7}"
-            f"{'pred-ovh':>9}{'peak-base':>10}{'ratio':>7}  planner parts (MB)"
+            f"{'pred-ovh':>9}{'peak-base':>10}{'ratio':>7}{'load':>7}{'train':>7}  planner parts (MB)"
         )
         for case in REAL_CASES if args.real else CASES:
-            if (args.only and case.model != args.only) or (args.loads_only and not case.is_load):
+            if (
+                (args.only and case.model != args.only)
+                or (args.loads_only and not case.is_load)
+                or (args.method and case.method != args.method)
+            ):
                 continue
             facts = facts_of(paths[case.model])
             if case.budget_mb:
@@ -340,7 +360,8 @@ def main() -> None:
                 f"{case.model:<11}{case.label:<24}{row['tokens_per_step']:>9,.0f}{estimate.total_mb:>10,.0f}"
                 f"{row['peak_mb']:>7,.0f}{estimate.total_mb / row['peak_mb']:>7.2f}"
                 f"{estimate.total_mb - CPU_OVERHEAD_MB:>9,.0f}{added:>10,.0f}"
-                f"{(estimate.total_mb - CPU_OVERHEAD_MB) / added:>7.2f}  {parts}"
+                f"{(estimate.total_mb - CPU_OVERHEAD_MB) / added:>7.2f}"
+                f"{row['load_peak_mb']:>7,.0f}{row['train_peak_mb']:>7,.0f}  {parts}"
                 f"{'' if row['packing'] else '; packing OFF'}{verdict}",
                 flush=True,
             )

@@ -40,6 +40,67 @@ def test_a_cpu_qlora_base_lets_go_of_its_memory_mapped_checkpoint(tiny_models):
     gc.collect()
     assert checkpoint not in Path("/proc/self/maps").read_text()
     assert model.get_input_embeddings().weight.is_floating_point()
+    from safetensors.torch import load_file
+
+    on_disk = load_file(checkpoint)
+    kept = {n: p for n, p in model.named_parameters() if p.is_floating_point() and n in on_disk}
+    # embeddings, head, 2 × 2 layer norms, final norm: copies, with the values on disk
+    assert len(kept) == 7 and all(torch.equal(p, on_disk[n]) for n, p in kept.items())
+
+
+def _mapped_view(tmp_path, values):
+    """``values`` saved as safetensors and read back as transformers reads them: a view of the mapped file."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    save_file({"w": values}, tmp_path / "w.safetensors")
+    with safe_open(str(tmp_path / "w.safetensors"), framework="pt") as file:
+        return file.get_slice("w")[...]
+
+
+def _resident_mb(tensor) -> float:
+    """RSS of the mapping that holds ``tensor`` (/proc/self/smaps)."""
+    from pathlib import Path
+
+    address, inside = tensor.data_ptr(), False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        fields = line.split()
+        if "-" in fields[0] and not fields[0].endswith(":"):
+            low, high = (int(x, 16) for x in fields[0].split("-"))
+            inside = low <= address < high
+        elif inside and fields[0] == "Rss:":
+            return int(fields[1]) / 1024
+    raise AssertionError("the tensor is not in a mapping")
+
+
+def test_copying_a_mapped_checkpoint_tensor_hands_its_pages_back_as_it_goes(tmp_path, monkeypatch):
+    from backprop_engine import modeling
+
+    values = torch.randn(4 * 2**20)  # 16 MB
+    view = _mapped_view(tmp_path, values)
+    assert view.sum() == values.sum() and _resident_mb(view) > 15  # every page read
+    monkeypatch.setattr(modeling, "COPY_CHUNK_BYTES", 2**20)
+    released, release = [], modeling._release_pages
+    monkeypatch.setattr(modeling, "_release_pages", lambda *span: released.append(span) or release(*span))
+    copy = modeling._own_copy(view, modeling._checkpoint_mappings())
+    assert torch.equal(copy, values) and copy.data_ptr() != view.data_ptr()
+    assert len(released) == 16 and _resident_mb(view) < 1
+    assert torch.equal(view, values)  # a page handed back is read again from the file
+
+
+def test_a_mapping_written_to_is_copied_without_handing_pages_back_and_owned_memory_is_kept(tmp_path):
+    from backprop_engine import modeling
+
+    view = _mapped_view(tmp_path, torch.zeros(2**20))
+    mapping = [m for m in modeling._checkpoint_mappings() if m[0] <= view.data_ptr() < m[1]]
+    assert [clean for *_, clean in mapping] == [True]
+    view[0] = 1.0  # a private page of this process now: handing it back would lose the write
+    mapping = [m for m in modeling._checkpoint_mappings() if m[0] <= view.data_ptr() < m[1]]
+    assert [clean for *_, clean in mapping] == [False]
+    copy = modeling._own_copy(view, mapping)
+    assert copy[0] == 1.0 and copy.data_ptr() != view.data_ptr() and view[0] == 1.0
+    owned = torch.ones(8)  # what the loader converted (a 16-bit file) is already the process's own
+    assert modeling._own_copy(owned, modeling._checkpoint_mappings()) is owned
 
 
 def test_qlora_base_is_4bit_and_its_gradients_match_a_dequantized_twin(tiny_models):
