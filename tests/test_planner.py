@@ -106,9 +106,12 @@ def test_estimate_parts_move_the_right_way():
     head = (
         facts.vocab_size * facts.hidden_size * 4
     )  # a trained head: the chunked loss's accumulator + a chunk's
-    assert (full.logits_mb - lora.logits_mb) * MB == pytest.approx(2 * head)
-    # on a GPU each adapted module keeps an fp32 copy of its 16-bit input for its fp32 factors
+    # full fine-tuning computes in fp32 on a GPU too: its activations and logits are the CPU's
     cpu_lora = estimate_memory(facts, method="lora", on_gpu=False)
+    assert (full.logits_mb - cpu_lora.logits_mb) * MB == pytest.approx(2 * head)
+    cpu_full = estimate_memory(facts, method="full", on_gpu=False)
+    assert full.activations_mb == cpu_full.activations_mb and full.logits_mb == cpu_full.logits_mb
+    # on a GPU each adapted module keeps an fp32 copy of its 16-bit input for its fp32 factors
     copies = 8 * 512 * facts.num_layers * sum(facts.linear_shapes[t][0] for t in ALL_LINEAR) * 4
     assert (lora.activations_mb - cpu_lora.activations_mb / 2) * MB == pytest.approx(copies)
     # the CPU allocator's slack: adapters only

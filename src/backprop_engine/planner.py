@@ -104,7 +104,9 @@ def estimate_memory(
     """Predicted peak memory of one training step (see the module docstring for the parts)."""
     if method not in ("lora", "qlora", "dora", "full"):
         raise ConfigError(f"unknown method {method!r}", "use lora, qlora, dora or full")
-    act_bytes = 2.0 if on_gpu else 4.0
+    # 16-bit activations only where the base computes in 16 bits: full fine-tuning trains fp32 weights everywhere
+    sixteen_bit = on_gpu and method != "full"
+    act_bytes = 2.0 if sixteen_bit else 4.0
     linear = facts.num_layers * facts.layer_linear_params
     if method == "qlora":  # k-bit preparation casts the embeddings (and norms) to fp32
         weights = linear * NF4_BYTES_PER_WEIGHT + facts.embedding_params * 4
@@ -126,10 +128,10 @@ def estimate_memory(
         activations = tokens * facts.num_layers * per_layer
     if method == "dora":  # each module materialises W + s·BA (and its gradient) for the weight norm
         activations += 2 * linear * act_bytes
-    # Three fp32 copies of one chunk's logits (measured 3.1 when all positions were one chunk) and, on a GPU,
-    # the 16-bit logits the head computes; per token the trained positions' hidden states and their gradient.
+    # Three fp32 copies of one chunk's logits (measured 3.1 when all positions were one chunk) and, from a
+    # 16-bit base, the 16-bit logits the head computes; per token the trained positions' hidden states and their gradient.
     logits = (
-        min(tokens, chunk_tokens(facts.vocab_size)) * facts.vocab_size * (14 if on_gpu else 12)
+        min(tokens, chunk_tokens(facts.vocab_size)) * facts.vocab_size * (14 if sixteen_bit else 12)
         + tokens * facts.hidden_size * act_bytes * 2
     )
     if method == "full":  # a trained head: the loss's fp32 gradient accumulator and one chunk's product
