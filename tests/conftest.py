@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -71,3 +73,23 @@ def gemma3_dir() -> Path:
     from .realweights import gemma3_dir
 
     return gemma3_dir()
+
+
+@pytest.fixture(scope="session")
+def go(tmp_path_factory) -> str:
+    """The Ollama TEMPLATE renderer (tests/gotemplate), built once per session with Go's own text/template."""
+    go_tool = shutil.which("go")
+    if go_tool is None:
+        pytest.fail(
+            "Go is not installed: `make test` installs Debian's golang-go (apt-get install golang-go)"
+        )
+    binary = tmp_path_factory.mktemp("go") / "render"
+    build = subprocess.run(
+        [go_tool, "build", "-o", str(binary), str(Path(__file__).parent / "gotemplate" / "render.go")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "GO111MODULE": "off"},
+    )
+    assert build.returncode == 0, build.stderr
+    return str(binary)

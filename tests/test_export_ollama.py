@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import stat
 import subprocess
 import sys
@@ -27,7 +26,6 @@ from backprop_engine.export.ollama import base_url, file_sha256, register
 from .families import build_tokenizer
 from .ollama_server import FakeOllama
 
-GO_RENDERER = Path(__file__).parent / "gotemplate" / "render.go"
 TEMPLATE_FAMILIES = ["llama3", "mistral", "qwen2.5", "gemma", "generic"]
 EXPECTED_FAMILY = {
     "llama3": "llama3",
@@ -53,26 +51,6 @@ MORE_CONVERSATIONS = [
     ],
     [{"role": "user", "content": "Tabs\tand\nnew lines, <b>tags</b>, back\\slashes and $dollars"}],
 ]
-
-
-@pytest.fixture(scope="module")
-def go(tmp_path_factory) -> str:
-    """The renderer, built once with Go's own text/template."""
-    go_tool = shutil.which("go")
-    if go_tool is None:
-        pytest.fail(
-            "Go is not installed: `make test` installs Debian's golang-go (apt-get install golang-go)"
-        )
-    binary = tmp_path_factory.mktemp("go") / "render"
-    build = subprocess.run(
-        [go_tool, "build", "-o", str(binary), str(GO_RENDERER)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "GO111MODULE": "off"},
-    )
-    assert build.returncode == 0, build.stderr
-    return str(binary)
 
 
 def _go_render(renderer: str, template: str, conversations: list, tmp_path: Path) -> list[str]:

@@ -17,8 +17,9 @@ pytestmark = pytest.mark.realweights
 def test_the_default_plan_teaches_the_identity(smollm2_dir, tmp_path):
     data = write_identity(tmp_path / "identity.jsonl", 16)
     events = []
-    # What is generated along the way is cut to the minimum (one end-of-run prompt, no samples): CI time.
-    trainer = Trainer(str(smollm2_dir), on_event=events.append, compare_count=1, sample_steps=10_000)
+    # Nothing is generated during the run (compare_count=0: no comparison, no samples); compare_run below is
+    # the proof. Each reply token costs a full forward pass: CI time.
+    trainer = Trainer(str(smollm2_dir), on_event=events.append, compare_count=0)
     result = trainer.train(data, output_dir=tmp_path / "run")
     planned = {c["name"]: c for c in next(e for e in events if e.kind == "run_planned").choices}
     assert planned["steps"]["value"] == MIN_UPDATES and not planned["steps"]["by_user"]
@@ -26,6 +27,7 @@ def test_the_default_plan_teaches_the_identity(smollm2_dir, tmp_path):
     assert planned["eval_split"]["value"] == 2  # held out automatically
     assert result.eval_loss < 1.0 < result.first_loss
 
-    asked = compare_run(result.run_dir, prompts=HELD_OUT[:3], max_new_tokens=20)
+    # Every taught answer names Tamsin within its first 5 tokens; the base's 10 tokens say who it is.
+    asked = compare_run(result.run_dir, prompts=HELD_OUT[:3], max_new_tokens=10)
     assert all(map(knows_identity, asked.tuned)), asked.tuned
     assert not any(map(knows_identity, asked.base)), asked.base

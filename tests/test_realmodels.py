@@ -15,7 +15,7 @@ from backprop_engine.export.chat import chat_reply, open_gguf
 from backprop_engine.export.chat_format import CHECK_CONVERSATIONS, adds_bos
 from backprop_engine.modeling import load_tokenizer
 
-from .test_export_ollama import MORE_CONVERSATIONS, _go_render, go  # noqa: F401  (go: the Go renderer fixture)
+from .test_export_ollama import MORE_CONVERSATIONS, _go_render
 from .test_progress import assert_well_formed, progress_of
 
 pytestmark = pytest.mark.realweights
@@ -35,7 +35,7 @@ def _modelfile(path) -> dict[str, list[str]]:
     return {"template": [template], "lines": text.splitlines()}
 
 
-def test_smollm2_trains_exports_f16_q8_0_q4_k_m_verifies_and_chats(smollm2_dir, tmp_path, go):  # noqa: F811
+def test_smollm2_trains_exports_f16_q8_0_q4_k_m_verifies_and_chats(smollm2_dir, tmp_path, go):
     events = []
     trainer = Trainer(str(smollm2_dir), on_event=events.append, **SHORT)
     trainer.train("sample", steps=3, output_dir=tmp_path / "run")
