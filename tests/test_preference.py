@@ -193,7 +193,7 @@ def test_truncation_keeps_the_prompts_end_and_both_replies_starts():
     ]
 
 
-def test_dpo_raises_the_reward_accuracy_on_held_out_pairs(tmp_path):
+def test_dpo_raises_the_reward_accuracy_on_held_out_pairs_and_exports(tmp_path):
     events = []
     trainer = Trainer(
         "tiny",
@@ -226,6 +226,10 @@ def test_dpo_raises_the_reward_accuracy_on_held_out_pairs(tmp_path):
     ]
     assert len(board.Scalars("train/rewards/margin")) == len(rewards) - len(evals)
     assert (result.adapter_path / "adapter_model.safetensors").is_file()
+    # The DPO adapter, a LoRA adapter like any other, exports to a GGUF that llama.cpp verifies.
+    [path] = trainer.export("gguf", quantization=["f16"])
+    verification = json.loads(path.with_suffix(".report.json").read_text())["verification"]
+    assert verification["passed"], verification
 
 
 def test_dpo_resume_is_exact(tmp_path):

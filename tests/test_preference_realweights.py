@@ -1,11 +1,10 @@
 """DPO on a real pretrained model (tests/realweights.py): SmolLM2-135M-Instruct, 8 of our pirate pairs (≤ 60
 tokens a side), 3 steps of 2 pairs. The reward margin grows from 0 (the policy is the base) towards the chosen
-replies, and the DPO adapter, a LoRA adapter like any other, exports to a GGUF that llama.cpp verifies.
-Held-out rewards: test_preference.py (tiny); nothing is held out here, to keep the test short."""
+replies. Held-out rewards and a DPO adapter's verified GGUF export: test_preference.py (tiny); SmolLM2's verified
+export of a trained adapter: test_realmodels.py. Nothing is held out or exported here, to keep the test short."""
 
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
@@ -17,7 +16,7 @@ from .preference_data import write_pairs
 pytestmark = pytest.mark.realweights
 
 
-def test_smollm2_dpo_moves_the_margin_towards_the_chosen_replies_and_exports(smollm2_dir, tmp_path):
+def test_smollm2_dpo_moves_the_margin_towards_the_chosen_replies(smollm2_dir, tmp_path):
     events = []
     trainer = Trainer(
         str(smollm2_dir),
@@ -43,7 +42,3 @@ def test_smollm2_dpo_moves_the_margin_towards_the_chosen_replies_and_exports(smo
     )
     assert 0 < rewards[1].margin < rewards[2].margin and rewards[2].loss < rewards[1].loss < math.log(2)
     assert rewards[2].accuracy == 1.0
-
-    [path] = trainer.export("gguf", quantization=["f16"])
-    verification = json.loads(path.with_suffix(".report.json").read_text())["verification"]
-    assert verification["passed"], verification
