@@ -125,3 +125,19 @@ def test_a_bad_compare_prompts_file_is_refused_before_training(tmp_path, capsys)
     )
     assert code == 2 and "cannot read the comparison prompts" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_no_comparison_asked_scores_the_base_not_at_all(tmp_path):
+    from backprop_engine import Trainer
+    from backprop_engine.events import Progress
+
+    events = []
+    Trainer("tiny", compare_count=0, eval_split=8, on_event=events.append).train(
+        "sample", steps=2, output_dir=tmp_path / "run"
+    )
+    scored = [
+        e for e in events if isinstance(e, Progress) and e.stage == "evaluate" and e.done == e.total > 0
+    ]
+    assert len(scored) == 1 and not any(
+        isinstance(e, Comparison) for e in events
+    )  # the fine-tune's, at the end

@@ -157,7 +157,7 @@ def run_training(
     check = _learning_check(config, peft_model, tokenizer, eval_examples, examples, bus, dist, compare)
     # A stop during an evaluation or the answers ends them at their next batch or reply (Cancelled, left
     # out here): the run then stops as between two steps, keeping its checkpoint and adapter.
-    if compare:
+    if compare and check.answers.prompts:  # the base's held-out loss is only reported beside its answers
         with contextlib.suppress(Cancelled):
             check.start(
                 evaluate(peft_model, eval_examples, config.batch_size, tokenizer.pad_token_id, device, dist)
