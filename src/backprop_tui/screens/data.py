@@ -120,21 +120,23 @@ class DataScreen(Screen):
     def _request(self, source: str, reload: bool) -> None:
         """Start a preview worker unless the same request is already the newest (a newer worker
         replaces an older one, so a repeated request must not cancel, e.g., a pending error)."""
+        from backprop_engine.data import DataSpec
+
         try:
-            spec = self._spec(source)
+            filters = self._filter_values()
+            spec = DataSpec([source], **filters)
         except (ValueError, BackpropError) as exc:
             self._show_error(exc)
             return
-        request = (source, tuple(sorted(self._filter_values().items())))
+        request = (source, tuple(sorted(filters.items())))
         if not reload and request == self._requested:
             return
         self._requested = request
         self.preview_in_background(spec, self.app.session.model, reload=reload)
 
-    def _spec(self, source: str):
-        from backprop_engine.data import DataSpec
-
-        return DataSpec([source], **self._filter_values())
+    def _requested_filters(self) -> dict:
+        """The filters of the newest request: the preview shown is theirs (the fields may hold a typo since)."""
+        return dict(self._requested[1]) if self._requested else {}
 
     def _filter_values(self) -> dict:
         """The filters the user set: a box left at its default or an empty field is left to the plan, as an
@@ -170,7 +172,7 @@ class DataScreen(Screen):
         if event.state == WorkerState.SUCCESS:
             spec, self.preview, self.report = event.worker.result
             self.app.session.data = spec.sources[0]
-            self.app.session.data_options = self._filter_values()
+            self.app.session.data_options = self._requested_filters()
             self.index = min(self.index, max(0, len(self.report.samples) - 1))
             self.query_one("#data-error", Static).update("")
             self._show_report()
@@ -187,7 +189,7 @@ class DataScreen(Screen):
         report = self.report
         formats = ", ".join(f"{name} {count}" for name, count in report.formats.items()) or "—"
         train, held = report.train_examples, report.eval_examples
-        auto = "eval_split" not in self._filter_values() and not held
+        auto = "eval_split" not in self._requested_filters() and not held
         if auto:  # what the plan will hold out, as train does (Train shows it too)
             held = held_out_rows(train)
             train -= held
